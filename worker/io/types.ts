@@ -1,0 +1,87 @@
+/**
+ * The edges of the worker: where records come from, where final counts go, where invalid
+ * records go. The task loop (worker/runtime/task.ts) only sees these interfaces, so local
+ * mode (file, generator, embedded sink) and cluster mode (Kafka, Cassandra) run the same
+ * counting code.
+ */
+
+/** One input record, as read from a source partition. */
+export interface SourceRecord {
+  /** Raw bytes of the event (one JSONL line without its newline, or a Kafka record value). */
+  readonly value: Buffer;
+  /**
+   * Ingest time in milliseconds since the epoch, carried by the record (the Kafka record
+   * timestamp; in local mode the time the input was first ingested). Retention decisions use
+   * this, never the wall clock, so a replay makes the same decisions as the first run.
+   */
+  readonly ingestTimeMs: number;
+  /** The source partition the record came from, e.g. `kg:17` or `file:/abs/path`. */
+  readonly partition: string;
+  /** The position to resume from *after* this record (opaque to the task). */
+  readonly nextPosition: string;
+  /** Set when the partition is a key group (the keyed topic); its position is then stored with that group's state. */
+  readonly keyGroup?: number;
+  /** Where the record was read, for dead-letter reports (e.g. `events/3@1234` or `input.jsonl:17`). */
+  readonly origin: string;
+}
+
+/** A stream of records that can resume from committed positions. */
+export interface Source {
+  /**
+   * Begins reading. `positions` maps partition → the `nextPosition` committed with state;
+   * partitions absent from it start at their beginning.
+   */
+  start(positions: ReadonlyMap<string, string>): Promise<void>;
+  /**
+   * Up to `max` records; an empty array when nothing is available right now; `null` once a
+   * bounded source (a file, the demo generator) is exhausted.
+   */
+  poll(max: number): Promise<SourceRecord[] | null>;
+  /** Pauses fetching (backpressure) until resume(); records already returned stay valid. */
+  pause?(): void;
+  resume?(): void;
+  close(): Promise<void>;
+}
+
+export type Granularity = 'hour' | 'day' | 'month';
+
+/** Identifies one counter: (scope, statistic_id, granularity, facet, value, bucket). */
+export interface CounterKey {
+  readonly scope: string;
+  readonly statisticId: string;
+  readonly granularity: Granularity;
+  /** `*` for the statistic's total. */
+  readonly facet: string;
+  /** `*` for the statistic's total. */
+  readonly value: string;
+  /** Bucket start, seconds since the epoch (UTC). */
+  readonly bucket: number;
+}
+
+export interface CounterValue {
+  readonly count: number;
+  /** Account level only; absent at customer level. */
+  readonly uniques?: number;
+}
+
+export interface CounterRow extends CounterKey, CounterValue {}
+
+/**
+ * Where final counts go. Writes set a counter's totals (idempotent), so writing the same
+ * rows twice is harmless and a replay converges.
+ */
+export interface CountSink {
+  /** Writes final counts; resolves once durable; rejects when the sink is unavailable (the caller retries). */
+  write(rows: readonly CounterRow[]): Promise<void>;
+  /** Hydration: the current values of counters this worker has no local value for (missing ones are absent). */
+  read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>>;
+  /** Every counter, for `abacus counts`. */
+  scan(): AsyncIterable<CounterRow>;
+  close(): Promise<void>;
+}
+
+/** Where invalid records go, with the reason. Must not lose records while it is unavailable. */
+export interface DeadLetterSink {
+  send(record: SourceRecord, reason: string): Promise<void>;
+  close(): Promise<void>;
+}
