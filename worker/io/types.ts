@@ -73,7 +73,7 @@ export interface CounterRow extends CounterKey, CounterValue {}
 export interface CountSink {
   /** Writes final counts; resolves once durable; rejects when the sink is unavailable (the caller retries). */
   write(rows: readonly CounterRow[]): Promise<void>;
-  /** Hydration: the current values of counters this worker has no local value for (missing ones are absent). */
+  /** Hydration: the current values of counters this worker has no local value for, keyed by counterId() from ./counter-id (missing ones are absent). */
   read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>>;
   /** Every counter, for `abacus counts`. */
   scan(): AsyncIterable<CounterRow>;
