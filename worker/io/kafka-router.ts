@@ -1,0 +1,142 @@
+import { Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Producer } from 'kafkajs';
+import type { JobConfig, KafkaConfig } from '../config';
+import { keyGroupOf } from '../../common/keygroups';
+import { backoffMs, createKafka, kafkaNames, LogFn, sleep, stderrLog } from './kafka-client';
+import { KafkaDeadLetterSink } from './kafka-dead-letter';
+import { kafkaMetrics } from './kafka-metrics';
+import type { SourceRecord } from './types';
+
+/** The router's verdict on one record: its routing key, or why it is invalid. */
+export type RouteDecision = { readonly ok: true; readonly routingKey: string } | { readonly ok: false; readonly reason: string };
+
+/** Validates a raw record value (the engine's parser in production; anything in tests). */
+export type RouteValidator = (value: Buffer) => RouteDecision;
+
+export interface KafkaRouterOptions {
+  readonly job: JobConfig;
+  readonly kafka: KafkaConfig;
+  readonly validate: RouteValidator;
+  readonly deadLetter: KafkaDeadLetterSink;
+  readonly log?: LogFn;
+  /** Records per produce request (a batch from the broker is cut into chunks of this size). */
+  readonly chunkSize?: number;
+}
+
+/** Header carrying where a keyed record was routed from (`topic/partition@offset`), for tracing. */
+export const ROUTED_FROM_HEADER = 'abacus-routed-from';
+
+/**
+ * The route stage: stateless, shared by every worker of a job through one consumer group
+ * (`<job>-route`) on the input topic, whatever its partitioning.
+ *
+ * For each record: validate it; an invalid one goes to the dead-letter topic with the
+ * reason; a valid one is re-published to the keyed topic, partition = key group of its
+ * routing key, with its original value, key, headers and — importantly — its original
+ * timestamp, which is the ingest time every retention decision downstream is made on.
+ *
+ * Commit protocol (at-least-once): a chunk's input offsets are resolved only after the keyed
+ * and dead-letter produces are acknowledged by the broker (acks=all); kafkajs commits resolved
+ * offsets periodically and on rebalance. A crash between produce and commit re-routes the
+ * chunk; the count stage deduplicates, so that is harmless. While the broker refuses
+ * produces, the batch is retried with backoff and nothing further is consumed.
+ */
+export class KafkaRouter {
+  private consumer?: Consumer;
+  private producer?: Producer;
+  private readonly log: LogFn;
+  private readonly stopping = new AbortController();
+
+  constructor(private readonly opts: KafkaRouterOptions) {
+    this.log = opts.log ?? stderrLog;
+  }
+
+  async start(): Promise<void> {
+    const { kafka, job } = this.opts;
+    const client = createKafka(kafka, 'route', this.log);
+    this.producer = client.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 5 });
+    await this.producer.connect();
+    this.consumer = client.consumer({
+      groupId: kafkaNames(job.name, 0).routeGroup,
+      // Short enough that partitions of a killed worker move to the others quickly.
+      sessionTimeout: 10_000,
+      rebalanceTimeout: 20_000,
+      heartbeatInterval: 2_000,
+      maxBytesPerPartition: 1024 * 1024,
+      allowAutoTopicCreation: false,
+    });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: [kafka.topic], fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: true,
+      autoCommitInterval: 1000,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.routeBatch(payload),
+    });
+    this.log('info', 'router started', { topic: kafka.topic, keyedTopic: kafka.keyedTopic, group: kafkaNames(job.name, 0).routeGroup });
+  }
+
+  private async routeBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    const { kafka, job, validate } = this.opts;
+    const chunkSize = this.opts.chunkSize ?? 2000;
+    for (let i = 0; i < batch.messages.length; i += chunkSize) {
+      const chunk = batch.messages.slice(i, i + chunkSize);
+      const keyed: Message[] = [];
+      const invalid: Array<{ record: SourceRecord; reason: string }> = [];
+      for (const m of chunk) {
+        const origin = `${batch.topic}/${batch.partition}@${m.offset}`;
+        const value = m.value ?? Buffer.alloc(0);
+        const verdict = validate(value);
+        const timestamp = ingestTime(m);
+        if (verdict.ok) {
+          const headers: IHeaders = { ...(m.headers ?? {}), [ROUTED_FROM_HEADER]: origin };
+          keyed.push({ partition: keyGroupOf(verdict.routingKey, job.keyGroups), key: m.key, value, timestamp: String(timestamp), headers });
+        } else {
+          invalid.push({ record: { value, ingestTimeMs: timestamp, partition: `${batch.topic}/${batch.partition}`, nextPosition: String(BigInt(m.offset) + 1n), origin }, reason: verdict.reason });
+        }
+      }
+      const sent = await this.produceWithRetry(kafka.keyedTopic, keyed, () => isRunning() && !isStale(), heartbeat);
+      if (!sent) return; // stopping or the partition moved: the new owner re-routes from the last commit
+      if (invalid.length > 0) await this.opts.deadLetter.sendMany(invalid);
+      resolveOffset(chunk[chunk.length - 1]!.offset);
+      kafkaMetrics.routed.inc({ outcome: 'routed' }, keyed.length);
+      if (invalid.length > 0) kafkaMetrics.routed.inc({ outcome: 'invalid' }, invalid.length);
+      await heartbeat();
+    }
+    const lag = Number(batch.offsetLag());
+    kafkaMetrics.routeLag.set({ partition: `${batch.topic}/${batch.partition}` }, Math.max(0, lag));
+  }
+
+  /** True once acknowledged; false when the consumer stopped or lost the partition meanwhile. */
+  private async produceWithRetry(topic: string, messages: Message[], stillOwner: () => boolean, heartbeat: () => Promise<void>): Promise<boolean> {
+    if (messages.length === 0) return true;
+    for (let attempt = 0; ; attempt++) {
+      if (!stillOwner() || this.stopping.signal.aborted) return false;
+      try {
+        await this.producer!.send({ topic, acks: -1, messages });
+        return true;
+      } catch (err) {
+        kafkaMetrics.routeProduceErrors.inc();
+        const wait = backoffMs(attempt);
+        this.log('warn', 'routing produce failed; retrying', { topic, attempt, waitMs: wait, error: (err as Error).message });
+        await sleep(wait, this.stopping.signal);
+        await heartbeat().catch(() => undefined);
+      }
+    }
+  }
+
+  /** Stops consuming (committing what was acknowledged), then closes the producer. */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.consumer?.disconnect();
+    await this.producer?.disconnect();
+    this.log('info', 'router stopped');
+  }
+}
+
+/** The record's own timestamp (ms), which travels with the event as its ingest time. */
+function ingestTime(m: KafkaMessage): number {
+  const t = Number(m.timestamp);
+  return Number.isFinite(t) && t >= 0 ? t : Date.now();
+}

@@ -1,0 +1,275 @@
+import { randomBytes } from 'node:crypto';
+import { AssignerProtocol, Consumer, EachBatchPayload, PartitionAssigner } from 'kafkajs';
+import type { JobConfig, KafkaConfig } from '../config';
+import { metrics } from '../runtime/metrics';
+import { createKafka, kafkaNames, LogFn, stderrLog } from './kafka-client';
+import { kafkaMetrics } from './kafka-metrics';
+import type { Source, SourceRecord } from './types';
+
+export interface KafkaKeyedSourceOptions {
+  readonly job: JobConfig;
+  readonly kafka: KafkaConfig;
+  /** The key groups (= keyed-topic partitions) this worker owns. */
+  readonly keyGroups: readonly number[];
+  /** The worker's ordinal, used in its consumer group name. */
+  readonly ordinal: number;
+  readonly log?: LogFn;
+  /** Fetching pauses when this many records wait for the task (default 50 000). */
+  readonly maxBuffered?: number;
+}
+
+const ASSIGNER_NAME = 'AbacusOwnedKeyGroups';
+
+/**
+ * The count stage's source: exactly the owned partitions of the keyed topic, from the
+ * positions the task committed with its RocksDB state.
+ *
+ * kafkajs has no manual assignment (no `assign()`), only group subscriptions. The choice
+ * made here (see docs/worker.md, "Reading the keyed topic"):
+ *
+ * - **A consumer group per process incarnation** (`<job>-count-<ordinal>-<random>`): the
+ *   process is its only member, so it never waits for another member's session to time out
+ *   (a SIGKILLed predecessor's group simply dies with it) and never shares partitions.
+ * - **A custom partition assigner** (`AbacusOwnedKeyGroups`): each member announces the key
+ *   groups it owns in its subscription's user data, and the assigner hands every member
+ *   exactly those partitions (never a partition it did not claim). So the worker reads
+ *   precisely its key groups, whatever the broker's view of the group.
+ * - **Group offsets are never committed**: RocksDB holds the positions, atomically with the
+ *   state they produced. On every (re)join — the first one and any after a broker restart or
+ *   a coordinator move — the consumer seeks each partition to the next offset it has not yet
+ *   handed out (or the task's start position). Records below that offset (a fetch that raced
+ *   the seek) are dropped, so the task never sees a record twice from one source instance,
+ *   and never misses one.
+ *
+ * Backpressure: kafkajs pushes batches; they wait in a bounded buffer that `poll` drains.
+ * Fetching pauses when the buffer is full, and when the task calls `pause()` (e.g. while the
+ * sink is failing), and resumes when both allow. Paused fetches do not lose records: kafkajs
+ * drops results for paused partitions without advancing their offsets.
+ */
+export class KafkaKeyedSource implements Source {
+  private consumer?: Consumer;
+  private readonly log: LogFn;
+  private readonly owned: ReadonlySet<number>;
+  /** Next offset to hand out, per partition; absent = from the beginning. */
+  private readonly expected = new Map<number, bigint>();
+  private readonly highWatermark = new Map<number, bigint>();
+  private buffer: SourceRecord[] = [];
+  private head = 0;
+  private pausedForBuffer = false;
+  private pausedByTask = false;
+  private failure?: Error;
+  private wake?: () => void;
+  private closed = false;
+
+  constructor(private readonly opts: KafkaKeyedSourceOptions) {
+    this.log = opts.log ?? stderrLog;
+    this.owned = new Set(opts.keyGroups);
+    for (const g of opts.keyGroups) {
+      if (!Number.isInteger(g) || g < 0 || g >= opts.job.keyGroups) throw new RangeError(`key group ${g} is outside 0..${opts.job.keyGroups - 1}`);
+    }
+  }
+
+  async start(positions: ReadonlyMap<string, string>): Promise<void> {
+    for (const [partition, position] of positions) {
+      const g = keyGroupOfPartition(partition);
+      if (g !== undefined && this.owned.has(g)) this.expected.set(g, BigInt(position));
+    }
+    if (this.owned.size === 0) {
+      this.log('info', 'keyed source owns no key groups; idle');
+      return;
+    }
+    const { kafka, job, ordinal } = this.opts;
+    const groupId = `${kafkaNames(job.name, ordinal).countGroupPrefix}-${randomBytes(4).toString('hex')}`;
+    const consumer = createKafka(kafka, `count-${ordinal}`, this.log).consumer({
+      groupId,
+      partitionAssigners: [ownedPartitionsAssigner([...this.owned].sort((a, b) => a - b))],
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+      maxBytesPerPartition: 1024 * 1024,
+      maxBytes: 16 * 1024 * 1024,
+      maxWaitTimeInMs: 200,
+      allowAutoTopicCreation: false,
+    });
+    this.consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      const assigned = event.payload.memberAssignment[kafka.keyedTopic] ?? [];
+      kafkaMetrics.rejoins.inc();
+      for (const partition of assigned) {
+        const next = this.expected.get(partition);
+        if (next !== undefined) consumer.seek({ topic: kafka.keyedTopic, partition, offset: next.toString() });
+      }
+      // Pauses are per subscription state, which a rejoin resets: apply ours again.
+      if (this.pausedForBuffer || this.pausedByTask) consumer.pause([{ topic: kafka.keyedTopic }]);
+      const missing = [...this.owned].filter((g) => !assigned.includes(g));
+      this.log(missing.length === 0 ? 'info' : 'error', 'keyed source joined its group', { groupId, partitions: assigned.length, missing });
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      if (!event.payload.restart) {
+        this.failure = event.payload.error;
+        this.log('error', 'keyed source consumer crashed and will not restart', { error: event.payload.error.message });
+        this.wake?.();
+      }
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [kafka.keyedTopic], fromBeginning: true });
+    await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => this.accept(payload) });
+    this.log('info', 'keyed source started', { groupId, topic: kafka.keyedTopic, keyGroups: this.owned.size, resumed: this.expected.size });
+  }
+
+  private async accept({ batch }: EachBatchPayload): Promise<void> {
+    const p = batch.partition;
+    if (!this.owned.has(p)) return; // cannot happen with our assigner; never count a foreign group
+    this.highWatermark.set(p, BigInt(batch.highWatermark));
+    const topic = batch.topic;
+    let next = this.expected.get(p);
+    let added = 0;
+    for (const m of batch.messages) {
+      const offset = BigInt(m.offset);
+      if (next !== undefined && offset < next) continue; // re-fetched before our seek took effect
+      next = offset + 1n;
+      const ts = Number(m.timestamp);
+      this.buffer.push({
+        value: m.value ?? Buffer.alloc(0),
+        ingestTimeMs: Number.isFinite(ts) && ts >= 0 ? ts : 0,
+        partition: `kg:${p}`,
+        keyGroup: p,
+        nextPosition: next.toString(),
+        origin: `${topic}/${p}@${m.offset}`,
+      });
+      added++;
+    }
+    if (next !== undefined) this.expected.set(p, next);
+    if (added > 0) {
+      kafkaMetrics.sourceBuffered.set(this.buffer.length - this.head);
+      this.updateLag(p);
+      this.wake?.();
+    }
+    if (!this.pausedForBuffer && this.buffer.length - this.head >= (this.opts.maxBuffered ?? 50_000)) {
+      this.pausedForBuffer = true;
+      kafkaMetrics.pauses.inc({ reason: 'buffer' });
+      this.applyPause();
+    }
+  }
+
+  async poll(max: number): Promise<SourceRecord[] | null> {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) return [];
+    if (this.head === this.buffer.length && this.owned.size > 0) {
+      // Nothing buffered: wait briefly for a batch rather than letting the task spin.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, 100);
+        function done(): void {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.wake = done;
+      });
+      this.wake = undefined;
+      if (this.failure !== undefined) throw this.failure;
+    }
+    const end = Math.min(this.buffer.length, this.head + Math.max(1, max));
+    const out = this.buffer.slice(this.head, end);
+    this.head = end;
+    if (this.head === this.buffer.length) {
+      this.buffer = [];
+      this.head = 0;
+    } else if (this.head > 65_536) {
+      this.buffer = this.buffer.slice(this.head);
+      this.head = 0;
+    }
+    kafkaMetrics.sourceRecords.inc(out.length);
+    kafkaMetrics.sourceBuffered.set(this.buffer.length - this.head);
+    if (this.pausedForBuffer && this.buffer.length - this.head < (this.opts.maxBuffered ?? 50_000) / 2) {
+      this.pausedForBuffer = false;
+      this.applyPause();
+    }
+    return out;
+  }
+
+  pause(): void {
+    if (this.pausedByTask) return;
+    this.pausedByTask = true;
+    kafkaMetrics.pauses.inc({ reason: 'task' });
+    this.applyPause();
+  }
+
+  resume(): void {
+    if (!this.pausedByTask) return;
+    this.pausedByTask = false;
+    this.applyPause();
+  }
+
+  private applyPause(): void {
+    const paused = this.pausedByTask || this.pausedForBuffer;
+    kafkaMetrics.paused.set(paused ? 1 : 0);
+    const consumer = this.consumer;
+    if (consumer === undefined) return;
+    const topics = [{ topic: this.opts.kafka.keyedTopic }];
+    if (paused) consumer.pause(topics);
+    else consumer.resume(topics);
+  }
+
+  private updateLag(p: number): void {
+    const hw = this.highWatermark.get(p);
+    const next = this.expected.get(p);
+    if (hw === undefined || next === undefined) return;
+    const lag = hw - next;
+    metrics.inputLagRecords.set({ partition: `kg:${p}` }, Number(lag > 0n ? lag : 0n));
+  }
+
+  /** Positions handed out so far (for diagnostics and tests). */
+  positions(): Map<string, string> {
+    return new Map([...this.expected].map(([p, o]) => [`kg:${p}`, o.toString()]));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wake?.();
+    await this.consumer?.disconnect();
+  }
+}
+
+/** `kg:17` → 17. */
+export function keyGroupOfPartition(partition: string): number | undefined {
+  const m = /^kg:(\d+)$/.exec(partition);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/**
+ * A partition assigner that gives each group member exactly the partitions it claimed in its
+ * subscription's user data (a JSON list). A partition claimed twice goes to the member with
+ * the smallest id and is logged; an unclaimed one is left unassigned.
+ */
+export function ownedPartitionsAssigner(owned: readonly number[]): PartitionAssigner {
+  const userData = Buffer.from(JSON.stringify(owned));
+  return ({ cluster, logger }) => ({
+    name: ASSIGNER_NAME,
+    version: 1,
+    async assign({ members, topics }) {
+      const taken = new Map<number, string>();
+      const sorted = [...members].sort((a, b) => (a.memberId < b.memberId ? -1 : 1));
+      return sorted.map((member) => {
+        const meta = AssignerProtocol.MemberMetadata.decode(member.memberMetadata);
+        const claimed = meta?.userData !== undefined && meta.userData.length > 0 ? (JSON.parse(meta.userData.toString()) as number[]) : [];
+        const assignment: Record<string, number[]> = {};
+        for (const topic of topics) {
+          const exists = new Set(cluster.findTopicPartitionMetadata(topic).map((m) => m.partitionId));
+          assignment[topic] = claimed.filter((p) => {
+            if (!exists.has(p)) return false;
+            const other = taken.get(p);
+            if (other !== undefined) {
+              logger.error('partition claimed by two members of one group', { partition: p, members: [other, member.memberId] });
+              return false;
+            }
+            taken.set(p, member.memberId);
+            return true;
+          });
+        }
+        return { memberId: member.memberId, memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment, userData: Buffer.alloc(0) }) };
+      });
+    },
+    protocol({ topics }) {
+      return { name: ASSIGNER_NAME, metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData }) };
+    },
+  });
+}
