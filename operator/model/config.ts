@@ -1,0 +1,86 @@
+import { createHash } from 'node:crypto';
+import type { V1ConfigMap } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { resolveJobConfig, stateFingerprint, type JobConfig } from '../../worker/config';
+import type { AbacusJob, AbacusJobSpec } from '../api/abacusjob';
+import { childMeta, names } from './names';
+
+export const CONFIG_KEY = 'job.yaml';
+
+/**
+ * The worker's job document (worker/config.ts format) for a job. Only settings the worker's
+ * format knows go in; credentials never do (they reach the worker as environment variables
+ * from Secrets), and neither do checkpoints, which the format has no section for yet (see
+ * `checkpointEnv` in statefulset.ts).
+ */
+export function jobDocument(name: string, spec: AbacusJobSpec): Record<string, unknown> {
+  const kafka = spec.source.kafka;
+  const cassandra = spec.sink.cassandra;
+  const facets = spec.facets.include !== undefined ? { include: spec.facets.include } : { exclude: spec.facets.exclude ?? [] };
+  return {
+    name,
+    level: spec.level,
+    keyGroups: spec.keyGroups,
+    granularities: spec.granularities,
+    facets,
+    window: spec.window,
+    maxEventBytes: spec.maxEventBytes,
+    dedup: { retention: spec.dedup.retention },
+    uniques: { retention: spec.uniques.retention },
+    state: { cacheEntries: spec.stateCacheEntries },
+    rocksdb: { ...spec.rocksdb },
+    metrics: { port: spec.metrics.port },
+    kafka: dropUndefined({
+      brokers: kafka.brokers,
+      topic: kafka.topic,
+      keyedTopic: kafka.keyedTopic,
+      deadLetterTopic: kafka.deadLetterTopic,
+      inputKeyed: kafka.inputKeyed,
+      clientId: kafka.clientId,
+      tls: kafka.tls.enabled,
+      saslMechanism: kafka.sasl?.mechanism,
+    }),
+    cassandra: {
+      contactPoints: cassandra.contactPoints,
+      localDataCenter: cassandra.localDataCenter,
+      keyspace: cassandra.keyspace,
+      table: cassandra.table,
+      consistency: cassandra.consistency,
+      mode: cassandra.mode,
+      createSchema: cassandra.createSchema,
+      replicationFactor: cassandra.replicationFactor,
+    },
+  };
+}
+
+export function jobYaml(job: AbacusJob): string {
+  return `# Written by abacus-operator from AbacusJob ${job.metadata.namespace}/${job.metadata.name}; edits are overwritten.\n` +
+    stringify(jobDocument(job.metadata.name, job.spec), { lineWidth: 0 });
+}
+
+/** Resolves the document exactly as the worker will; throws the worker's ConfigError if it would refuse it. */
+export function resolvedConfig(job: AbacusJob): JobConfig {
+  return resolveJobConfig(jobDocument(job.metadata.name, job.spec));
+}
+
+export function shortHash(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
+/** Hash of what state means; a change makes existing RocksDB state and checkpoints unusable. */
+export function stateFingerprintHash(job: AbacusJob): string {
+  return shortHash(JSON.stringify(stateFingerprint(resolvedConfig(job))));
+}
+
+export function desiredConfigMap(job: AbacusJob): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: childMeta(job, names.config(job.metadata.name), 'config'),
+    data: { [CONFIG_KEY]: jobYaml(job) },
+  };
+}
+
+function dropUndefined(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}

@@ -1,0 +1,206 @@
+import type {
+  V1Container,
+  V1EnvVar,
+  V1PersistentVolumeClaim,
+  V1PodSpec,
+  V1StatefulSet,
+  V1TopologySpreadConstraint,
+  V1Volume,
+  V1VolumeMount,
+} from '@kubernetes/client-node';
+import type { AbacusJob } from '../api/abacusjob';
+import { CONFIG_KEY, jobYaml, shortHash } from './config';
+import { ASSIGNMENT_KEY } from './assignment';
+import { POD_INDEX_LABEL, childMeta, commonLabels, names, selectorLabels } from './names';
+
+export const CONFIG_DIR = '/etc/abacus/config';
+export const ASSIGNMENT_DIR = '/etc/abacus/assignment';
+export const DATA_DIR = '/var/lib/abacus';
+export const KAFKA_CA_DIR = '/etc/abacus/kafka-ca';
+export const DATA_VOLUME = 'data';
+export const CONFIG_HASH_ANNOTATION = 'abacus.dev/config-hash';
+
+/** The worker command line; `$(POD_INDEX)` is expanded by the kubelet from the env var below. */
+export function workerArgs(): string[] {
+  return [
+    'worker',
+    '--config', `${CONFIG_DIR}/${CONFIG_KEY}`,
+    '--assignment', `${ASSIGNMENT_DIR}/${ASSIGNMENT_KEY}`,
+    '--ordinal', '$(POD_INDEX)',
+    '--data-dir', DATA_DIR,
+  ];
+}
+
+function secretEnv(name: string, secret: string, key: string): V1EnvVar {
+  return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
+}
+
+/** Pod identity and credentials. Credentials come straight from Secrets: the operator never reads them. */
+export function workerEnv(job: AbacusJob): V1EnvVar[] {
+  const spec = job.spec;
+  const env: V1EnvVar[] = [
+    { name: 'POD_INDEX', valueFrom: { fieldRef: { fieldPath: `metadata.labels['${POD_INDEX_LABEL}']` } } },
+    { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    { name: 'ABACUS_JOB', value: job.metadata.name },
+  ];
+  const sasl = spec.source.kafka.sasl;
+  if (sasl !== undefined) {
+    const ref = sasl.credentialsSecretRef;
+    env.push(secretEnv('ABACUS_KAFKA_USERNAME', ref.name, ref.usernameKey), secretEnv('ABACUS_KAFKA_PASSWORD', ref.name, ref.passwordKey));
+  }
+  if (spec.source.kafka.tls.caSecretRef !== undefined) {
+    // Node adds this bundle to its trusted CAs, so the worker's TLS client trusts the brokers.
+    env.push({ name: 'NODE_EXTRA_CA_CERTS', value: `${KAFKA_CA_DIR}/ca.crt` });
+  }
+  const cass = spec.sink.cassandra.credentialsSecretRef;
+  if (cass !== undefined) {
+    env.push(secretEnv('ABACUS_CASSANDRA_USERNAME', cass.name, cass.usernameKey), secretEnv('ABACUS_CASSANDRA_PASSWORD', cass.name, cass.passwordKey));
+  }
+  env.push(...checkpointEnv(job));
+  return env;
+}
+
+/**
+ * Checkpoint settings. worker/config.ts has no checkpoint section yet, so they travel as
+ * environment variables (and the S3 credentials under the names the AWS SDK reads).
+ */
+export function checkpointEnv(job: AbacusJob): V1EnvVar[] {
+  const cp = job.spec.checkpoints;
+  if (cp === undefined) return [];
+  const s3 = cp.s3;
+  const prefix = `${s3.prefix}${s3.prefix === '' || s3.prefix.endsWith('/') ? '' : '/'}${job.metadata.namespace}/${job.metadata.name}/`;
+  const env: V1EnvVar[] = [
+    { name: 'ABACUS_CHECKPOINT_URL', value: `s3://${s3.bucket}/${prefix}` },
+    { name: 'ABACUS_CHECKPOINT_INTERVAL', value: cp.interval },
+    { name: 'ABACUS_CHECKPOINT_RETENTION', value: String(cp.retention) },
+    { name: 'AWS_REGION', value: s3.region },
+    { name: 'ABACUS_S3_FORCE_PATH_STYLE', value: String(s3.forcePathStyle) },
+  ];
+  if (s3.endpoint !== undefined) env.push({ name: 'ABACUS_S3_ENDPOINT', value: s3.endpoint });
+  const ref = s3.credentialsSecretRef;
+  if (ref !== undefined) {
+    env.push(secretEnv('AWS_ACCESS_KEY_ID', ref.name, ref.accessKeyIdKey), secretEnv('AWS_SECRET_ACCESS_KEY', ref.name, ref.secretAccessKeyKey));
+  }
+  return env;
+}
+
+export function workerContainer(job: AbacusJob): V1Container {
+  const spec = job.spec;
+  const mounts: V1VolumeMount[] = [
+    { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+    // The whole ConfigMap, not a subPath: only directory mounts see updates, and the worker
+    // follows assignment changes without restarting.
+    { name: 'assignment', mountPath: ASSIGNMENT_DIR, readOnly: true },
+    { name: DATA_VOLUME, mountPath: DATA_DIR },
+    { name: 'tmp', mountPath: '/tmp' },
+  ];
+  if (spec.source.kafka.tls.caSecretRef !== undefined) mounts.push({ name: 'kafka-ca', mountPath: KAFKA_CA_DIR, readOnly: true });
+  const container: V1Container = {
+    name: 'worker',
+    image: spec.image,
+    imagePullPolicy: spec.imagePullPolicy,
+    command: ['abacus'],
+    args: workerArgs(),
+    env: workerEnv(job),
+    ports: [{ name: 'http', containerPort: spec.metrics.port, protocol: 'TCP' }],
+    livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 6 },
+    readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5, timeoutSeconds: 5, failureThreshold: 3 },
+    volumeMounts: mounts,
+    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+  };
+  if (spec.resources !== undefined) container.resources = spec.resources as V1Container['resources'];
+  return container;
+}
+
+/** Fills in this job's workers as the selector of a spread constraint that gives none. */
+export function spreadConstraints(job: AbacusJob): V1TopologySpreadConstraint[] | undefined {
+  const list = job.spec.scheduling.topologySpreadConstraints;
+  if (list === undefined) return undefined;
+  return list.map((c) => (c.labelSelector === undefined ? { ...c, labelSelector: { matchLabels: selectorLabels(job.metadata.name) } } : c));
+}
+
+export function workerPodSpec(job: AbacusJob): V1PodSpec {
+  const spec = job.spec;
+  const name = job.metadata.name;
+  const volumes: V1Volume[] = [
+    { name: 'config', configMap: { name: names.config(name) } },
+    { name: 'assignment', configMap: { name: names.assignment(name) } },
+    { name: 'tmp', emptyDir: {} },
+  ];
+  const ca = spec.source.kafka.tls.caSecretRef;
+  if (ca !== undefined) volumes.push({ name: 'kafka-ca', secret: { secretName: ca.name, items: [{ key: ca.key, path: 'ca.crt' }] } });
+  const pod: V1PodSpec = {
+    containers: [workerContainer(job)],
+    volumes,
+    // Room for the worker to finish its window and commit before SIGKILL.
+    terminationGracePeriodSeconds: 60,
+    enableServiceLinks: false,
+    securityContext: { fsGroup: 10001, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' } },
+  };
+  const sched = spec.scheduling;
+  if (sched.nodeSelector !== undefined) pod.nodeSelector = sched.nodeSelector;
+  if (sched.affinity !== undefined) pod.affinity = sched.affinity;
+  if (sched.tolerations !== undefined) pod.tolerations = sched.tolerations;
+  const spread = spreadConstraints(job);
+  if (spread !== undefined) pod.topologySpreadConstraints = spread;
+  if (sched.priorityClassName !== undefined) pod.priorityClassName = sched.priorityClassName;
+  if (spec.imagePullSecrets !== undefined) pod.imagePullSecrets = spec.imagePullSecrets;
+  return pod;
+}
+
+export function volumeClaimTemplate(job: AbacusJob): V1PersistentVolumeClaim {
+  const storage = job.spec.storage;
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name: DATA_VOLUME, labels: commonLabels(job.metadata.name, 'worker') },
+    spec: {
+      accessModes: ['ReadWriteOnce'],
+      resources: { requests: { storage: storage.size } },
+      ...(storage.storageClassName === undefined ? {} : { storageClassName: storage.storageClassName }),
+    },
+  };
+}
+
+/** Hash of the pod template: the reference for classifying a spec change as a rolling update. */
+export function templateHash(sts: V1StatefulSet): string {
+  return shortHash(JSON.stringify(sts.spec?.template));
+}
+
+/**
+ * The workers' StatefulSet. `replicas` is passed in rather than read from the spec because
+ * the rescale phase decides when the StatefulSet follows the spec (see reconcile/phases.ts).
+ */
+export function desiredStatefulSet(job: AbacusJob, replicas: number): V1StatefulSet {
+  const name = job.metadata.name;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: childMeta(job, names.statefulSet(name), 'worker'),
+    spec: {
+      replicas,
+      serviceName: names.headlessService(name),
+      // Workers are independent (each obeys its own slice of the assignment), so pods start
+      // and stop in parallel instead of one after another.
+      podManagementPolicy: 'Parallel',
+      selector: { matchLabels: selectorLabels(name) },
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 0 } },
+      persistentVolumeClaimRetentionPolicy: { whenDeleted: job.spec.storage.whenDeleted, whenScaled: job.spec.storage.whenScaled },
+      template: {
+        metadata: {
+          labels: commonLabels(name, 'worker'),
+          annotations: {
+            // Config changes roll the pods; assignment changes deliberately do not.
+            [CONFIG_HASH_ANNOTATION]: shortHash(jobYaml(job)),
+            'prometheus.io/scrape': 'true',
+            'prometheus.io/port': String(job.spec.metrics.port),
+            'prometheus.io/path': '/metrics',
+          },
+        },
+        spec: workerPodSpec(job),
+      },
+      volumeClaimTemplates: [volumeClaimTemplate(job)],
+    },
+  };
+}
