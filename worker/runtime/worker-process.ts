@@ -1,0 +1,395 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { keyGroupsOfOrdinal, parseAssignment } from '../../common/assignment';
+import { AbacusError, ConfigError } from '../../common/errors';
+import { rangeForWorker, keyGroupsIn, routingKey } from '../../common/keygroups';
+import { JobConfig, loadJobConfig } from '../config';
+import { parseEvent } from '../engine/event';
+import { formatBucket } from '../engine/time';
+import { CassandraSink, connectCassandra, defaultTableName, parseTableComment } from '../io/cassandra-sink';
+import { createKafka, ensureTopics, LogFn, sleep, stderrLog, backoffMs } from '../io/kafka-client';
+import { KafkaDeadLetterSink } from '../io/kafka-dead-letter';
+import { KafkaRouter, RouteValidator } from '../io/kafka-router';
+import { KafkaKeyedSource } from '../io/kafka-source';
+import { startHttpServer, RunningHttpServer } from './http';
+import { registry } from './metrics';
+import { CountTask } from './task';
+
+/**
+ * `abacus worker`: one worker process of a job on real Kafka and Cassandra.
+ *
+ *   abacus worker --config JOB.yaml --ordinal I --replicas N [--assignment FILE]
+ *                 [--brokers H:P,..] [--topic T] [--key-groups K] [--level account|customer]
+ *                 [--cassandra H:P,..] [--keyspace KS] [--table T] [--data-dir DIR]
+ *                 [--create-schema] [--metrics-port P]
+ *
+ * It runs, side by side: the router (input topic → keyed topic, unless kafka.inputKeyed),
+ * the count task for its key groups (keyed topic → RocksDB → Cassandra), and one HTTP port
+ * with /metrics, /healthz, /readyz and /v1/series. SIGTERM/SIGINT stop it gracefully: the
+ * router commits what was acknowledged, the task flushes its window, commits state and
+ * positions, writes the sink, and everything is closed. Exit code 0 after a clean stop,
+ * 2 for a configuration error, 1 for any other failure.
+ */
+
+const WORKER_OPTIONS = {
+  config: { type: 'string' },
+  ordinal: { type: 'string' },
+  replicas: { type: 'string' },
+  assignment: { type: 'string' },
+  name: { type: 'string' },
+  brokers: { type: 'string' },
+  topic: { type: 'string' },
+  'key-groups': { type: 'string' },
+  level: { type: 'string' },
+  cassandra: { type: 'string' },
+  keyspace: { type: 'string' },
+  table: { type: 'string' },
+  'data-dir': { type: 'string' },
+  'create-schema': { type: 'boolean' },
+  'metrics-port': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const WORKER_USAGE = `usage: abacus worker --config JOB.yaml --ordinal I --replicas N [--assignment FILE]
+  [--brokers HOST:PORT,...] [--topic TOPIC] [--key-groups K] [--level account|customer] [--name JOB]
+  [--cassandra HOST:PORT,...] [--keyspace KS] [--table TABLE] [--create-schema]
+  [--data-dir DIR] [--metrics-port PORT]`;
+
+export interface WorkerSettings {
+  readonly config: JobConfig;
+  readonly ordinal: number;
+  readonly keyGroups: number[];
+  readonly dataDir: string;
+}
+
+/** Parses the worker's flags into its settings (pure apart from reading the config and assignment files). */
+export function workerSettings(argv: string[]): WorkerSettings {
+  const { values } = parseArgs({ args: argv, options: WORKER_OPTIONS, allowPositionals: false, strict: true });
+  const overrides: Record<string, unknown> = {};
+  const kafka: Record<string, unknown> = {};
+  const cassandra: Record<string, unknown> = {};
+  if (values.name !== undefined) overrides.name = values.name;
+  if (values['key-groups'] !== undefined) overrides.keyGroups = values['key-groups'];
+  if (values.level !== undefined) overrides.level = values.level;
+  if (values['metrics-port'] !== undefined) overrides.metrics = { port: values['metrics-port'] };
+  if (values.brokers !== undefined) kafka.brokers = splitList(values.brokers);
+  if (values.topic !== undefined) kafka.topic = values.topic;
+  if (values.cassandra !== undefined) cassandra.contactPoints = splitList(values.cassandra);
+  if (values.keyspace !== undefined) cassandra.keyspace = values.keyspace;
+  if (values.table !== undefined) cassandra.table = values.table;
+  if (values['create-schema'] === true) cassandra.createSchema = true;
+  if (Object.keys(kafka).length > 0) overrides.kafka = kafka;
+  if (Object.keys(cassandra).length > 0) overrides.cassandra = cassandra;
+
+  let config = loadJobConfig(values.config, overrides);
+  if (config.kafka === undefined) throw new ConfigError('kafka', 'is missing', 'a cluster worker reads Kafka: set kafka.brokers and kafka.topic in the job file, or pass --brokers and --topic');
+  if (config.cassandra === undefined) throw new ConfigError('cassandra', 'is missing', 'a cluster worker writes Cassandra: set cassandra.contactPoints in the job file, or pass --cassandra HOST:PORT');
+  // Isolation: unless a table is named, each job gets its own (derived from the job name).
+  if (values.table === undefined && !fileSetsTable(values.config)) {
+    config = loadJobConfig(values.config, { ...overrides, cassandra: { ...cassandra, table: defaultTableName(config.name) } });
+  }
+
+  const ordinal = intFlag(values.ordinal, '--ordinal', 0);
+  let keyGroups: number[];
+  if (values.assignment !== undefined) {
+    const assignment = parseAssignment(readFileSync(values.assignment, 'utf8'));
+    if (assignment.keyGroups !== config.keyGroups) {
+      throw new ConfigError('--assignment', `the assignment is for ${assignment.keyGroups} key groups but the job has keyGroups=${config.keyGroups}`, 'use the assignment published for this job');
+    }
+    keyGroups = keyGroupsOfOrdinal(assignment, ordinal);
+  } else {
+    const replicas = intFlag(values.replicas, '--replicas', 1);
+    if (replicas < 1 || replicas > config.keyGroups || ordinal >= replicas) {
+      throw new ConfigError('--ordinal/--replicas', `ordinal ${ordinal} of ${replicas} replicas with ${config.keyGroups} key groups is impossible`, 'use 0 <= ordinal < replicas <= keyGroups');
+    }
+    keyGroups = keyGroupsIn(rangeForWorker(config.keyGroups, replicas, ordinal));
+  }
+  const dataDir = values['data-dir'] ?? join('.abacus', `${config.name}-${ordinal}`);
+  return { config, ordinal, keyGroups, dataDir };
+}
+
+/** Runs `abacus worker`; resolves to the process exit code. */
+export async function runWorkerCommand(argv: string[], log: LogFn = stderrLog): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${WORKER_USAGE}\n`);
+    return 0;
+  }
+  let settings: WorkerSettings;
+  try {
+    settings = workerSettings(argv);
+  } catch (err) {
+    process.stderr.write(`abacus worker: ${(err as Error).message}\n${err instanceof ConfigError ? '' : `${WORKER_USAGE}\n`}`);
+    return 2;
+  }
+  const stop = new AbortController();
+  const onSignal = (sig: string) => (): void => {
+    log('info', `received ${sig}; stopping gracefully`);
+    stop.abort();
+  };
+  const onTerm = onSignal('SIGTERM');
+  const onInt = onSignal('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  try {
+    await runWorker(settings, stop.signal, log);
+    return 0;
+  } catch (err) {
+    log('error', 'worker failed', { error: (err as Error).message, code: err instanceof AbacusError ? err.code : undefined, stack: (err as Error).stack });
+    return err instanceof ConfigError ? 2 : 1;
+  } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+  }
+}
+
+/**
+ * The worker's life: HTTP up first (so liveness answers while connecting), then the sink,
+ * the topics, the router and the task; teardown in reverse, each step guarded so one failing
+ * close does not leak the others.
+ */
+export async function runWorker(settings: WorkerSettings, signal: AbortSignal, log: LogFn = stderrLog): Promise<void> {
+  const { config, ordinal, keyGroups, dataDir } = settings;
+  const kafka = config.kafka!;
+  const cassandra = config.cassandra!;
+  log('info', 'worker starting', { job: config.name, level: config.level, ordinal, keyGroups: describeGroups(keyGroups), dataDir, table: `${cassandra.keyspace}.${cassandra.table}` });
+
+  const closers: Array<[string, () => Promise<void>]> = [];
+  let sink: CassandraSink | undefined;
+  let running = false;
+  let http: RunningHttpServer | undefined;
+  try {
+    http = await startHttpServer({
+      port: config.metricsPort,
+      registry,
+      ready: async () => running && sink !== undefined && (await sink.ping()),
+      series: (q) => (sink === undefined ? Promise.reject(new Error('not connected to Cassandra yet')) : sink.series(q)),
+    });
+    const server = http;
+    closers.push(['http', () => server.close()]);
+    log('info', 'http listening', { port: http.port });
+
+    sink = await CassandraSink.open({ config: cassandra, level: config.level, job: config.name, log, signal });
+    const openedSink = sink;
+    closers.push(['cassandra', () => openedSink.close()]);
+    if (signal.aborted) return;
+
+    await retryUntil('create topics', signal, log, async () => {
+      const admin = createKafka(kafka, 'admin', log).admin();
+      await admin.connect();
+      try {
+        await ensureTopics(admin, [
+          { topic: kafka.keyedTopic, partitions: config.keyGroups, exactPartitions: true, configEntries: [{ name: 'message.timestamp.type', value: 'CreateTime' }] },
+          { topic: kafka.deadLetterTopic, partitions: 1, exactPartitions: false },
+        ], log);
+      } finally {
+        await admin.disconnect();
+      }
+    });
+    if (signal.aborted) return;
+
+    const deadLetter = await retryUntil('connect dead-letter producer', signal, log, () => KafkaDeadLetterSink.connect(kafka, log));
+    if (deadLetter === undefined) return;
+    closers.push(['dead-letter', () => deadLetter.close()]);
+
+    if (!kafka.inputKeyed) {
+      const router = new KafkaRouter({ job: config, kafka, validate: routeValidator(config), deadLetter, log });
+      await retryUntil('start router', signal, log, () => router.start());
+      closers.push(['router', () => router.stop()]);
+    }
+
+    const source = new KafkaKeyedSource({ job: config, kafka, keyGroups, ordinal, log });
+    closers.push(['keyed source', () => source.close()]);
+    const task = await CountTask.open({
+      config,
+      dataDir,
+      source,
+      sink,
+      deadLetter,
+      keyGroups,
+      signal,
+      log: (line) => log('warn', line),
+    });
+    closers.push(['state', () => task.close()]);
+    running = true;
+    log('info', 'worker running', { job: config.name, ordinal, keyGroups: keyGroups.length });
+    const progress = await task.run();
+    running = false;
+    log('info', 'count task stopped', { ...progress });
+  } finally {
+    running = false;
+    // Router first (its commits need the broker, not us), then the task's state, source,
+    // dead-letter producer, the sink and finally HTTP.
+    for (const [name, close] of closers.reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        log('warn', `closing ${name} failed`, { error: (err as Error).message });
+      }
+    }
+    log('info', 'worker stopped', { job: config.name, ordinal });
+  }
+}
+
+/** The router's validation: the engine's own parser, so the router and the task agree on validity. */
+export function routeValidator(config: JobConfig): RouteValidator {
+  const options = { maxEventBytes: config.maxEventBytes, facets: config.facets };
+  return (value) => {
+    const parsed = parseEvent(value, options);
+    if (!parsed.ok) return { ok: false, reason: `${parsed.code}: ${parsed.reason}` };
+    const ev = parsed.event;
+    return { ok: true, routingKey: routingKey(config.level, ev.companyId, ev.statisticId, ev.customerId) };
+  };
+}
+
+/** Retries `fn` with backoff until it succeeds; undefined when `signal` aborts first. */
+async function retryUntil<T>(what: string, signal: AbortSignal, log: LogFn, fn: () => Promise<T>): Promise<T | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    if (signal.aborted) return undefined;
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      const wait = backoffMs(attempt, 500, 10_000);
+      log('warn', `${what} failed; retrying`, { attempt, waitMs: wait, error: (err as Error).message });
+      await sleep(wait, signal);
+    }
+  }
+}
+
+function fileSetsTable(path: string | undefined): boolean {
+  if (path === undefined) return false;
+  const doc = parseYaml(readFileSync(path, 'utf8')) as { cassandra?: { table?: unknown } } | null;
+  return doc?.cassandra?.table !== undefined;
+}
+
+function splitList(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+function intFlag(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^[0-9]+$/.test(text)) throw new ConfigError(flag, `${JSON.stringify(text)} is not a non-negative integer`, `pass ${flag} as a number, e.g. ${flag} 0`);
+  return Number(text);
+}
+
+function describeGroups(groups: readonly number[]): string {
+  if (groups.length === 0) return 'none';
+  const parts: string[] = [];
+  let start = groups[0]!;
+  let prev = start;
+  for (const g of [...groups.slice(1), Number.NaN]) {
+    if (g === prev + 1) {
+      prev = g;
+      continue;
+    }
+    parts.push(start === prev ? `${start}` : `${start}-${prev}`);
+    start = g;
+    prev = g;
+  }
+  return parts.join(',');
+}
+
+// --- abacus counts ------------------------------------------------------------------------
+
+const COUNTS_OPTIONS = {
+  cassandra: { type: 'string' },
+  keyspace: { type: 'string' },
+  level: { type: 'string' },
+  table: { type: 'string' },
+  job: { type: 'string' },
+  'local-dc': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const COUNTS_USAGE = `usage: abacus counts --cassandra HOST:PORT --keyspace KS [--level account|customer] [--table TABLE | --job NAME]
+  Prints every counter of a job's Cassandra table as JSON lines. Without --table/--job, the
+  keyspace's Abacus table of the given level is used (it must be the only one).`;
+
+/**
+ * `abacus counts` on Cassandra: every row as a JSON line
+ * `{"scope","statistic_id","granularity","facet","value","bucket","count","uniques"}`
+ * (bucket ISO-8601 UTC; uniques at account level only). Rows come in Cassandra's token
+ * order; sort them if order matters. Resolves to the exit code.
+ */
+export async function runCountsFromCassandra(argv: string[], out: NodeJS.WritableStream = process.stdout, log: LogFn = stderrLog): Promise<number> {
+  let values;
+  try {
+    values = parseArgs({ args: argv, options: COUNTS_OPTIONS, allowPositionals: false, strict: true }).values;
+  } catch (err) {
+    process.stderr.write(`abacus counts: ${(err as Error).message}\n${COUNTS_USAGE}\n`);
+    return 2;
+  }
+  if (values.help === true) {
+    process.stdout.write(`${COUNTS_USAGE}\n`);
+    return 0;
+  }
+  if (values.cassandra === undefined) {
+    process.stderr.write(`abacus counts: --cassandra HOST:PORT is required\n${COUNTS_USAGE}\n`);
+    return 2;
+  }
+  if (values.level !== undefined && values.level !== 'account' && values.level !== 'customer') {
+    process.stderr.write(`abacus counts: --level must be account or customer\n`);
+    return 2;
+  }
+  const keyspace = values.keyspace ?? 'abacus';
+  const contactPoints = splitList(values.cassandra);
+  const localDataCenter = values['local-dc'] ?? 'datacenter1';
+  const base = { contactPoints, localDataCenter, keyspace, consistency: 'LOCAL_QUORUM' as const, mode: 'final' as const, createSchema: false, replicationFactor: 1 };
+
+  let client;
+  try {
+    client = await connectCassandra({ ...base, table: 'counts' }, log, AbortSignal.timeout(30_000));
+  } catch (err) {
+    process.stderr.write(`abacus counts: cannot connect to Cassandra at ${contactPoints.join(',')}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let table = values.table ?? (values.job === undefined ? undefined : defaultTableName(values.job));
+  let level = values.level as 'account' | 'customer' | undefined;
+  try {
+    const rs = await client.execute('SELECT table_name, comment FROM system_schema.tables WHERE keyspace_name = ?', [keyspace], { prepare: true });
+    const tables = rs.rows.map((r) => ({ name: r.get('table_name') as string, meta: parseTableComment(r.get('comment') as string) }));
+    if (table === undefined) {
+      const candidates = tables.filter((t) => t.meta?.kind === 'final' && (level === undefined || t.meta.level === level));
+      if (candidates.length !== 1) {
+        process.stderr.write(
+          `abacus counts: ${candidates.length === 0 ? 'no' : 'several'} Abacus ${level ?? ''} tables in keyspace ${keyspace}${candidates.length > 0 ? ` (${candidates.map((c) => c.name).join(', ')})` : ''}; name one with --table or --job\n`,
+        );
+        return 2;
+      }
+      table = candidates[0]!.name;
+    }
+    const found = tables.find((t) => t.name === table);
+    if (found === undefined) {
+      process.stderr.write(`abacus counts: table ${keyspace}.${table} does not exist\n`);
+      return 2;
+    }
+    level ??= found.meta?.level ?? 'account';
+  } finally {
+    await client.shutdown();
+  }
+
+  const sink = await CassandraSink.open({ config: { ...base, table }, level, job: values.job ?? table, log, signal: AbortSignal.timeout(30_000) });
+  try {
+    for await (const row of sink.scan()) {
+      const line = JSON.stringify({
+        scope: row.scope,
+        statistic_id: row.statisticId,
+        granularity: row.granularity,
+        facet: row.facet,
+        value: row.value,
+        bucket: formatBucket(row.bucket),
+        count: row.count,
+        ...(level === 'account' ? { uniques: row.uniques ?? 0 } : {}),
+      });
+      if (!out.write(`${line}\n`)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+    }
+  } catch (err) {
+    process.stderr.write(`abacus counts: reading ${keyspace}.${table} failed: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await sink.close();
+  }
+  return 0;
+}
