@@ -37,10 +37,13 @@ export interface ParseOptions {
   readonly facets: FacetSelection;
 }
 
-/** Validates one raw record (size measured on the raw bytes). */
-export function parseEvent(raw: Buffer, options: ParseOptions): ParseResult {
-  if (raw.length > options.maxEventBytes) {
-    return invalid('too_large', `event is ${raw.length} bytes, larger than maxEventBytes (${options.maxEventBytes})`);
+/**
+ * Validates one raw record (size measured on the raw bytes; `byteLength` is the true size
+ * when the source kept only the first bytes of an oversized record).
+ */
+export function parseEvent(raw: Buffer, options: ParseOptions, byteLength = raw.length): ParseResult {
+  if (byteLength > options.maxEventBytes) {
+    return invalid('too_large', `event is ${byteLength} bytes, larger than maxEventBytes (${options.maxEventBytes}); split it or raise maxEventBytes`);
   }
   let doc: unknown;
   try {

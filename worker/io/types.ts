@@ -23,6 +23,8 @@ export interface SourceRecord {
   readonly keyGroup?: number;
   /** Where the record was read, for dead-letter reports (e.g. `events/3@1234` or `input.jsonl:17`). */
   readonly origin: string;
+  /** The record's true size when `value` holds only its first bytes (a line too large to buffer). */
+  readonly byteLength?: number;
 }
 
 /** A stream of records that can resume from committed positions. */
