@@ -1,0 +1,281 @@
+/**
+ * The worker on the REAL Kafka broker and Cassandra of the test environment
+ * (`npm run test-env -- up kafka cassandra`). Every scenario ends with the Cassandra table
+ * equal to test/support/reference.ts — an independent reading of the counting contract —
+ * computed over exactly the records the test produced (with the ingest times it stamped).
+ *
+ * Input: valid events with facets of every kind, byte-identical copies of ~25% of them
+ * spread over the 6 partitions of the input topic, and one malformed record of each kind.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { stringify } from 'yaml';
+import { runCountsFromCassandra } from '../../worker/runtime/worker-process';
+import { dropKeyspace, readCounts } from '../support/cassandra';
+import { requireTestEnv, serverControl, TestEnv } from '../support/env';
+import { malformedEvents, testInput } from '../support/events';
+import { createTopic, produce, Produced, readTopic } from '../support/kafka';
+import { referenceRun, RefRow, sortRows } from '../support/reference';
+import { WorkerProcess } from '../support/workers';
+
+const KEYSPACE = 'abacus_it_worker';
+const INPUT_PARTITIONS = 6;
+const KEY_GROUPS = 12;
+const MAX_EVENT_BYTES = 2048;
+const MALFORMED = malformedEvents(MAX_EVENT_BYTES, 0).length;
+
+let env: TestEnv;
+const running = new Set<WorkerProcess>();
+const runId = Date.now().toString(36);
+const scratch = mkdtempSync(join(tmpdir(), 'abacus-it-worker-'));
+
+before(async () => {
+  env = requireTestEnv(); // fails loudly when the servers are not up
+  await dropKeyspace(env.cassandra, KEYSPACE);
+});
+
+after(async () => {
+  await Promise.all([...running].map((w) => w.kill()));
+});
+
+interface Job {
+  readonly name: string;
+  readonly level: 'account' | 'customer';
+  readonly topic: string;
+  readonly configPath: string;
+  readonly table: string;
+  readonly deadLetterTopic: string;
+}
+
+function job(name: string, level: 'account' | 'customer', topic: string): Job {
+  const fullName = `${name}-${runId}`;
+  const configPath = join(scratch, `${fullName}.yaml`);
+  writeFileSync(
+    configPath,
+    stringify({
+      name: fullName,
+      level,
+      keyGroups: KEY_GROUPS,
+      window: '500ms',
+      maxEventBytes: MAX_EVENT_BYTES,
+      state: { cacheEntries: 100_000 },
+      rocksdb: { blockCacheSize: '16Mi', writeBufferSize: '8Mi' },
+      metrics: { port: 0 },
+      kafka: { brokers: [env.kafka], topic },
+      cassandra: { contactPoints: [env.cassandra], keyspace: KEYSPACE, createSchema: true },
+    }),
+  );
+  return { name: fullName, level, topic, configPath, table: `${fullName.replace(/-/g, '_')}_counts`, deadLetterTopic: `${fullName}-dead-letter` };
+}
+
+function startWorker(j: Job, ordinal: number, replicas: number): WorkerProcess {
+  const dataDir = join(scratch, `${j.name}-data-${ordinal}`);
+  const w = new WorkerProcess(`${j.name}#${ordinal}`, ['--config', j.configPath, '--ordinal', String(ordinal), '--replicas', String(replicas), '--data-dir', dataDir], join(scratch, `${j.name}-${ordinal}.log`));
+  running.add(w);
+  void w.exited.then(() => running.delete(w));
+  return w;
+}
+
+async function startWorkers(j: Job, replicas: number): Promise<WorkerProcess[]> {
+  const ws = Array.from({ length: replicas }, (_, i) => startWorker(j, i, replicas));
+  await Promise.all(ws.map((w) => w.waitReady()));
+  return ws;
+}
+
+function expected(j: Job, produced: readonly Produced[]): ReturnType<typeof referenceRun> {
+  return referenceRun(produced, { level: j.level, maxEventBytes: MAX_EVENT_BYTES });
+}
+
+/** Polls Cassandra until it equals the reference (or the time is up, then shows the difference). */
+async function assertCountsConverge(j: Job, want: RefRow[], timeoutMs = 240_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let got: RefRow[] = [];
+  while (Date.now() < deadline) {
+    try {
+      got = await readCounts(env.cassandra, KEYSPACE, j.table, j.level);
+      if (JSON.stringify(got) === JSON.stringify(want)) return;
+    } catch {
+      // Cassandra may be restarting in the fault scenarios
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  assert.deepEqual(diffSummary(got, want), { missing: [], unexpected: [], rows: want.length }, `${j.name}: Cassandra did not converge to the reference counts`);
+}
+
+function diffSummary(got: RefRow[], want: RefRow[]): { missing: string[]; unexpected: string[]; rows: number } {
+  const g = new Set(got.map((r) => JSON.stringify(r)));
+  const w = new Set(want.map((r) => JSON.stringify(r)));
+  return {
+    missing: [...w].filter((x) => !g.has(x)).slice(0, 5),
+    unexpected: [...g].filter((x) => !w.has(x)).slice(0, 5),
+    rows: got.length,
+  };
+}
+
+async function assertDeadLetters(j: Job, malformedProduced: readonly string[]): Promise<void> {
+  const letters = await readTopic(env.kafka, j.deadLetterTopic, malformedProduced.length, 60_000);
+  // At-least-once routing may repeat a dead letter after a crash, never lose one.
+  assert.deepEqual(new Set(letters.map((l) => l.value)), new Set(malformedProduced), 'the dead-letter topic holds exactly the malformed records');
+  for (const l of letters) {
+    assert.ok((l.headers['abacus-reason'] ?? '') !== '', 'each dead letter says why');
+    assert.equal(l.headers['abacus-origin-topic'], j.topic);
+    assert.match(l.headers['abacus-origin-partition'] ?? '', /^[0-5]$/);
+    assert.match(l.headers['abacus-origin-offset'] ?? '', /^\d+$/);
+  }
+}
+
+function inputFor(seed: number, valid: number): string[] {
+  return testInput({ seed, valid, dupRate: 0.25, maxEventBytes: MAX_EVENT_BYTES, nowSec: Math.floor(Date.now() / 1000) - 60, spanSec: 2 * 86400 });
+}
+
+async function newTopic(name: string): Promise<string> {
+  const topic = `${name}-${runId}-in`;
+  await createTopic(env.kafka, topic, INPUT_PARTITIONS);
+  return topic;
+}
+
+async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function stopAll(ws: WorkerProcess[]): Promise<void> {
+  const codes = await Promise.all(ws.map((w) => w.stop()));
+  assert.deepEqual(codes, ws.map(() => 0), 'workers exit 0 after SIGTERM');
+}
+
+test('one worker: duplicates over 6 partitions, malformed events to the dead-letter topic, counts CLI and query API', { timeout: 420_000 }, async () => {
+  const topic = await newTopic('one');
+  const j = job('one', 'account', topic);
+  const [w] = await startWorkers(j, 1);
+  const input = inputFor(1, 4000);
+  const produced = await produce(env.kafka, topic, input, { partitions: INPUT_PARTITIONS, seed: 11 });
+  const ref = expected(j, produced);
+  assert.equal(ref.invalid.length, MALFORMED);
+  assert.ok(ref.duplicates > 500, 'the input really has duplicates');
+  await assertCountsConverge(j, ref.rows);
+  await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
+
+  // Metrics: routing and counting throughput, invalid records.
+  assert.equal(await w!.metric('abacus_route_records_total', 'outcome="invalid"'), MALFORMED);
+  assert.equal(await w!.metric('abacus_events_counted_total'), ref.counted);
+  assert.ok((await w!.metric('abacus_sink_write_duration_seconds_count')) > 0);
+
+  // `abacus counts` prints the same rows as JSON lines.
+  const lines: string[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      cb();
+    },
+  });
+  assert.equal(await runCountsFromCassandra(['--cassandra', env.cassandra, '--keyspace', KEYSPACE, '--job', j.name], out), 0);
+  const printed = lines.map((l) => JSON.parse(l) as RefRow);
+  assert.deepEqual(sortRows(printed), ref.rows);
+
+  // The query API returns a counter's series from Cassandra.
+  const sample = ref.rows.find((r) => r.granularity === 'hour' && r.facet === 'campaign')!;
+  const series = ref.rows.filter((r) => r.scope === sample.scope && r.statistic_id === sample.statistic_id && r.granularity === 'hour' && r.facet === sample.facet && r.value === sample.value);
+  const url = `http://127.0.0.1:${w!.port}/v1/series?scope=${encodeURIComponent(sample.scope)}&statistic=${encodeURIComponent(sample.statistic_id)}&granularity=hour&facet=${encodeURIComponent(sample.facet)}&value=${encodeURIComponent(sample.value)}`;
+  const body = (await (await fetch(url)).json()) as { points: Array<{ bucket: string; count: number; uniques: number }> };
+  assert.deepEqual(body.points, series.map((r) => ({ bucket: r.bucket, count: r.count, uniques: r.uniques })));
+
+  await stopAll([w!]);
+});
+
+test('two workers split the key groups', { timeout: 420_000 }, async () => {
+  const topic = await newTopic('two');
+  const j = job('two', 'account', topic);
+  const ws = await startWorkers(j, 2);
+  const produced = await produce(env.kafka, topic, inputFor(2, 5000), { partitions: INPUT_PARTITIONS, seed: 12 });
+  const ref = expected(j, produced);
+  await assertCountsConverge(j, ref.rows);
+  await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
+  const counted = await Promise.all(ws.map((w) => w.metric('abacus_events_counted_total')));
+  assert.ok(counted.every((c) => c > 0), `both workers counted (${counted.join(', ')})`);
+  await stopAll(ws);
+});
+
+test('three workers, one SIGKILLed mid-stream and restarted', { timeout: 480_000 }, async () => {
+  const topic = await newTopic('kill');
+  const j = job('kill', 'account', topic);
+  const ws = await startWorkers(j, 3);
+  const input = inputFor(3, 9000);
+  const third = Math.floor(input.length / 3);
+  const produced: Produced[] = [];
+  produced.push(...(await produce(env.kafka, topic, input.slice(0, third), { partitions: INPUT_PARTITIONS, seed: 13, ratePerSec: 3000 })));
+  // Mid-stream: the victim has counted something but the stream goes on.
+  await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0);
+  const producing = produce(env.kafka, topic, input.slice(third, 2 * third), { partitions: INPUT_PARTITIONS, seed: 14, ratePerSec: 3000 });
+  await new Promise((r) => setTimeout(r, 500));
+  await ws[1]!.kill();
+  produced.push(...(await producing));
+  const restarted = startWorker(j, 1, 3);
+  await restarted.waitReady();
+  produced.push(...(await produce(env.kafka, topic, input.slice(2 * third), { partitions: INPUT_PARTITIONS, seed: 15, ratePerSec: 3000 })));
+  const ref = expected(j, produced);
+  await assertCountsConverge(j, ref.rows);
+  await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
+  await stopAll([ws[0]!, restarted, ws[2]!]);
+});
+
+test('Cassandra stopped for 20 s mid-stream', { timeout: 600_000 }, async () => {
+  const topic = await newTopic('cass');
+  const j = job('cass', 'account', topic);
+  const ws = await startWorkers(j, 2);
+  const input = inputFor(4, 6000);
+  const half = Math.floor(input.length / 2);
+  const produced: Produced[] = [];
+  produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 16, ratePerSec: 3000 })));
+  const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 17, ratePerSec: 300 });
+  serverControl('stop', 'cassandra');
+  await new Promise((r) => setTimeout(r, 20_000));
+  const paused = await Promise.all(ws.map((w) => w.metric('abacus_sink_write_retries_total')));
+  serverControl('start', 'cassandra');
+  produced.push(...(await producing));
+  const ref = expected(j, produced);
+  await assertCountsConverge(j, ref.rows);
+  assert.ok(paused.some((n) => n > 0), 'sink writes failed and were retried while Cassandra was down');
+  await stopAll(ws);
+});
+
+test('Kafka broker restarted mid-stream', { timeout: 600_000 }, async () => {
+  const topic = await newTopic('broker');
+  const j = job('broker', 'account', topic);
+  const ws = await startWorkers(j, 2);
+  const input = inputFor(5, 6000);
+  const half = Math.floor(input.length / 2);
+  const produced: Produced[] = [];
+  produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 18, ratePerSec: 3000 })));
+  await waitFor('some counting', async () => (await ws[0]!.metric('abacus_events_counted_total')) > 0);
+  serverControl('restart', 'kafka');
+  produced.push(...(await produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 19, ratePerSec: 3000 })));
+  const ref = expected(j, produced);
+  await assertCountsConverge(j, ref.rows);
+  await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
+  await stopAll(ws);
+});
+
+test('an account-level and a customer-level job on one topic run independently', { timeout: 420_000 }, async () => {
+  const topic = await newTopic('iso');
+  const account = job('iso-acct', 'account', topic);
+  const customer = job('iso-cust', 'customer', topic);
+  const ws = [...(await startWorkers(account, 1)), ...(await startWorkers(customer, 2))];
+  const produced = await produce(env.kafka, topic, inputFor(6, 4000), { partitions: INPUT_PARTITIONS, seed: 20 });
+  const refAccount = expected(account, produced);
+  const refCustomer = expected(customer, produced);
+  await assertCountsConverge(account, refAccount.rows);
+  await assertCountsConverge(customer, refCustomer.rows);
+  assert.ok(refCustomer.rows.every((r) => r.uniques === undefined));
+  await assertDeadLetters(account, refAccount.invalid.map((i) => produced[i.index]!.value));
+  await assertDeadLetters(customer, refCustomer.invalid.map((i) => produced[i.index]!.value));
+  await stopAll(ws);
+});

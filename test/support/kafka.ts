@@ -1,0 +1,84 @@
+import { Kafka, logLevel } from 'kafkajs';
+import { rng } from './events';
+
+/** Test-side Kafka helpers (plain kafkajs, independent of worker/io). */
+
+export function kafkaClient(broker: string, clientId = 'abacus-test'): Kafka {
+  return new Kafka({ clientId, brokers: [broker], logLevel: logLevel.NOTHING, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5000 } });
+}
+
+export async function createTopic(broker: string, topic: string, partitions: number): Promise<void> {
+  const admin = kafkaClient(broker).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export interface Produced {
+  readonly value: string;
+  /** The record timestamp we set: the ingest time the contract's retention uses. */
+  readonly ingestTimeMs: number;
+  readonly partition: number;
+}
+
+/**
+ * Produces `values` in order, each to a pseudo-random partition of `partitions` (so copies of
+ * one event land on different partitions), with an explicit record timestamp. Batches of 500.
+ */
+export async function produce(broker: string, topic: string, values: readonly string[], opts: { partitions: number; seed: number; ratePerSec?: number }): Promise<Produced[]> {
+  const r = rng(opts.seed);
+  const producer = kafkaClient(broker, 'abacus-test-producer').producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const out: Produced[] = [];
+  try {
+    const started = Date.now();
+    for (let i = 0; i < values.length; i += 500) {
+      const now = Date.now();
+      const chunk = values.slice(i, i + 500).map((value) => ({ value, ingestTimeMs: now, partition: Math.floor(r() * opts.partitions) }));
+      await producer.send({ topic, acks: -1, messages: chunk.map((c) => ({ value: c.value, partition: c.partition, timestamp: String(c.ingestTimeMs) })) });
+      out.push(...chunk);
+      if (opts.ratePerSec !== undefined) {
+        const due = started + ((i + chunk.length) / opts.ratePerSec) * 1000;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+      }
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  return out;
+}
+
+export interface DeadLetter {
+  readonly value: string;
+  readonly headers: Record<string, string>;
+}
+
+/** Reads the dead-letter topic from the beginning until at least `atLeast` records arrived or `timeoutMs` passed. */
+export async function readTopic(broker: string, topic: string, atLeast: number, timeoutMs: number): Promise<DeadLetter[]> {
+  const consumer = kafkaClient(broker, 'abacus-test-reader').consumer({ groupId: `abacus-test-reader-${Date.now()}-${Math.random()}` });
+  const out: DeadLetter[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((res) => (done = res));
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        out.push({ value: message.value?.toString('utf8') ?? '', headers });
+        if (out.length >= atLeast) done();
+      },
+    });
+    const timer = setTimeout(done, timeoutMs);
+    await finished;
+    clearTimeout(timer);
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
