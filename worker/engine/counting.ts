@@ -33,25 +33,47 @@ export interface StateView {
   set(key: string, value: StateRecord): void;
 }
 
-/** Per-window deltas: counter state key → changes since the last flush. */
+/**
+ * Per-window deltas, two levels deep: counter stem (key group, scope, statistic, granularity,
+ * bucket) → facet token → changes since the last flush. An event touches 3 stems and
+ * 1 + F tokens; building and hashing 3 stems plus F short tokens is far cheaper than
+ * 3 × (1 + F) full counter keys, and this runs for every counted event.
+ */
 export class WindowAccumulator {
-  readonly deltas = new Map<string, CounterRecord>();
+  private readonly stems = new Map<string, Map<string, CounterRecord>>();
+  private counters = 0;
 
-  add(counterStateKey: string, uniques: number): void {
-    const d = this.deltas.get(counterStateKey);
-    if (d === undefined) this.deltas.set(counterStateKey, { count: 1, uniques });
-    else {
+  add(stemKey: string, token: string, uniques: number): void {
+    let tokens = this.stems.get(stemKey);
+    if (tokens === undefined) {
+      tokens = new Map();
+      this.stems.set(stemKey, tokens);
+    }
+    const d = tokens.get(token);
+    if (d === undefined) {
+      tokens.set(token, { count: 1, uniques });
+      this.counters++;
+    } else {
       d.count += 1;
       d.uniques += uniques;
     }
   }
 
+  /** Distinct counters touched in this window. */
   get size(): number {
-    return this.deltas.size;
+    return this.counters;
+  }
+
+  /** Every touched counter as [counter state key, delta]. */
+  *entries(): IterableIterator<[string, CounterRecord]> {
+    for (const [stemKey, tokens] of this.stems) {
+      for (const [token, delta] of tokens) yield [stemKey + token, delta];
+    }
   }
 
   clear(): void {
-    this.deltas.clear();
+    this.stems.clear();
+    this.counters = 0;
   }
 }
 
@@ -62,50 +84,63 @@ export interface CountingTally {
   beyondHorizon: number;
 }
 
-/** Every state key countEvent will read for this event. */
-export function stateKeysFor(ev: CountableEvent, kgPrefix: string, s: CountingSettings, out: string[]): void {
-  out.push(dedupKey(kgPrefix, ev.companyId, ev.statisticId, ev.customerId, ev.identity));
-  if (s.level !== 'account') return;
-  for (const g of s.granularities) {
-    const bucket = bucketStart(g, ev.seconds);
-    out.push(bucketKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId));
-    out.push(markerKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId, ev.customerId));
-  }
+/** The state keys and counter stems of one event, built once and used to load and to count. */
+export interface EventKeys {
+  readonly dedup: string;
+  /** Per configured granularity: the counter stem key (state-key prefix of its counters). */
+  readonly stems: string[];
+  /** Per configured granularity (account level only): the bucket record key. */
+  readonly buckets: string[];
+  /** Per configured granularity (account level only): the customer's marker record key. */
+  readonly markers: string[];
+  /** Per configured granularity: the bucket's start second. */
+  readonly bucketStarts: number[];
+  /** `*` then one token per counted facet value. */
+  readonly tokens: string[];
 }
 
-/** Counts one event; returns false when it is a duplicate. */
-export function countEvent(
-  ev: CountableEvent,
-  kgPrefix: string,
-  ingestSec: number,
-  s: CountingSettings,
-  state: StateView,
-  window: WindowAccumulator,
-  tally: CountingTally,
-): boolean {
-  const dk = dedupKey(kgPrefix, ev.companyId, ev.statisticId, ev.customerId, ev.identity);
-  const firstSeen = state.get(dk) as DedupRecord | null;
+/** Builds the keys of an event and appends the state keys to load to `toLoad`. */
+export function eventKeys(ev: CountableEvent, kgPrefix: string, s: CountingSettings, toLoad: string[]): EventKeys {
+  const dedup = dedupKey(kgPrefix, ev.companyId, ev.statisticId, ev.customerId, ev.identity);
+  toLoad.push(dedup);
+  const account = s.level === 'account';
+  const scope = account ? ev.companyId : ev.customerId;
+  const keys: EventKeys = { dedup, stems: [], buckets: [], markers: [], bucketStarts: [], tokens: ['*'] };
+  for (const [facet, value] of ev.facets) keys.tokens.push(facetToken(facet, value));
+  for (const g of s.granularities) {
+    const bucket = bucketStart(g, ev.seconds);
+    keys.bucketStarts.push(bucket);
+    keys.stems.push(counterKeyFromParts(kgPrefix, counterStem(scope, ev.statisticId, g, bucket), ''));
+    if (account) {
+      const bk = bucketKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId);
+      const mk = markerKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId, ev.customerId);
+      keys.buckets.push(bk);
+      keys.markers.push(mk);
+      toLoad.push(bk, mk);
+    }
+  }
+  return keys;
+}
+
+/** Counts one event whose keys were built by eventKeys and loaded; returns false when it is a duplicate. */
+export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettings, state: StateView, window: WindowAccumulator, tally: CountingTally): boolean {
+  const firstSeen = state.get(keys.dedup) as DedupRecord | null;
   if (firstSeen !== null && ingestSec - firstSeen <= s.dedupRetentionSec) {
     tally.duplicates++;
     return false;
   }
-  state.set(dk, ingestSec);
+  state.set(keys.dedup, ingestSec);
   tally.counted++;
 
-  const account = s.level === 'account';
-  const scope = account ? ev.companyId : ev.customerId;
-  const tokens = ['*'];
-  for (const [facet, value] of ev.facets) tokens.push(facetToken(facet, value));
-
-  for (const g of s.granularities) {
-    const bucket = bucketStart(g, ev.seconds);
-    const stem = counterStem(scope, ev.statisticId, g, bucket);
-    if (!account) {
-      for (const token of tokens) window.add(counterKeyFromParts(kgPrefix, stem, token), 0);
+  const { tokens } = keys;
+  for (let i = 0; i < s.granularities.length; i++) {
+    const stem = keys.stems[i]!;
+    if (s.level !== 'account') {
+      for (const token of tokens) window.add(stem, token, 0);
       continue;
     }
-    const epoch = touchBucket(kgPrefix, g, bucket, ev, ingestSec, s, state);
-    const mk = markerKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId, ev.customerId);
+    const epoch = touchBucket(keys.buckets[i]!, s.granularities[i]!, keys.bucketStarts[i]!, ingestSec, s, state);
+    const mk = keys.markers[i]!;
     let markers = state.get(mk) as MarkerRecord | null;
     if (markers === null || markers.epoch !== epoch) markers = { epoch, tokens: new Set() };
     let changed = false;
@@ -117,7 +152,7 @@ export function countEvent(
         changed = true;
         if (epoch > 0) tally.beyondHorizon++;
       }
-      window.add(counterKeyFromParts(kgPrefix, stem, token), isNew);
+      window.add(stem, token, isNew);
     }
     if (changed) state.set(mk, markers);
   }
@@ -125,8 +160,7 @@ export function countEvent(
 }
 
 /** Updates the bucket's last-touched time; drops its markers (new epoch) once it has outlived its horizon. Returns the epoch in force. */
-function touchBucket(kgPrefix: string, g: Granularity, bucket: number, ev: CountableEvent, ingestSec: number, s: CountingSettings, state: StateView): number {
-  const bk = bucketKey(kgPrefix, g, bucket, ev.companyId, ev.statisticId);
+function touchBucket(bk: string, g: Granularity, bucket: number, ingestSec: number, s: CountingSettings, state: StateView): number {
   const record = state.get(bk) as BucketRecord | null;
   if (record === null) {
     state.set(bk, { lastIngest: ingestSec, epoch: 0 });

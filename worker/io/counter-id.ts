@@ -57,3 +57,29 @@ export function parseCounterId(id: string): CounterKey {
   const facet = readLp();
   return { scope, statisticId, granularity, bucket, facet, value: id.slice(pos) };
 }
+
+/** The JSON-lines shape `abacus counts` prints (bucket ISO-8601 UTC; uniques at account level only). */
+export interface CountLine {
+  scope: string;
+  statistic_id: string;
+  granularity: Granularity;
+  facet: string;
+  value: string;
+  bucket: string;
+  count: number;
+  uniques?: number;
+}
+
+export function countLine(row: CounterKey & { count: number; uniques?: number }, withUniques: boolean): CountLine {
+  const line: CountLine = {
+    scope: row.scope,
+    statistic_id: row.statisticId,
+    granularity: row.granularity,
+    facet: row.facet,
+    value: row.value,
+    bucket: new Date(row.bucket * 1000).toISOString().replace('.000Z', 'Z'),
+    count: row.count,
+  };
+  if (withUniques) line.uniques = row.uniques ?? 0;
+  return line;
+}

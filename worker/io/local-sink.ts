@@ -1,7 +1,12 @@
+import { existsSync } from 'node:fs';
+import { AbacusError } from '../../common/errors';
 import type { RocksDbTuning } from '../config';
 import { RocksStore } from '../state/rocks';
 import { counterId, parseCounterId } from './counter-id';
 import type { CountSink, CounterKey, CounterRow, CounterValue } from './types';
+
+/** Sink metadata; `~` sorts after every counter id (they start with a digit). */
+const LEVEL_KEY = '~level';
 
 /**
  * The embedded sink of local mode: final counts in a RocksDB of their own
@@ -14,8 +19,26 @@ export class LocalSink implements CountSink {
     private readonly withUniques: boolean,
   ) {}
 
+  /** True for an account-level job's counts (rows carry uniques). */
+  get hasUniques(): boolean {
+    return this.withUniques;
+  }
+
+  /** Opens for a job of `level`, recorded in the sink so readers know whether rows carry uniques. */
   static async open(dir: string, tuning: RocksDbTuning, level: 'account' | 'customer'): Promise<LocalSink> {
-    return new LocalSink(await RocksStore.open(dir, tuning), level === 'account');
+    const store = await RocksStore.open(dir, tuning);
+    await store.write([[LEVEL_KEY, level]], [], true);
+    return new LocalSink(store, level === 'account');
+  }
+
+  /** Opens an existing sink for reading; fails when `dir` holds none. */
+  static async openExisting(dir: string, tuning: RocksDbTuning): Promise<LocalSink> {
+    if (!existsSync(dir)) {
+      throw new AbacusError('NoCounts', `no counts in ${dir}`, 'run `abacus run --input FILE --data-dir DIR` first, or check --data-dir');
+    }
+    const store = await RocksStore.open(dir, tuning);
+    const level = await store.get(LEVEL_KEY);
+    return new LocalSink(store, level !== 'customer');
   }
 
   async write(rows: readonly CounterRow[]): Promise<void> {
@@ -39,7 +62,7 @@ export class LocalSink implements CountSink {
 
   async *scan(): AsyncIterable<CounterRow> {
     const rows: CounterRow[] = [];
-    await this.store.scan({ gte: '', lt: '\uffff' }, (key, value) => rows.push({ ...parseCounterId(key), ...this.decode(value) }));
+    await this.store.scan({ gte: '', lt: LEVEL_KEY }, (key, value) => rows.push({ ...parseCounterId(key), ...this.decode(value) }));
     yield* rows;
   }
 

@@ -1,8 +1,8 @@
 import { keyGroupOf, routingKey } from '../../common/keygroups';
 import { AbacusError } from '../../common/errors';
 import { stateFingerprint, type JobConfig } from '../config';
-import { countEvent, stateKeysFor, WindowAccumulator, type CountingSettings, type CountingTally } from '../engine/counting';
-import { parseEvent, type CountableEvent, type ParseOptions } from '../engine/event';
+import { countEvent, eventKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
+import { parseEvent, type ParseOptions } from '../engine/event';
 import type { CountSink, CounterRow, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
@@ -147,7 +147,7 @@ export class CountTask {
 
   /** Counts a micro-batch into the current window (no commit). */
   async process(records: readonly SourceRecord[]): Promise<void> {
-    const pending: Array<{ event: CountableEvent; prefix: string; ingestSec: number }> = [];
+    const pending: Array<{ keys: EventKeys; ingestSec: number }> = [];
     const keys: string[] = [];
     const K = this.options.config.keyGroups;
     for (const record of records) {
@@ -163,13 +163,11 @@ export class CountTask {
         await this.rejectRecord(record, 'wrong_key_group', `event belongs to key group ${group}, which this worker does not own; check that the router and workers use the same keyGroups and level`);
         continue;
       }
-      const prefix = keyGroupPrefix(group);
-      stateKeysFor(ev, prefix, this.settings, keys);
-      pending.push({ event: ev, prefix, ingestSec: Math.floor(record.ingestTimeMs / 1000) });
+      pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec: Math.floor(record.ingestTimeMs / 1000) });
     }
     await this.cache.load(keys);
     const before = { ...this.tally };
-    for (const p of pending) countEvent(p.event, p.prefix, p.ingestSec, this.settings, this.cache, this.window, this.tally);
+    for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
     this.recordsInWindow += records.length;
     this.progress.read += records.length;
     this.progress.counted = this.tally.counted;
@@ -193,12 +191,12 @@ export class CountTask {
     this.windowStartedAt = this.clock();
     if (this.recordsInWindow === 0) return;
     const timer = metrics.windowFlushSeconds.startTimer();
-    const rows = await this.finalise();
+    const { keys: counterKeys, rows } = await this.finalise();
 
     const { puts, deletes } = this.cache.changes();
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
-      puts.push([OUTBOX_KEY, JSON.stringify([...this.window.deltas.keys()])]);
+      puts.push([OUTBOX_KEY, JSON.stringify(counterKeys)]);
       this.outboxWritten = true;
     } else if (this.outboxWritten) {
       deletes.push(OUTBOX_KEY);
@@ -224,20 +222,21 @@ export class CountTask {
   }
 
   /** New totals for every counter the window touched: local value, or hydrated value, plus delta. */
-  private async finalise(): Promise<CounterRow[]> {
-    const keys = [...this.window.deltas.keys()];
+  private async finalise(): Promise<{ keys: string[]; rows: CounterRow[] }> {
+    const deltas = [...this.window.entries()];
+    const keys = deltas.map(([key]) => key);
     await this.cache.load(keys);
     const missing = keys.filter((k) => this.cache.get(k) === null);
     const hydrated = missing.length === 0 ? new Map() : await this.options.sink.read(missing.map(counterOfKey));
     const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
-    for (const [key, delta] of this.window.deltas) {
+    for (const [key, delta] of deltas) {
       const base = (this.cache.get(key) as CounterRecord | null) ?? hydrated.get(counterIdOfKey(key)) ?? { count: 0, uniques: 0 };
       const total: CounterRecord = { count: base.count + delta.count, uniques: (base.uniques ?? 0) + delta.uniques };
       this.cache.set(key, total);
       rows.push(account ? { ...counterOfKey(key), count: total.count, uniques: total.uniques } : { ...counterOfKey(key), count: total.count });
     }
-    return rows;
+    return { keys, rows };
   }
 
   /** Writes rows to the sink, retrying with capped exponential backoff until it succeeds or the task is aborted hard. */

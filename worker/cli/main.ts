@@ -1,0 +1,257 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AbacusError, ConfigError } from '../../common/errors';
+import { parseIsoSeconds } from '../engine/time';
+import { loadJobConfig, type JobConfig } from '../config';
+import { countLine } from '../io/counter-id';
+import { FileSource } from '../io/file-source';
+import { DEFAULT_GENERATOR, GeneratorSource } from '../io/generator';
+import { LocalSink } from '../io/local-sink';
+import { startHttpServer } from '../runtime/http';
+import { localPaths, runLocal } from '../runtime/local';
+import { registry } from '../runtime/metrics';
+import type { TaskProgress } from '../runtime/task';
+import { runCountsFromCassandra, runWorkerCommand } from '../runtime/worker-process';
+import { bytes, int, ProgressLine, rate, table } from './format';
+
+/**
+ * `abacus` — the command line. Exit codes: 0 done, 1 failed while running, 2 bad usage or
+ * configuration (the message names the flag or field and the fix).
+ */
+const USAGE = `abacus — exact real-time counting
+
+usage:
+  abacus demo [--events N] [--data-dir DIR] [--metrics-port N]
+      Generate realistic events, count them, show the results.
+  abacus run --input FILE.jsonl --data-dir DIR [--config JOB.yaml] [--level account|customer]
+             [--window DURATION] [--key-groups K] [--ingest-time ISO] [--metrics-port N]
+      Count a JSONL file into a local data dir; resumable after a crash.
+  abacus counts --data-dir DIR
+  abacus counts --cassandra HOST:PORT --keyspace KS [--level account|customer]
+      Print every counter as one JSON object per line.
+  abacus worker --config JOB.yaml --ordinal I --replicas N [...]
+      Run one worker of a job on Kafka and Cassandra (see docs/worker.md).
+  abacus operator [--kubeconfig PATH]
+      Run the Kubernetes operator (see docs/operator.md).
+
+Durations are written like 500ms, 2s, 5m, 1h, 7d.`;
+
+export function main(argv: string[]): void {
+  run(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`abacus: ${describeError(err)}\n`);
+      process.exitCode = err instanceof ConfigError ? 2 : 1;
+    },
+  );
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return runCommand(rest);
+    case 'counts':
+      return rest.includes('--cassandra') ? runCountsFromCassandra(rest) : countsCommand(rest);
+    case 'demo':
+      return demoCommand(rest);
+    case 'worker':
+      return runWorkerCommand(rest);
+    case 'operator':
+      return operatorCommand(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`abacus: unknown command "${command}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+async function operatorCommand(argv: string[]): Promise<number> {
+  // Loaded on demand: local mode should not pay for the Kubernetes client.
+  const operatorMain = '../../operator/main';
+  const mod = (await import(operatorMain)) as { runOperatorCommand(argv: string[]): Promise<number> };
+  return mod.runOperatorCommand(argv);
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof AbacusError) return `error [${err.code}]: ${err.message}`;
+  return `error: ${(err as Error).stack ?? String(err)}`;
+}
+
+type FlagSpec = NonNullable<ParseArgsConfig['options']>;
+
+function parse<const T extends FlagSpec>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new ConfigError('arguments', (err as Error).message, 'see `abacus help` for the flags each command takes');
+  }
+}
+
+/** Flags that override the job file, shared by run and demo. */
+const JOB_FLAGS = {
+  config: { type: 'string' },
+  level: { type: 'string' },
+  window: { type: 'string' },
+  'key-groups': { type: 'string' },
+  'metrics-port': { type: 'string' },
+} as const;
+
+function jobConfigFrom(values: { config?: string; level?: string; window?: string; 'key-groups'?: string; 'metrics-port'?: string }): JobConfig {
+  return loadJobConfig(values.config, {
+    level: values.level,
+    window: values.window,
+    keyGroups: values['key-groups'],
+    metrics: values['metrics-port'] === undefined ? undefined : { port: values['metrics-port'] },
+  });
+}
+
+async function runCommand(argv: string[]): Promise<number> {
+  const values = parse(argv, { ...JOB_FLAGS, input: { type: 'string' }, 'data-dir': { type: 'string' }, 'ingest-time': { type: 'string' }, quiet: { type: 'boolean' } });
+  if (values.input === undefined) throw new ConfigError('--input', 'is missing', 'give the JSONL file to count, e.g. --input events.jsonl');
+  if (values['data-dir'] === undefined) throw new ConfigError('--data-dir', 'is missing', 'give a directory for state and counts, e.g. --data-dir ./abacus-data');
+  const config = jobConfigFrom(values);
+  let ingestTimeMs: number | undefined;
+  if (values['ingest-time'] !== undefined) {
+    const s = parseIsoSeconds(values['ingest-time']);
+    if (Number.isNaN(s)) throw new ConfigError('--ingest-time', `"${values['ingest-time']}" is not an ISO-8601 date-time with a zone`, 'write it like 2026-11-27T06:00:00Z');
+    ingestTimeMs = s * 1000;
+  }
+  const source = new FileSource(values.input, { maxLineBytes: config.maxEventBytes + 1, ...(ingestTimeMs === undefined ? {} : { ingestTimeMs }) });
+  const started = Date.now();
+  const progress = new ProgressLine();
+  const quiet = values.quiet === true;
+  const result = await withMetricsServer(values['metrics-port'] === undefined ? undefined : config.metricsPort, () =>
+    runLocal({
+      config,
+      dataDir: values['data-dir']!,
+      source,
+      onProgress: quiet ? undefined : (p) => progress.update(progressText(p, started)),
+      log: (line) => process.stderr.write(`abacus: ${line}\n`),
+    }),
+  );
+  if (!quiet) {
+    progress.done(progressText(result, started));
+    process.stderr.write(
+      `done: ${int(result.counted)} events counted, ${int(result.duplicates)} duplicates dropped, ${int(result.invalid)} invalid` +
+        (result.invalid > 0 ? ` (see ${result.deadLetterPath})` : '') +
+        `; state ${bytes(result.stateBytes)}\n`,
+    );
+  }
+  return 0;
+}
+
+function progressText(p: TaskProgress, started: number, total?: number): string {
+  const seconds = Math.max(0.001, (Date.now() - started) / 1000);
+  const done = total === undefined ? int(p.read) : `${int(p.read)}/${int(total)} (${Math.floor((100 * p.read) / total)}%)`;
+  return `records ${done} | ${rate(p.read / seconds)} | counted ${int(p.counted)} | duplicates ${int(p.duplicates)} | invalid ${int(p.invalid)} | windows ${int(p.windows)}`;
+}
+
+async function withMetricsServer<T>(port: number | undefined, body: () => Promise<T>): Promise<T> {
+  if (port === undefined) return body();
+  const server = await startHttpServer({ port, host: '127.0.0.1', registry, ready: () => true });
+  process.stderr.write(`metrics: http://127.0.0.1:${server.port}/metrics\n`);
+  try {
+    return await body();
+  } finally {
+    await server.close();
+  }
+}
+
+async function countsCommand(argv: string[]): Promise<number> {
+  const values = parse(argv, { 'data-dir': { type: 'string' } });
+  if (values['data-dir'] === undefined) throw new ConfigError('--data-dir', 'is missing', 'give the data dir of an `abacus run`, or --cassandra HOST:PORT --keyspace KS');
+  const sink = await LocalSink.openExisting(localPaths(values['data-dir']).sink, loadJobConfig(undefined).rocksdb);
+  try {
+    const account = sink.hasUniques;
+    for await (const row of sink.scan()) {
+      if (!process.stdout.write(`${JSON.stringify(countLine(row, account))}\n`)) {
+        await new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()));
+      }
+    }
+  } finally {
+    await sink.close();
+  }
+  return 0;
+}
+
+async function demoCommand(argv: string[]): Promise<number> {
+  const values = parse(argv, { ...JOB_FLAGS, events: { type: 'string' }, 'data-dir': { type: 'string' } });
+  const events = values.events === undefined ? DEFAULT_GENERATOR.events : Number(values.events);
+  if (!Number.isInteger(events) || events < 1) throw new ConfigError('--events', `"${values.events}" is not a positive integer`, 'give a number of events, e.g. --events 100000');
+  const config = jobConfigFrom({ ...values, 'metrics-port': values['metrics-port'] ?? '0' });
+  const ownDir = values['data-dir'] === undefined;
+  const dataDir = values['data-dir'] ?? mkdtempSync(join(tmpdir(), 'abacus-demo-'));
+  const generator = { ...DEFAULT_GENERATOR, events, facets: 7 };
+  process.stderr.write(
+    `Abacus demo: ${int(events)} generated events (${int(generator.customers)} customers, Zipf; ${generator.duplicateRate * 100}% re-delivered, ${generator.lateRate * 100}% late or back-filled), ` +
+      `level ${config.level}, ${config.keyGroups} key groups, window ${config.windowMs} ms\nstate in ${dataDir}\n`,
+  );
+  const started = Date.now();
+  const progress = new ProgressLine();
+  try {
+    const result = await withMetricsServer(config.metricsPort, () =>
+      runLocal({ config, dataDir, source: new GeneratorSource(generator), onProgress: (p) => progress.update(progressText(p, started, events)) }),
+    );
+    progress.done(progressText(result, started, events));
+    const seconds = (Date.now() - started) / 1000;
+    process.stdout.write(await demoReport(dataDir, result, seconds, config));
+  } finally {
+    if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+  return 0;
+}
+
+/** What a person wants to see after the demo: totals, the busiest counters, uniques. */
+async function demoReport(dataDir: string, result: TaskProgress & { stateBytes: number }, seconds: number, config: JobConfig): Promise<string> {
+  const sink = await LocalSink.openExisting(localPaths(dataDir).sink, config.rocksdb);
+  const dayTotals: Array<{ scope: string; statistic: string; bucket: number; count: number; uniques: number }> = [];
+  const facetTotals = new Map<string, { count: number; uniques: number }>();
+  let counters = 0;
+  try {
+    for await (const row of sink.scan()) {
+      counters++;
+      if (row.granularity === 'day' && row.facet === '*') dayTotals.push({ scope: row.scope, statistic: row.statisticId, bucket: row.bucket, count: row.count, uniques: row.uniques ?? 0 });
+      if (row.granularity === 'month' && row.facet === 'campaign') {
+        const key = `${row.scope} ${row.statisticId} ${row.value}`;
+        const t = facetTotals.get(key) ?? { count: 0, uniques: 0 };
+        t.count += row.count;
+        t.uniques = Math.max(t.uniques, row.uniques ?? 0);
+        facetTotals.set(key, t);
+      }
+    }
+  } finally {
+    await sink.close();
+  }
+  dayTotals.sort((a, b) => b.count - a.count);
+  const lines: string[] = [];
+  lines.push('');
+  lines.push(`Counted ${int(result.counted)} events in ${seconds.toFixed(1)} s (${rate(result.read / seconds)}); dropped ${int(result.duplicates)} duplicates; ${int(result.invalid)} invalid.`);
+  lines.push(`${int(counters)} counters in the sink; state ${bytes(result.stateBytes)}; ${int(result.windows)} windows flushed.`);
+  lines.push('');
+  lines.push('Busiest account/statistic/day totals (count = events, uniques = distinct customers):');
+  lines.push(
+    table([
+      ['account', 'statistic', 'day', 'count', 'uniques'],
+      ...dayTotals.slice(0, 10).map((d) => [d.scope, d.statistic, new Date(d.bucket * 1000).toISOString().slice(0, 10), int(d.count), int(d.uniques)]),
+    ]),
+  );
+  const campaigns = [...facetTotals.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 8);
+  if (campaigns.length > 0) {
+    lines.push('');
+    lines.push('Top campaigns in one month (account, statistic, campaign):');
+    lines.push(table([['account statistic campaign', 'count', 'uniques'], ...campaigns.map(([k, v]) => [k, int(v.count), int(v.uniques)])]));
+  }
+  lines.push('');
+  lines.push('Next: `abacus run --input events.jsonl --data-dir DIR` counts your own file; `abacus counts --data-dir DIR` prints every counter.');
+  return `${lines.join('\n')}\n`;
+}
