@@ -184,13 +184,13 @@ export function quantityMap<const O extends Common<Record<string, string | numbe
  * checked by the API server when the operator puts it into the pod template.
  */
 export function opaque<T>(o: Common<T>): Schema<T, 'optional'> {
-  return node<T, Common<T>>({ type: 'object', 'x-kubernetes-preserve-unknown-fields': true }, o) as Schema<T, 'optional'>;
+  return node<T, Common<T>>({ type: 'object', 'x-kubernetes-preserve-unknown-fields': true }, o);
 }
 
 function strip(json: Record<string, unknown>): JsonSchema {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(json)) if (v !== undefined) out[k] = v;
-  return out as JsonSchema;
+  return out;
 }
 
 /**

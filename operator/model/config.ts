@@ -16,7 +16,8 @@ export const CONFIG_KEY = 'job.yaml';
 export function jobDocument(name: string, spec: AbacusJobSpec): Record<string, unknown> {
   const kafka = spec.source.kafka;
   const cassandra = spec.sink.cassandra;
-  const facets = spec.facets.include !== undefined ? { include: spec.facets.include } : { exclude: spec.facets.exclude ?? [] };
+  // Both lists pass through as given, so the worker's own parser judges the combination.
+  const facets = dropUndefined({ include: spec.facets.include, exclude: spec.facets.exclude });
   return {
     name,
     level: spec.level,

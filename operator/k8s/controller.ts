@@ -1,0 +1,132 @@
+import { KIND } from '../api/abacusjob';
+import { log } from '../log';
+import { MANAGED_BY, FIELD_MANAGER } from '../model/names';
+import { reconcile } from '../reconcile/reconciler';
+import { ApiCluster } from './cluster';
+import type { KubeClient } from './client';
+import { EventRecorder } from './events';
+import { Informer, type Obj } from './informer';
+import type { OperatorMetrics } from './metrics';
+import { WorkQueue } from './queue';
+import { RESOURCES } from './resources';
+
+export interface ControllerOptions {
+  /** Watch one namespace; all namespaces when undefined. */
+  readonly namespace?: string;
+  readonly workers?: number;
+  /** Every job is reconciled at least this often even if nothing changes. */
+  readonly resyncMs?: number;
+  readonly identity: string;
+}
+
+/**
+ * Watches feed keys (namespace/name of an AbacusJob) into the work queue; a few workers take
+ * keys and reconcile them. Events on owned objects enqueue their controlling owner, so a
+ * StatefulSet status change or a deleted ConfigMap brings the job back to its desired state.
+ */
+export class Controller {
+  readonly queue: WorkQueue;
+  private readonly informers: Informer[];
+  private readonly jobs: Informer;
+  private readonly cluster: ApiCluster;
+  private inFlight = 0;
+
+  constructor(
+    client: KubeClient,
+    private readonly metrics: OperatorMetrics,
+    private readonly options: ControllerOptions,
+  ) {
+    this.queue = new WorkQueue({ onDepth: (d) => metrics.queueDepth.set(d) });
+    const ns = options.namespace;
+    const count = (resource: string) => () => metrics.watchEvents.inc({ resource });
+    this.jobs = new Informer(client, RESOURCES.abacusJob, { namespace: ns }, (_t, obj) => this.enqueue(obj), count('abacusjobs'));
+    const owned = (plural: string, r: (typeof RESOURCES)[keyof typeof RESOURCES]) =>
+      new Informer(client, r, { namespace: ns, labelSelector: `${MANAGED_BY}=${FIELD_MANAGER}` }, (_t, obj) => this.enqueueOwner(obj), count(plural));
+    const statefulSets = owned('statefulsets', RESOURCES.statefulSet);
+    const configMaps = owned('configmaps', RESOURCES.configMap);
+    const services = owned('services', RESOURCES.service);
+    const pdbs = owned('poddisruptionbudgets', RESOURCES.podDisruptionBudget);
+    this.informers = [this.jobs, statefulSets, configMaps, services, pdbs];
+    this.cluster = new ApiCluster(client, { statefulSets, configMaps, services, pdbs }, new EventRecorder(client, options.identity), metrics);
+  }
+
+  private enqueue(obj: Obj): void {
+    this.queue.add(`${obj.metadata.namespace}/${obj.metadata.name}`);
+  }
+
+  private enqueueOwner(obj: Obj): void {
+    const owner = obj.metadata.ownerReferences?.find((o) => o.controller === true && o.kind === KIND);
+    if (owner !== undefined) this.queue.add(`${obj.metadata.namespace}/${owner.name}`);
+  }
+
+  /** Runs until `signal` aborts, then lets in-flight reconciles finish. */
+  async run(signal: AbortSignal): Promise<void> {
+    const watches = this.informers.map((i) => i.run(signal));
+    await Promise.race([Promise.all(this.informers.map((i) => i.synced)), new Promise((r) => signal.addEventListener('abort', r, { once: true }))]);
+    if (signal.aborted) {
+      await Promise.all(watches);
+      return;
+    }
+    log('info', 'caches synced; reconciling', { namespace: this.options.namespace ?? '(all)', jobs: this.jobs.list().length });
+    const resync = setInterval(() => {
+      for (const job of this.jobs.list()) this.enqueue(job);
+      this.updateJobGauge();
+    }, this.options.resyncMs ?? 300_000);
+    signal.addEventListener('abort', () => {
+      clearInterval(resync);
+      this.queue.shutDown();
+    }, { once: true });
+    const workers = Array.from({ length: this.options.workers ?? 2 }, () => this.work());
+    await Promise.all(workers);
+    await Promise.all(watches);
+  }
+
+  private async work(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      this.inFlight++;
+      try {
+        await this.processItem(key);
+      } finally {
+        this.inFlight--;
+        this.queue.done(key);
+      }
+    }
+  }
+
+  private async processItem(key: string): Promise<void> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const end = this.metrics.reconcileDuration.startTimer();
+    try {
+      const result = await reconcile(this.cluster, namespace, name);
+      this.queue.forget(key);
+      if (result.requeueAfterMs !== undefined) {
+        this.queue.addAfter(key, result.requeueAfterMs);
+        this.metrics.reconciles.inc({ result: 'requeue' });
+      } else {
+        this.metrics.reconciles.inc({ result: 'success' });
+      }
+    } catch (err) {
+      const delay = this.queue.addRateLimited(key);
+      this.metrics.reconciles.inc({ result: 'error' });
+      this.metrics.reconcileErrors.inc();
+      log('error', 'reconcile failed; retrying', { job: key, error: (err as Error).message, retryInMs: delay });
+    } finally {
+      const seconds = end();
+      log('debug', 'reconciled', { job: key, seconds });
+    }
+  }
+
+  private updateJobGauge(): void {
+    this.metrics.jobs.reset();
+    for (const job of this.jobs.list()) {
+      const phase = ((job.status as { phase?: string } | undefined)?.phase) ?? 'Unknown';
+      this.metrics.jobs.inc({ phase });
+    }
+  }
+
+  get busy(): number {
+    return this.inFlight;
+  }
+}
