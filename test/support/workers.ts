@@ -35,8 +35,8 @@ export class WorkerProcess {
       this.log.write(chunk);
       if (this.port === undefined) {
         this.stderr += chunk.toString('utf8');
-        const m = /"msg":"http listening","port":(\d+)/.exec(this.stderr);
-        if (m !== null) this.port = Number(m[1]);
+        const line = this.stderr.split('\n').slice(0, -1).find((l) => l.includes('"msg":"http listening"'));
+        if (line !== undefined) this.port = (JSON.parse(line) as { port: number }).port;
       }
     });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));

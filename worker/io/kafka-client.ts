@@ -14,7 +14,8 @@ export type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', message: string
 /** Default logger: one JSON object per line on stderr. */
 export const stderrLog: LogFn = (level, message, fields) => {
   if (level === 'debug' && process.env.ABACUS_DEBUG === undefined) return;
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields })}\n`);
+  // Fields first: a field can never overwrite time, level or msg.
+  process.stderr.write(`${JSON.stringify({ ...fields, time: new Date().toISOString(), level, msg: message })}\n`);
 };
 
 /**
@@ -42,7 +43,9 @@ export function createKafka(config: KafkaConfig, role: string, log: LogFn): Kafk
     logLevel: process.env.ABACUS_DEBUG !== undefined ? logLevel.INFO : logLevel.WARN,
     logCreator: () => (entry: LogEntry) => {
       const { message, ...rest } = entry.log;
-      const level = entry.level <= logLevel.ERROR ? 'error' : entry.level === logLevel.WARN ? 'warn' : 'debug';
+      // kafkajs logs every failed request of its connections at ERROR although it retries
+      // them itself; those are warnings to us. Its real failures surface as exceptions.
+      const level = entry.level <= logLevel.ERROR ? (entry.namespace === 'Connection' ? 'warn' : 'error') : entry.level === logLevel.WARN ? 'warn' : 'debug';
       log(level, `kafkajs: ${message}`, { namespace: entry.namespace, ...rest });
     },
   };

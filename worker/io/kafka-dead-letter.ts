@@ -1,4 +1,4 @@
-import { IHeaders, Producer } from 'kafkajs';
+import { IHeaders, Partitioners, Producer } from 'kafkajs';
 import type { KafkaConfig } from '../config';
 import type { DeadLetterSink, SourceRecord } from './types';
 import { backoffMs, createKafka, LogFn, sleep, stderrLog } from './kafka-client';
@@ -18,8 +18,7 @@ export const DEAD_LETTER_HEADERS = {
  * original timestamp, and headers saying why (`abacus-reason`) and where the record came
  * from (`abacus-origin-topic`, `-partition`, `-offset`, and `abacus-origin` as one string).
  *
- * `send` resolves only once the broker acknowledged the record (acks=all, idempotent
- * producer), and retries with backoff for as long as the broker is away: the caller holds
+ * `send` resolves only once the broker acknowledged the record (acks=all), and retries with backoff for as long as the broker is away: the caller holds
  * back its own commit until then, so nothing is lost while the topic is unavailable.
  */
 export class KafkaDeadLetterSink implements DeadLetterSink {
@@ -33,7 +32,7 @@ export class KafkaDeadLetterSink implements DeadLetterSink {
   ) {}
 
   static async connect(config: KafkaConfig, log: LogFn = stderrLog): Promise<KafkaDeadLetterSink> {
-    const producer = createKafka(config, 'dead-letter', log).producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    const producer = createKafka(config, 'dead-letter', log).producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
     await producer.connect();
     return new KafkaDeadLetterSink(producer, config.deadLetterTopic, log);
   }

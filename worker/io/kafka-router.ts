@@ -1,4 +1,4 @@
-import { Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Producer } from 'kafkajs';
+import { Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
 import type { JobConfig, KafkaConfig } from '../config';
 import { keyGroupOf } from '../../common/keygroups';
 import { backoffMs, createKafka, kafkaNames, LogFn, sleep, stderrLog } from './kafka-client';
@@ -53,7 +53,7 @@ export class KafkaRouter {
   async start(): Promise<void> {
     const { kafka, job } = this.opts;
     const client = createKafka(kafka, 'route', this.log);
-    this.producer = client.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 5 });
+    this.producer = client.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 5, createPartitioner: Partitioners.DefaultPartitioner });
     await this.producer.connect();
     this.consumer = client.consumer({
       groupId: kafkaNames(job.name, 0).routeGroup,
