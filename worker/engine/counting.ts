@@ -1,7 +1,7 @@
 import { counterStem, facetToken } from '../io/counter-id';
 import type { Granularity } from '../io/types';
 import { bucketKey, counterKeyFromParts, dedupKey, markerKey } from '../state/keys';
-import type { BucketRecord, CounterRecord, DedupRecord, MarkerRecord, StateRecord } from '../state/records';
+import { addMarker, decodeBucket, emptyMarkers, encodeBucket, markerEpoch, markerNeedle, type CounterRecord } from '../state/records';
 import type { CountableEvent } from './event';
 import { bucketEnd, bucketStart } from './time';
 
@@ -29,8 +29,9 @@ export interface CountingSettings {
 }
 
 export interface StateView {
-  get(key: string): StateRecord | null;
-  set(key: string, value: StateRecord): void;
+  /** The encoded record (see state/records.ts), or null when there is none. */
+  get(key: string): string | null;
+  set(key: string, value: string): void;
 }
 
 /**
@@ -97,6 +98,8 @@ export interface EventKeys {
   readonly bucketStarts: number[];
   /** `*` then one token per counted facet value. */
   readonly tokens: string[];
+  /** Per token (account level only): its search needle in a marker record. */
+  readonly needles: string[];
 }
 
 /** Builds the keys of an event and appends the state keys to load to `toLoad`. */
@@ -105,8 +108,9 @@ export function eventKeys(ev: CountableEvent, kgPrefix: string, s: CountingSetti
   toLoad.push(dedup);
   const account = s.level === 'account';
   const scope = account ? ev.companyId : ev.customerId;
-  const keys: EventKeys = { dedup, stems: [], buckets: [], markers: [], bucketStarts: [], tokens: ['*'] };
+  const keys: EventKeys = { dedup, stems: [], buckets: [], markers: [], bucketStarts: [], tokens: ['*'], needles: [] };
   for (const [facet, value] of ev.facets) keys.tokens.push(facetToken(facet, value));
+  if (account) for (const token of keys.tokens) keys.needles.push(markerNeedle(token));
   for (const g of s.granularities) {
     const bucket = bucketStart(g, ev.seconds);
     keys.bucketStarts.push(bucket);
@@ -124,15 +128,15 @@ export function eventKeys(ev: CountableEvent, kgPrefix: string, s: CountingSetti
 
 /** Counts one event whose keys were built by eventKeys and loaded; returns false when it is a duplicate. */
 export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettings, state: StateView, window: WindowAccumulator, tally: CountingTally): boolean {
-  const firstSeen = state.get(keys.dedup) as DedupRecord | null;
-  if (firstSeen !== null && ingestSec - firstSeen <= s.dedupRetentionSec) {
+  const firstSeen = state.get(keys.dedup);
+  if (firstSeen !== null && ingestSec - Number(firstSeen) <= s.dedupRetentionSec) {
     tally.duplicates++;
     return false;
   }
-  state.set(keys.dedup, ingestSec);
+  state.set(keys.dedup, String(ingestSec));
   tally.counted++;
 
-  const { tokens } = keys;
+  const { tokens, needles } = keys;
   for (let i = 0; i < s.granularities.length; i++) {
     const stem = keys.stems[i]!;
     if (s.level !== 'account') {
@@ -141,39 +145,36 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
     }
     const epoch = touchBucket(keys.buckets[i]!, s.granularities[i]!, keys.bucketStarts[i]!, ingestSec, s, state);
     const mk = keys.markers[i]!;
-    let markers = state.get(mk) as MarkerRecord | null;
-    if (markers === null || markers.epoch !== epoch) markers = { epoch, tokens: new Set() };
-    let changed = false;
-    for (const token of tokens) {
+    let markers = state.get(mk);
+    if (markers === null || markerEpoch(markers) !== epoch) markers = emptyMarkers(epoch);
+    const before = markers;
+    for (let t = 0; t < tokens.length; t++) {
       let isNew = 0;
-      if (!markers.tokens.has(token)) {
-        markers.tokens.add(token);
+      if (!markers.includes(needles[t]!)) {
+        markers = addMarker(markers, needles[t]!);
         isNew = 1;
-        changed = true;
         if (epoch > 0) tally.beyondHorizon++;
       }
-      window.add(stem, token, isNew);
+      window.add(stem, tokens[t]!, isNew);
     }
-    if (changed) state.set(mk, markers);
+    if (markers !== before) state.set(mk, markers);
   }
   return true;
 }
 
 /** Updates the bucket's last-touched time; drops its markers (new epoch) once it has outlived its horizon. Returns the epoch in force. */
 function touchBucket(bk: string, g: Granularity, bucket: number, ingestSec: number, s: CountingSettings, state: StateView): number {
-  const record = state.get(bk) as BucketRecord | null;
-  if (record === null) {
-    state.set(bk, { lastIngest: ingestSec, epoch: 0 });
+  const text = state.get(bk);
+  if (text === null) {
+    state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: 0 }));
     return 0;
   }
+  const record = decodeBucket(text);
   const horizon = Math.max(bucketEnd(g, bucket), record.lastIngest) + s.uniquesRetentionSec;
   if (ingestSec > horizon) {
-    record.epoch += 1;
-    record.lastIngest = ingestSec;
-    state.set(bk, record);
-  } else if (ingestSec > record.lastIngest) {
-    record.lastIngest = ingestSec;
-    state.set(bk, record);
+    state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: record.epoch + 1 }));
+    return record.epoch + 1;
   }
+  if (ingestSec > record.lastIngest) state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: record.epoch }));
   return record.epoch;
 }

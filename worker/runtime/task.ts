@@ -7,7 +7,7 @@ import type { CountSink, CounterRow, DeadLetterSink, Source, SourceRecord } from
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { counterIdOfKey, counterOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
-import type { CounterRecord } from '../state/records';
+import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
 import { metrics } from './metrics';
 
@@ -231,9 +231,10 @@ export class CountTask {
     const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const [key, delta] of deltas) {
-      const base = (this.cache.get(key) as CounterRecord | null) ?? hydrated.get(counterIdOfKey(key)) ?? { count: 0, uniques: 0 };
+      const local = this.cache.get(key);
+      const base = local !== null ? decodeCounter(local) : (hydrated.get(counterIdOfKey(key)) ?? { count: 0, uniques: 0 });
       const total: CounterRecord = { count: base.count + delta.count, uniques: (base.uniques ?? 0) + delta.uniques };
-      this.cache.set(key, total);
+      this.cache.set(key, encodeCounter(total));
       rows.push(account ? { ...counterOfKey(key), count: total.count, uniques: total.uniques } : { ...counterOfKey(key), count: total.count });
     }
     return { keys, rows };
@@ -267,8 +268,9 @@ export class CountTask {
     const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const key of keys) {
-      const value = this.cache.get(key) as CounterRecord | null;
-      if (value === null) continue;
+      const text = this.cache.get(key);
+      if (text === null) continue;
+      const value = decodeCounter(text);
       rows.push(account ? { ...counterOfKey(key), count: value.count, uniques: value.uniques } : { ...counterOfKey(key), count: value.count });
     }
     this.options.log?.(`re-sending ${rows.length} counter totals of the last commit to the sink (the previous run stopped before the sink confirmed them)`);

@@ -1,5 +1,4 @@
 import { BloomFilter } from './bloom';
-import { decodeRecord, encodeRecord, type StateRecord } from './records';
 import type { KeyRange, RocksStore } from './rocks';
 
 /**
@@ -13,7 +12,7 @@ import type { KeyRange, RocksStore } from './rocks';
  * loaded key is never evicted before the batch that needs it is counted.
  */
 export class StateCache {
-  private readonly entries = new Map<string, StateRecord | null>();
+  private readonly entries = new Map<string, string | null>();
   private readonly dirty = new Set<string>();
   private readonly pendingDeletes = new Set<string>();
   /** Reads that reached RocksDB / were answered by the filter, for metrics and benchmarks. */
@@ -42,42 +41,36 @@ export class StateCache {
   /** Makes every key in `keys` available to get(). */
   async load(keys: Iterable<string>): Promise<void> {
     const toRead: string[] = [];
-    const seen = new Set<string>();
     for (const key of keys) {
       if (this.entries.has(key)) {
         this.stats.cacheHits++;
         continue;
       }
-      if (seen.has(key)) continue;
-      seen.add(key);
+      // Absent until the read says otherwise; also keeps a key listed twice from being read twice.
+      this.entries.set(key, null);
       if (this.filter.mightContain(key)) toRead.push(key);
-      else {
-        this.stats.filteredReads++;
-        this.entries.set(key, null);
-      }
+      else this.stats.filteredReads++;
     }
     if (toRead.length === 0) return;
     this.stats.storeReads += toRead.length;
+    // No set() can run while this read is in flight: the engine counts only after load() resolves.
     const values = await this.store.getMany(toRead);
     for (let i = 0; i < toRead.length; i++) {
-      const key = toRead[i]!;
-      // A key may have been set while the read was in flight; the newer value wins.
-      if (this.entries.has(key)) continue;
       const text = values[i];
-      this.entries.set(key, text === undefined ? null : decodeRecord(key, text));
+      if (text !== undefined) this.entries.set(toRead[i]!, text);
     }
   }
 
   /** The record for a loaded key, or null when it does not exist. */
-  get(key: string): StateRecord | null {
+  get(key: string): string | null {
     const value = this.entries.get(key);
     if (value === undefined) throw new Error(`state key not loaded before use: ${JSON.stringify(key)}`);
     return value;
   }
 
   /** Records a change (also after mutating a record in place) to be committed with the window. */
-  set(key: string, value: StateRecord): void {
-    if (!this.entries.has(key) || this.entries.get(key) === null) this.filter.add(key);
+  set(key: string, value: string): void {
+    if (this.entries.get(key) == null) this.filter.add(key);
     this.entries.set(key, value);
     this.dirty.add(key);
     this.pendingDeletes.delete(key);
@@ -100,7 +93,7 @@ export class StateCache {
   /** The window's changes, encoded for the commit batch. */
   changes(): { puts: Array<[string, string]>; deletes: string[] } {
     const puts: Array<[string, string]> = [];
-    for (const key of this.dirty) puts.push([key, encodeRecord(key, this.entries.get(key)!)]);
+    for (const key of this.dirty) puts.push([key, this.entries.get(key)!]);
     return { puts, deletes: [...this.pendingDeletes] };
   }
 

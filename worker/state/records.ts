@@ -1,24 +1,23 @@
-import type { RecordKind } from './keys';
-import { kindOf } from './keys';
-
 /**
- * The value encodings of state records. Values are small UTF-8 strings; the record kind
- * comes from the key, so values carry no type tag.
+ * The value encodings of state records. Values stay in their encoded string form in the
+ * cache as well as in RocksDB: strings are leaf objects for the garbage collector, so a
+ * cache of millions of records costs little to trace, and a commit writes them unchanged.
+ *
+ *   D  dedup     `${firstIngestSecond}`
+ *   B  bucket    `${lastIngestSecond},${markerEpoch}`
+ *   U  markers   `${markerEpoch}` then `\u0001${token}` per facet token counted, then `\u0001`
+ *   C  counter   `${count},${uniques}`
+ *
+ * Marker tokens are `*` or `=`… (see counter-id.ts); a token that contains the U+0001
+ * separator is stored JSON-quoted (starting with `"`, which no plain token does), so a
+ * membership test is one substring search for `\u0001${token}\u0001`.
  */
 
-/** Uniqueness markers of one customer in one bucket: the facet tokens already counted. */
-export interface MarkerRecord {
-  /** The bucket's marker epoch these markers belong to (see BucketRecord). */
-  epoch: number;
-  tokens: Set<string>;
-}
-
-/** Per (company, statistic, granularity, bucket): when it was last touched, and its marker epoch. */
 export interface BucketRecord {
   /** Latest ingest second of any event counted in the bucket. */
-  lastIngest: number;
+  readonly lastIngest: number;
   /** Bumped each time the bucket outlives its uniqueness horizon and its markers are dropped. */
-  epoch: number;
+  readonly epoch: number;
 }
 
 export interface CounterRecord {
@@ -26,50 +25,49 @@ export interface CounterRecord {
   uniques: number;
 }
 
-/** Dedup records hold the ingest second of the first copy. */
-export type DedupRecord = number;
+const SEP = '\u0001';
 
-export type StateRecord = DedupRecord | MarkerRecord | BucketRecord | CounterRecord | string;
-
-export function encodeRecord(key: string, value: StateRecord): string {
-  switch (kindOf(key)) {
-    case 'D':
-      return String(value as DedupRecord);
-    case 'B': {
-      const b = value as BucketRecord;
-      return `${b.lastIngest},${b.epoch}`;
-    }
-    case 'U': {
-      const m = value as MarkerRecord;
-      return JSON.stringify([m.epoch, ...m.tokens]);
-    }
-    case 'C': {
-      const c = value as CounterRecord;
-      return `${c.count},${c.uniques}`;
-    }
-    default:
-      return value as string;
-  }
+export function encodeBucket(b: BucketRecord): string {
+  return `${b.lastIngest},${b.epoch}`;
 }
 
-export function decodeRecord(key: string, text: string): StateRecord {
-  const kind: RecordKind | undefined = kindOf(key);
-  switch (kind) {
-    case 'D':
-      return Number(text);
-    case 'B': {
-      const comma = text.indexOf(',');
-      return { lastIngest: Number(text.slice(0, comma)), epoch: Number(text.slice(comma + 1)) };
-    }
-    case 'U': {
-      const [epoch, ...tokens] = JSON.parse(text) as [number, ...string[]];
-      return { epoch, tokens: new Set(tokens) };
-    }
-    case 'C': {
-      const comma = text.indexOf(',');
-      return { count: Number(text.slice(0, comma)), uniques: Number(text.slice(comma + 1)) };
-    }
-    default:
-      return text;
-  }
+export function decodeBucket(text: string): BucketRecord {
+  const comma = text.indexOf(',');
+  return { lastIngest: Number(text.slice(0, comma)), epoch: Number(text.slice(comma + 1)) };
+}
+
+export function encodeCounter(c: CounterRecord): string {
+  return `${c.count},${c.uniques}`;
+}
+
+export function decodeCounter(text: string): CounterRecord {
+  const comma = text.indexOf(',');
+  return { count: Number(text.slice(0, comma)), uniques: Number(text.slice(comma + 1)) };
+}
+
+/** The search needle of a facet token in a marker record. */
+export function markerNeedle(token: string): string {
+  return token.includes(SEP) ? `${SEP}${JSON.stringify(token)}${SEP}` : `${SEP}${token}${SEP}`;
+}
+
+/** An empty marker record of an epoch. */
+export function emptyMarkers(epoch: number): string {
+  return `${epoch}${SEP}`;
+}
+
+export function markerEpoch(record: string): number {
+  return Number(record.slice(0, record.indexOf(SEP)));
+}
+
+/** The record with a token added (needle from markerNeedle; the record ends with the separator). */
+export function addMarker(record: string, needle: string): string {
+  return record + needle.slice(1);
+}
+
+/** Every token of a marker record (for tests and tools). */
+export function markerTokens(record: string): string[] {
+  return record
+    .split(SEP)
+    .slice(1, -1)
+    .map((t) => (t.startsWith('"') ? (JSON.parse(t) as string) : t));
 }
