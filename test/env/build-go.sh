@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the Go-based test servers into the cache, keyed by version. Sourced by
+# test-env.sh; can also be run alone: bash test/env/build-go.sh kube|helm|versitygw|etcd
+set -euo pipefail
+
+: "${ABACUS_CACHE_DIR:=$HOME/.cache/abacus}"
+KUBE_VERSION="${ABACUS_KUBE_VERSION:-v1.34.4}"
+HELM_VERSION="${ABACUS_HELM_VERSION:-v3.20.2}"
+VERSITYGW_VERSION="${ABACUS_VERSITYGW_VERSION:-v1.8.0}"
+ETCD_VERSION="${ABACUS_ETCD_VERSION:-v3.6.4}"
+
+go_env() {
+  export GOPATH="$ABACUS_CACHE_DIR/go/path"
+  export GOMODCACHE="$ABACUS_CACHE_DIR/go/mod"
+  export GOCACHE="$ABACUS_CACHE_DIR/go/build"
+  export GOFLAGS="-mod=mod"
+  export CGO_ENABLED=0
+  # Two cores: keep one free-ish for everything else running meanwhile.
+  mkdir -p "$GOPATH" "$GOMODCACHE" "$GOCACHE"
+}
+
+# kube-apiserver, kube-controller-manager and kubectl from k8s.io/kubernetes, via a
+# wrapper module that pins each k8s.io staging module to its published v0.X.Y.
+build_kube() {
+  local out="$ABACUS_CACHE_DIR/bin/kubernetes-$KUBE_VERSION"
+  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kubectl" ]]; then
+    echo "$out"; return 0
+  fi
+  go_env
+  local staging="v0.${KUBE_VERSION#v1.}"
+  local work="$ABACUS_CACHE_DIR/work/kube-$KUBE_VERSION"
+  rm -rf "$work"; mkdir -p "$work"
+  (
+    cd "$work"
+    cat > go.mod <<GOMOD
+module abacus.local/kubebuild
+
+go 1.24
+GOMOD
+    cat > tools.go <<'GOSRC'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GOSRC
+    go mod edit -require "k8s.io/kubernetes@$KUBE_VERSION"
+    # The staging modules the kubernetes go.mod replaces with local paths.
+    local modfile
+    modfile="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+    local mods
+    mods="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$modfile")"
+    [[ -n "$mods" ]] || { echo "no staging replaces found in $modfile" >&2; exit 1; }
+    local m
+    for m in $mods; do go mod edit -replace "$m=$m@$staging"; done
+    go mod tidy -e >/dev/null 2>&1 || true
+    local ld="-s -w"
+    local kv="k8s.io/component-base/version"
+    local cv="k8s.io/client-go/pkg/version"
+    local date; date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+    for p in "$kv" "$cv"; do
+      ld+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
+    done
+    mkdir -p "$work/bin"
+    for c in kube-apiserver kube-controller-manager kubectl; do
+      echo "building $c $KUBE_VERSION (cached after the first time)..." >&2
+      go build -trimpath -ldflags "$ld" -o "$work/bin/$c" "k8s.io/kubernetes/cmd/$c" >&2
+    done
+  )
+  mkdir -p "$out"
+  cp "$work/bin/"* "$out/"
+  echo "$out"
+}
+
+go_install_cached() { # name module version -> prints dir
+  local name="$1" mod="$2" ver="$3"
+  local out="$ABACUS_CACHE_DIR/bin/$name-$ver"
+  if [[ -x "$out/$name" ]]; then echo "$out"; return 0; fi
+  go_env
+  echo "building $name $ver (cached after the first time)..." >&2
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w ${4:-}" "$mod@$ver" >&2
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  echo "$out"
+}
+
+# etcd's server module replaces its sibling modules with local paths, so
+# `go install` refuses it; a wrapper module requiring it builds fine.
+build_etcd() {
+  local out="$ABACUS_CACHE_DIR/bin/etcd-$ETCD_VERSION"
+  if [[ -x "$out/etcd" ]]; then echo "$out"; return 0; fi
+  go_env
+  local work="$ABACUS_CACHE_DIR/work/etcd-$ETCD_VERSION"
+  rm -rf "$work"; mkdir -p "$work"
+  (
+    cd "$work"
+    printf 'module abacus.local/etcdbuild\n\ngo 1.24\n' > go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n' > tools.go
+    go mod edit -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go mod tidy -e >/dev/null 2>&1 || true
+    echo "building etcd $ETCD_VERSION (cached after the first time)..." >&2
+    go build -trimpath -ldflags "-s -w" -o "$work/etcd" go.etcd.io/etcd/server/v3 >&2
+  )
+  mkdir -p "$out"; cp "$work/etcd" "$out/etcd"
+  echo "$out"
+}
+
+build_helm() {
+  go_install_cached helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+}
+
+build_versitygw() {
+  go_install_cached versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  for what in "$@"; do "build_$what"; done
+fi
