@@ -1,4 +1,5 @@
 import { BloomFilter } from './bloom';
+import { kindOf } from './keys';
 import type { KeyRange, RocksStore } from './rocks';
 
 /**
@@ -97,8 +98,13 @@ export class StateCache {
     return { puts, deletes: [...this.pendingDeletes] };
   }
 
-  /** Call after the commit batch is durable. */
+  /**
+   * Call after the commit batch is durable. Dedup records are dropped from memory at once:
+   * nearly all of them are never read again (only a duplicate reads one), and keeping them
+   * would crowd out the marker and counter records that hot customers re-read.
+   */
   markCommitted(): void {
+    for (const key of this.dirty) if (kindOf(key) === 'D') this.entries.delete(key);
     this.dirty.clear();
     this.pendingDeletes.clear();
     this.evict();
