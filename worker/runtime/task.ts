@@ -3,7 +3,7 @@ import { AbacusError } from '../../common/errors';
 import { stateFingerprint, type JobConfig } from '../config';
 import { countEvent, eventKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
-import type { CountSink, CounterRow, DeadLetterSink, Source, SourceRecord } from '../io/types';
+import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { counterIdOfKey, counterOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
@@ -227,7 +227,7 @@ export class CountTask {
     const keys = deltas.map(([key]) => key);
     await this.cache.load(keys);
     const missing = keys.filter((k) => this.cache.get(k) === null);
-    const hydrated = missing.length === 0 ? new Map() : await this.options.sink.read(missing.map(counterOfKey));
+    const hydrated: Map<string, CounterValue> = missing.length === 0 ? new Map<string, CounterValue>() : await this.options.sink.read(missing.map(counterOfKey));
     const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const [key, delta] of deltas) {

@@ -43,7 +43,8 @@ export class RocksStore {
 
   static async open(location: string, tuning: RocksDbTuning): Promise<RocksStore> {
     mkdirSync(location, { recursive: true });
-    const db = (rocksdb as unknown as (location: string) => RocksDown)(location);
+    const open = rocksdb as (location: string) => RocksDown;
+    const db = open(location);
     try {
       await call<void>((cb) =>
         db.open(
