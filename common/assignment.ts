@@ -47,7 +47,7 @@ export function parseAssignment(json: string): Assignment {
   const doc = JSON.parse(json) as Assignment;
   if (!Number.isInteger(doc.keyGroups) || doc.keyGroups < 1) throw new Error('assignment.keyGroups must be a positive integer');
   if (!Number.isInteger(doc.generation)) throw new Error('assignment.generation must be an integer');
-  if (!Array.isArray(doc.workers as unknown)) throw new Error('assignment.workers must be a list');
+  if (!Array.isArray(doc.workers)) throw new Error('assignment.workers must be a list');
   const owner = new Map<number, number>();
   for (const worker of doc.workers) {
     for (const r of worker.ranges) {
