@@ -47,9 +47,10 @@ export function parseAssignment(json: string): Assignment {
   const doc = JSON.parse(json) as Assignment;
   if (!Number.isInteger(doc.keyGroups) || doc.keyGroups < 1) throw new Error('assignment.keyGroups must be a positive integer');
   if (!Number.isInteger(doc.generation)) throw new Error('assignment.generation must be an integer');
-  if (!Array.isArray(doc.workers)) throw new Error('assignment.workers must be a list');
+  const workers: unknown = doc.workers;
+  if (!Array.isArray(workers)) throw new Error('assignment.workers must be a list');
   const owner = new Map<number, number>();
-  for (const worker of doc.workers) {
+  for (const worker of workers as WorkerAssignment[]) {
     for (const r of worker.ranges) {
       if (!(Number.isInteger(r.start) && Number.isInteger(r.end) && r.start >= 0 && r.end < doc.keyGroups && r.start <= r.end)) {
         throw new Error(`assignment: ordinal ${worker.ordinal} has a bad range ${JSON.stringify(r)}`);
