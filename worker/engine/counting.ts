@@ -14,8 +14,8 @@ import { bucketEnd, bucketStart } from './time';
  * - Dedup memory: an identity is remembered with the ingest second of its first copy and
  *   forgotten once a later copy arrives more than `dedupRetentionSec` of ingest time after it.
  * - Uniqueness horizon: a bucket's markers live while the bucket is within
- *   `uniquesRetentionSec` of ingest time after the later of the bucket's end and the last
- *   event counted in it. A bucket that goes quiet past that drops all its markers at once
+ *   `uniquesRetentionSec` of ingest time after the later of the bucket's end and the hour
+ *   of the last event counted in it. A bucket that goes quiet past that drops all its markers at once
  *   (its epoch is bumped); a customer counted in it afterwards is counted as new, which may
  *   overcount uniques, and every such update is counted in abacus_uniques_beyond_horizon_total.
  *   A back-fill into a bucket never seen before is exact.
@@ -44,12 +44,17 @@ export class WindowAccumulator {
   private readonly stems = new Map<string, Map<string, CounterRecord>>();
   private counters = 0;
 
-  add(stemKey: string, token: string, uniques: number): void {
+  /** The token map of one stem, created on first use; pass it to add(). */
+  stem(stemKey: string): Map<string, CounterRecord> {
     let tokens = this.stems.get(stemKey);
     if (tokens === undefined) {
       tokens = new Map();
       this.stems.set(stemKey, tokens);
     }
+    return tokens;
+  }
+
+  add(tokens: Map<string, CounterRecord>, token: string, uniques: number): void {
     const d = tokens.get(token);
     if (d === undefined) {
       tokens.set(token, { count: 1, uniques });
@@ -138,9 +143,9 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
 
   const { tokens, needles } = keys;
   for (let i = 0; i < s.granularities.length; i++) {
-    const stem = keys.stems[i]!;
+    const counters = window.stem(keys.stems[i]!);
     if (s.level !== 'account') {
-      for (const token of tokens) window.add(stem, token, 0);
+      for (const token of tokens) window.add(counters, token, 0);
       continue;
     }
     const epoch = touchBucket(keys.buckets[i]!, s.granularities[i]!, keys.bucketStarts[i]!, ingestSec, s, state);
@@ -155,7 +160,7 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
         isNew = 1;
         if (epoch > 0) tally.beyondHorizon++;
       }
-      window.add(stem, tokens[t]!, isNew);
+      window.add(counters, tokens[t]!, isNew);
     }
     if (markers !== before) state.set(mk, markers);
   }
@@ -164,17 +169,20 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
 
 /** Updates the bucket's last-touched time; drops its markers (new epoch) once it has outlived its horizon. Returns the epoch in force. */
 function touchBucket(bk: string, g: Granularity, bucket: number, ingestSec: number, s: CountingSettings, state: StateView): number {
+  // Kept to the hour: the horizon is at least bucket end + retention either way, and the
+  // record then changes once an hour instead of with every event.
+  const ingestHour = ingestSec - (ingestSec % 3600);
   const text = state.get(bk);
   if (text === null) {
-    state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: 0 }));
+    state.set(bk, encodeBucket({ lastIngest: ingestHour, epoch: 0 }));
     return 0;
   }
   const record = decodeBucket(text);
   const horizon = Math.max(bucketEnd(g, bucket), record.lastIngest) + s.uniquesRetentionSec;
   if (ingestSec > horizon) {
-    state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: record.epoch + 1 }));
+    state.set(bk, encodeBucket({ lastIngest: ingestHour, epoch: record.epoch + 1 }));
     return record.epoch + 1;
   }
-  if (ingestSec > record.lastIngest) state.set(bk, encodeBucket({ lastIngest: ingestSec, epoch: record.epoch }));
+  if (ingestHour > record.lastIngest) state.set(bk, encodeBucket({ lastIngest: ingestHour, epoch: record.epoch }));
   return record.epoch;
 }

@@ -6,17 +6,19 @@ import type { KeyRange, RocksStore } from './rocks';
  * The state the counting engine sees: an in-memory write-back cache over RocksDB.
  *
  * The engine is synchronous: before a micro-batch is counted, `load()` brings every key it
- * will touch into the cache (one getMany for the keys the Bloom filter cannot rule out).
- * Changes stay in memory, marked dirty, until the window commits them in one batch; so
- * RocksDB sees each touched record once per window, not once per event. Clean entries are
- * evicted oldest-first when the cache grows past its capacity, only between windows, so a
- * loaded key is never evicted before the batch that needs it is counted.
+ * will touch into memory — one getMany for the keys the Bloom filter cannot rule out; a key
+ * the filter rules out is known absent without being stored anywhere. Changes stay in
+ * `dirty` until the window commits them in one batch, so RocksDB sees each touched record
+ * once per window, not once per event. Committed records move to `clean`, which is trimmed
+ * oldest-first past its capacity, only between windows, so a loaded key is never evicted
+ * before the batch that needs it is counted.
  */
 export class StateCache {
-  private readonly entries = new Map<string, string | null>();
-  private readonly dirty = new Set<string>();
-  private readonly pendingDeletes = new Set<string>();
-  /** Reads that reached RocksDB / were answered by the filter, for metrics and benchmarks. */
+  /** Committed records read or written earlier; null = known absent (read from RocksDB). */
+  private readonly clean = new Map<string, string | null>();
+  /** This window's changes; null = deleted. */
+  private readonly dirty = new Map<string, string | null>();
+  /** Reads that reached RocksDB / were answered by the filter / by memory, for metrics and benchmarks. */
   readonly stats = { storeReads: 0, filteredReads: 0, cacheHits: 0 };
 
   constructor(
@@ -43,14 +45,12 @@ export class StateCache {
   async load(keys: Iterable<string>): Promise<void> {
     const toRead: string[] = [];
     for (const key of keys) {
-      if (this.entries.has(key)) {
-        this.stats.cacheHits++;
-        continue;
-      }
-      // Absent until the read says otherwise; also keeps a key listed twice from being read twice.
-      this.entries.set(key, null);
-      if (this.filter.mightContain(key)) toRead.push(key);
-      else this.stats.filteredReads++;
+      if (this.dirty.has(key) || this.clean.has(key)) this.stats.cacheHits++;
+      else if (this.filter.mightContain(key)) {
+        // Marked absent until the read says otherwise; also keeps a key listed twice from being read twice.
+        this.clean.set(key, null);
+        toRead.push(key);
+      } else this.stats.filteredReads++;
     }
     if (toRead.length === 0) return;
     this.stats.storeReads += toRead.length;
@@ -58,72 +58,75 @@ export class StateCache {
     const values = await this.store.getMany(toRead);
     for (let i = 0; i < toRead.length; i++) {
       const text = values[i];
-      if (text !== undefined) this.entries.set(toRead[i]!, text);
+      if (text !== undefined) this.clean.set(toRead[i]!, text);
     }
   }
 
-  /** The record for a loaded key, or null when it does not exist. */
+  /** The encoded record of a loaded key, or null when it does not exist. */
   get(key: string): string | null {
-    const value = this.entries.get(key);
-    if (value === undefined) throw new Error(`state key not loaded before use: ${JSON.stringify(key)}`);
-    return value;
+    const changed = this.dirty.get(key);
+    if (changed !== undefined) return changed;
+    const committed = this.clean.get(key);
+    if (committed !== undefined) return committed;
+    if (!this.filter.mightContain(key)) return null;
+    throw new Error(`state key not loaded before use: ${JSON.stringify(key)}`);
   }
 
-  /** Records a change (also after mutating a record in place) to be committed with the window. */
+  /** Records a change, to be committed with the window. */
   set(key: string, value: string): void {
-    if (this.entries.get(key) == null) this.filter.add(key);
-    this.entries.set(key, value);
-    this.dirty.add(key);
-    this.pendingDeletes.delete(key);
+    this.filter.add(key);
+    this.dirty.set(key, value);
   }
 
   delete(key: string): void {
-    this.entries.set(key, null);
-    this.dirty.delete(key);
-    this.pendingDeletes.add(key);
+    this.dirty.set(key, null);
   }
 
   get dirtyCount(): number {
-    return this.dirty.size + this.pendingDeletes.size;
+    return this.dirty.size;
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.clean.size + this.dirty.size;
   }
 
-  /** The window's changes, encoded for the commit batch. */
+  /** The window's changes, for the commit batch. */
   changes(): { puts: Array<[string, string]>; deletes: string[] } {
     const puts: Array<[string, string]> = [];
-    for (const key of this.dirty) puts.push([key, this.entries.get(key)!]);
-    return { puts, deletes: [...this.pendingDeletes] };
+    const deletes: string[] = [];
+    for (const [key, value] of this.dirty) {
+      if (value === null) deletes.push(key);
+      else puts.push([key, value]);
+    }
+    return { puts, deletes };
   }
 
   /**
-   * Call after the commit batch is durable. Dedup records are dropped from memory at once:
-   * nearly all of them are never read again (only a duplicate reads one), and keeping them
-   * would crowd out the marker and counter records that hot customers re-read.
+   * Call after the commit batch is durable. Dedup records are not kept in memory: nearly
+   * all of them are never read again (only a duplicate reads one), and keeping them would
+   * crowd out the marker and counter records that hot customers re-read.
    */
   markCommitted(): void {
-    for (const key of this.dirty) if (kindOf(key) === 'D') this.entries.delete(key);
+    for (const [key, value] of this.dirty) {
+      if (kindOf(key) === 'D') this.clean.delete(key);
+      else this.clean.set(key, value);
+    }
     this.dirty.clear();
-    this.pendingDeletes.clear();
     this.evict();
   }
 
   /** Forgets uncommitted changes (a failed commit); the next load re-reads RocksDB. */
   discardUncommitted(): void {
-    for (const key of this.dirty) this.entries.delete(key);
-    for (const key of this.pendingDeletes) this.entries.delete(key);
+    for (const key of this.dirty.keys()) this.clean.delete(key);
     this.dirty.clear();
-    this.pendingDeletes.clear();
   }
 
   private evict(): void {
-    if (this.entries.size <= this.capacity) return;
-    let excess = this.entries.size - this.capacity;
-    for (const key of this.entries.keys()) {
+    let excess = this.clean.size - this.capacity;
+    if (excess <= 0) return;
+    for (const key of this.clean.keys()) {
       if (excess-- <= 0) break;
-      this.entries.delete(key);
+      this.clean.delete(key);
     }
   }
 }
