@@ -76,10 +76,9 @@ async function run(argv: string[]): Promise<number> {
 }
 
 async function operatorCommand(argv: string[]): Promise<number> {
-  // Loaded on demand: local mode should not pay for the Kubernetes client.
-  const operatorMain = '../../operator/main';
-  const mod = (await import(operatorMain)) as { runOperatorCommand(argv: string[]): Promise<number> };
-  return mod.runOperatorCommand(argv);
+  // Loaded on demand: local mode should not pay for loading the Kubernetes client.
+  const { runOperatorCommand } = await import('../../operator/main');
+  return runOperatorCommand(argv);
 }
 
 function describeError(err: unknown): string {
