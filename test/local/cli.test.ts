@@ -123,3 +123,39 @@ test('killed with SIGKILL at random instants and restarted, the counts are exact
   assert.deepEqual(counts(data), expectedFor(lines));
   rmSync(dir, { recursive: true });
 });
+
+test('the demo runs, serves metrics while running, and prints a readable summary', () => {
+  const r = abacus(['demo', '--events', '5000', '--metrics-port', '0']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /metrics: http:\/\/127\.0\.0\.1:\d+\/metrics/);
+  assert.match(r.stdout, /Counted [\d,]+ events in .* dropped [\d,]+ duplicates/);
+  assert.match(r.stdout, /Busiest account\/statistic\/day totals/);
+  assert.match(r.stdout, /account\s+statistic\s+day\s+count\s+uniques/);
+});
+
+test('while a run is going, /metrics serves the engine metrics with help text', async () => {
+  const child = abacusChild(['demo', '--events', '400000', '--metrics-port', '0']);
+  let stderr = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const m = /metrics: (http:\/\/\S+\/metrics)/.exec(stderr);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', () => reject(new Error(`demo exited before serving metrics: ${stderr}`)));
+  });
+  try {
+    let text = '';
+    // Poll until events have been counted (the first window may not have closed yet).
+    for (let i = 0; i < 50 && !/abacus_events_in_total [1-9]/.test(text); i++) {
+      text = await (await fetch(url)).text();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const name of ['abacus_events_in_total', 'abacus_events_invalid_total', 'abacus_events_duplicate_total', 'abacus_window_counters_touched', 'abacus_window_flush_duration_seconds', 'abacus_state_size_bytes', 'abacus_input_lag_seconds']) {
+      assert.match(text, new RegExp(`# HELP ${name} \\S`), `${name} has help text`);
+    }
+    assert.match(text, /abacus_events_in_total [1-9]/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});

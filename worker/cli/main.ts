@@ -214,18 +214,14 @@ async function demoCommand(argv: string[]): Promise<number> {
 async function demoReport(dataDir: string, result: TaskProgress & { stateBytes: number }, seconds: number, config: JobConfig): Promise<string> {
   const sink = await LocalSink.openExisting(localPaths(dataDir).sink, config.rocksdb);
   const dayTotals: Array<{ scope: string; statistic: string; bucket: number; count: number; uniques: number }> = [];
-  const facetTotals = new Map<string, { count: number; uniques: number }>();
+  const campaignMonths: Array<{ scope: string; statistic: string; campaign: string; month: number; count: number; uniques: number }> = [];
   let counters = 0;
   try {
     for await (const row of sink.scan()) {
       counters++;
       if (row.granularity === 'day' && row.facet === '*') dayTotals.push({ scope: row.scope, statistic: row.statisticId, bucket: row.bucket, count: row.count, uniques: row.uniques ?? 0 });
       if (row.granularity === 'month' && row.facet === 'campaign') {
-        const key = `${row.scope} ${row.statisticId} ${row.value}`;
-        const t = facetTotals.get(key) ?? { count: 0, uniques: 0 };
-        t.count += row.count;
-        t.uniques = Math.max(t.uniques, row.uniques ?? 0);
-        facetTotals.set(key, t);
+        campaignMonths.push({ scope: row.scope, statistic: row.statisticId, campaign: row.value, month: row.bucket, count: row.count, uniques: row.uniques ?? 0 });
       }
     }
   } finally {
@@ -244,11 +240,16 @@ async function demoReport(dataDir: string, result: TaskProgress & { stateBytes: 
       ...dayTotals.slice(0, 10).map((d) => [d.scope, d.statistic, new Date(d.bucket * 1000).toISOString().slice(0, 10), int(d.count), int(d.uniques)]),
     ]),
   );
-  const campaigns = [...facetTotals.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 8);
+  const campaigns = campaignMonths.sort((a, b) => b.count - a.count).slice(0, 8);
   if (campaigns.length > 0) {
     lines.push('');
-    lines.push('Top campaigns in one month (account, statistic, campaign):');
-    lines.push(table([['account statistic campaign', 'count', 'uniques'], ...campaigns.map(([k, v]) => [k, int(v.count), int(v.uniques)])]));
+    lines.push('Busiest campaigns of a month (count = events, uniques = distinct customers):');
+    lines.push(
+      table([
+        ['account', 'statistic', 'campaign', 'month', 'count', 'uniques'],
+        ...campaigns.map((c) => [c.scope, c.statistic, c.campaign, new Date(c.month * 1000).toISOString().slice(0, 7), int(c.count), int(c.uniques)]),
+      ]),
+    );
   }
   lines.push('');
   lines.push('Next: `abacus run --input events.jsonl --data-dir DIR` counts your own file; `abacus counts --data-dir DIR` prints every counter.');

@@ -76,6 +76,8 @@ export class CountTask {
   private outboxWritten = false;
   private lastSizeUpdate = 0;
   private recordsInWindow = 0;
+  /** Newest ingest time among the records of the current window. */
+  private newestIngestMs = 0;
 
   private constructor(
     private readonly options: TaskOptions,
@@ -152,6 +154,7 @@ export class CountTask {
     const K = this.options.config.keyGroups;
     for (const record of records) {
       this.positions.set(record.partition, record);
+      if (record.ingestTimeMs > this.newestIngestMs) this.newestIngestMs = record.ingestTimeMs;
       const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
       if (!parsed.ok) {
         await this.rejectRecord(record, parsed.code, parsed.reason);
@@ -210,6 +213,7 @@ export class CountTask {
     }
     this.cache.markCommitted();
     metrics.countersTouched.observe(this.window.size);
+    metrics.inputLagSeconds.set(Math.max(0, (this.clock() - this.newestIngestMs) / 1000));
     this.window.clear();
     this.positions.clear();
     this.recordsInWindow = 0;
