@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== build and lint"
+echo "== install and build"
+bash scripts/ensure-ready.sh
 npm run --silent build
+
+echo "== lint"
 npm run --silent lint
 
-echo "== unit tests"
-node --test --test-concurrency=2 dist/test/unit/
+echo "== unit and local tests (no servers)"
+node --test --test-concurrency=2 dist/test/unit/ dist/test/local/
