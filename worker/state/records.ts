@@ -9,7 +9,7 @@
  *   C  counter   `${count},${uniques}`
  *
  * Marker tokens are `*` or `=`… (see counter-id.ts); a token that contains the U+0001
- * separator is stored JSON-quoted (starting with `"`, which no plain token does), so a
+ * separator (or starts with `"`) is stored JSON-quoted, so a
  * membership test is one substring search for `\u0001${token}\u0001`.
  */
 
@@ -47,7 +47,7 @@ export function decodeCounter(text: string): CounterRecord {
 
 /** The search needle of a facet token in a marker record. */
 export function markerNeedle(token: string): string {
-  return token.includes(SEP) ? `${SEP}${JSON.stringify(token)}${SEP}` : `${SEP}${token}${SEP}`;
+  return token.includes(SEP) || token.startsWith('"') ? `${SEP}${JSON.stringify(token)}${SEP}` : `${SEP}${token}${SEP}`;
 }
 
 /** An empty marker record of an epoch. */
