@@ -71,7 +71,8 @@ spawn() { # name logfile cmd...
   local name="$1" logf="$2"; shift 2
   mkdir -p "$STATE/pids" "$(dirname "$logf")"
   echo "=== start $(date -Is): $*" >> "$logf"
-  setsid "$@" >> "$logf" 2>&1 < /dev/null &
+  # fd 9 is the state lock: the server must not inherit (and so hold) it.
+  setsid "$@" >> "$logf" 2>&1 < /dev/null 9>&- &
   echo $! > "$(pidfile "$name")"
 }
 
@@ -642,7 +643,7 @@ stop_one() {
 
 with_lock() {
   mkdir -p "$STATE"
-  exec 9> "$STATE/lock"
+  exec 9> "$STATE/state.lock"
   flock 9
 }
 
@@ -657,8 +658,8 @@ cmd_up() {
   local bg=()
   for n in "${names[@]}"; do
     case "$n" in
-      kube) if ! server_running kube; then (prepare_kube) > "$STATE/prepare-kube.log" 2>&1 & bg+=("$!"); fi ;;
-      s3) if ! server_running s3; then (prepare_s3) > "$STATE/prepare-s3.log" 2>&1 & bg+=("$!"); fi ;;
+      kube) if ! server_running kube; then (prepare_kube) > "$STATE/prepare-kube.log" 2>&1 9>&- & bg+=("$!"); fi ;;
+      s3) if ! server_running s3; then (prepare_s3) > "$STATE/prepare-s3.log" 2>&1 9>&- & bg+=("$!"); fi ;;
     esac
   done
   for n in "${names[@]}"; do
