@@ -236,10 +236,10 @@ test('Cassandra stopped for 20 s mid-stream', { timeout: 600_000 }, async () => 
   const produced: Produced[] = [];
   produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 16, ratePerSec: 3000 })));
   const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 17, ratePerSec: 300 });
-  serverControl('stop', 'cassandra');
+  await serverControl('stop', 'cassandra');
   await new Promise((r) => setTimeout(r, 20_000));
   const paused = await Promise.all(ws.map((w) => w.metric('abacus_sink_write_retries_total')));
-  serverControl('start', 'cassandra');
+  await serverControl('start', 'cassandra');
   produced.push(...(await producing));
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);
@@ -256,7 +256,7 @@ test('Kafka broker restarted mid-stream', { timeout: 600_000 }, async () => {
   const produced: Produced[] = [];
   produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 18, ratePerSec: 3000 })));
   await waitFor('some counting', async () => (await ws[0]!.metric('abacus_events_counted_total')) > 0);
-  serverControl('restart', 'kafka');
+  await serverControl('restart', 'kafka');
   produced.push(...(await produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 19, ratePerSec: 3000 })));
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -44,8 +44,25 @@ export function requireTestEnv(): TestEnv {
 
 /**
  * Stops, starts or restarts one server of the test environment through its own script
- * (see test/env/README.md), synchronously.
+ * (see test/env/README.md); resolves once the script is done (after a start: the server is
+ * ready). The script serialises on a lock, so this may wait for another `test-env` command;
+ * on timeout the whole process group is killed so that no late stop/start fires afterwards.
  */
-export function serverControl(action: 'stop' | 'start' | 'restart', server: 'kafka' | 'cassandra'): void {
-  execFileSync('npm', ['run', '--silent', 'test-env', '--', action, server], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'], timeout: 180_000 });
+export function serverControl(action: 'stop' | 'start' | 'restart', server: 'kafka' | 'cassandra', timeoutMs = 600_000): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('bash', [join(REPO_ROOT, 'test', 'env', 'test-env.sh'), action, server], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      reject(new Error(`test-env ${action} ${server} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolvePromise();
+      else reject(new Error(`test-env ${action} ${server} exited with ${code}`));
+    });
+  });
 }
