@@ -44,7 +44,11 @@ export function murmur3_32(bytes: Uint8Array, seed = 0): number {
     k = Math.imul(k, c2);
     h ^= k;
   }
-  h ^= len;
+  return fmix32(h ^ len);
+}
+
+/** MurmurHash3's 32-bit finaliser: spreads every input bit over the whole word. */
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

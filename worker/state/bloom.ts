@@ -1,3 +1,5 @@
+import { fmix32 } from '../../common/keygroups';
+
 /**
  * A Bloom filter over state keys: "this key is certainly not in RocksDB". Most keys an event
  * needs (a new event's dedup identity, a customer's first marker in a bucket) do not exist
@@ -57,13 +59,4 @@ function hashPair(key: string): [number, number] {
   pair[0] = fmix32(a);
   pair[1] = fmix32(b) | 1;
   return pair;
-}
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
