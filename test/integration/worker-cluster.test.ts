@@ -236,14 +236,18 @@ test('Cassandra stopped for 20 s mid-stream', { timeout: 600_000 }, async () => 
   const produced: Produced[] = [];
   produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 16, ratePerSec: 3000 })));
   const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 17, ratePerSec: 300 });
+  let retried: number[] = [];
   await serverControl('stop', 'cassandra');
-  await new Promise((r) => setTimeout(r, 20_000));
-  const paused = await Promise.all(ws.map((w) => w.metric('abacus_sink_write_retries_total')));
-  await serverControl('start', 'cassandra');
+  try {
+    await new Promise((r) => setTimeout(r, 20_000));
+    retried = await Promise.all(ws.map((w) => w.metric('abacus_sink_write_retries_total')));
+  } finally {
+    await serverControl('start', 'cassandra'); // always: the environment is shared
+  }
   produced.push(...(await producing));
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);
-  assert.ok(paused.some((n) => n > 0), 'sink writes failed and were retried while Cassandra was down');
+  assert.ok(retried.some((n) => n > 0), 'sink writes failed and were retried while Cassandra was down');
   await stopAll(ws);
 });
 

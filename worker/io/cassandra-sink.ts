@@ -127,6 +127,7 @@ export class CassandraSink implements CountSink {
   private readonly account: boolean;
   /** Delta mode: the totals last written per counter, so increments need no read. */
   private readonly lastTotals = new Map<string, CounterValue>();
+  private closed = false;
 
   private constructor(
     private readonly client: Client,
@@ -266,6 +267,25 @@ export class CassandraSink implements CountSink {
       const unique = [...new Set(s.buckets)];
       for (let i = 0; i < unique.length; i += 100) queries.push({ key: s.key, buckets: unique.slice(i, i + 100) });
     }
+    // Hydration has no caller-side retry: while Cassandra is unavailable, keep trying (the
+    // task is blocked meanwhile, its source buffer fills and fetching pauses), until closed.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.readSeries(queries, out);
+        break;
+      } catch (err) {
+        if (this.closed) throw err;
+        const wait = backoffMs(attempt, 200, 10_000);
+        this.log('warn', 'hydration read failed; retrying', { attempt, waitMs: wait, error: (err as Error).message });
+        await sleep(wait);
+      }
+    }
+    sinkMetrics.hydrationReads.inc({ result: 'found' }, out.size);
+    sinkMetrics.hydrationReads.inc({ result: 'absent' }, keys.length - out.size);
+    return out;
+  }
+
+  private async readSeries(queries: ReadonlyArray<{ key: CounterKey; buckets: number[] }>, out: Map<string, CounterValue>): Promise<void> {
     const cols = this.account ? 'bucket, count, uniques' : 'bucket, count';
     const select = `SELECT ${cols} FROM ${this.ks}.${this.table} WHERE scope = ? AND statistic_id = ? AND granularity = ? AND facet = ? AND value = ? AND bucket IN ?`;
     await this.forEachConcurrently(queries, 'read', true, async (q) => {
@@ -277,9 +297,6 @@ export class CassandraSink implements CountSink {
         out.set(counterId({ ...k, bucket }), value);
       }
     });
-    sinkMetrics.hydrationReads.inc({ result: 'found' }, out.size);
-    sinkMetrics.hydrationReads.inc({ result: 'absent' }, keys.length - out.size);
-    return out;
   }
 
   /** Every row of the final table, page by page. */
@@ -340,6 +357,7 @@ export class CassandraSink implements CountSink {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.client.shutdown();
   }
 

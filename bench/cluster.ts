@@ -1,0 +1,167 @@
+/**
+ * Cluster benchmark: one `abacus worker` process on the REAL broker and Cassandra of the test
+ * environment (`npm run test-env -- up kafka cassandra`).
+ *
+ *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s]
+ *
+ * 1. Saturation. N unique events (2 facets each, 3 granularities: 9 counters per event) are
+ *    produced to a 6-partition input topic BEFORE the worker starts, so the worker never waits
+ *    for input. From the worker's readiness to the moment every event is counted and flushed:
+ *    events/s (wall clock) and events per CPU-second of the worker process (read from its own
+ *    process_cpu_seconds metric) — the "per worker core" figure, since a worker is one
+ *    JavaScript thread. The worker both routes and counts, as it does in production.
+ * 2. Latency. The same worker then gets a steady load of half the saturation rate for
+ *    `--seconds`; every 200 ms one probe event with its own scope goes in the stream. Its
+ *    latency is from just before its produce to the first time its counter row is readable
+ *    in Cassandra (polled every 20 ms). p50/p99 are over all probes.
+ *
+ * Prints the figures; nothing is asserted.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from 'cassandra-driver';
+import { Partitioners } from 'kafkajs';
+import { stringify } from 'yaml';
+import { requireTestEnv } from '../test/support/env';
+import { validEvents } from '../test/support/events';
+import { createTopic, kafkaClient } from '../test/support/kafka';
+import { WorkerProcess } from '../test/support/workers';
+
+const KEYSPACE = 'abacus_bench';
+const PARTITIONS = 6;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' } } });
+  const total = Number(values.events ?? 200_000);
+  const seconds = Number(values.seconds ?? 30);
+  const env = requireTestEnv();
+  const id = `bench-${Date.now().toString(36)}`;
+  const topic = `${id}-in`;
+  const dir = mkdtempSync(join(tmpdir(), 'abacus-bench-'));
+  const configPath = join(dir, 'job.yaml');
+  writeFileSync(
+    configPath,
+    stringify({
+      name: id,
+      level: 'account',
+      keyGroups: 32,
+      window: values.window ?? '1s',
+      facets: { include: ['campaign', 'device'] },
+      metrics: { port: 0 },
+      kafka: { brokers: [env.kafka], topic },
+      cassandra: { contactPoints: [env.cassandra], keyspace: KEYSPACE, createSchema: true, consistency: 'ONE' },
+    }),
+  );
+  await createTopic(env.kafka, topic, PARTITIONS);
+
+  // --- 1. saturation ------------------------------------------------------------------------
+  const nowSec = Math.floor(Date.now() / 1000);
+  const events = validEvents(total, { seed: 42, nowSec, spanSec: 86400, companies: 20, customers: 20_000 });
+  const producer = kafkaClient(env.kafka, 'abacus-bench').producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  const t0 = Date.now();
+  for (let i = 0; i < events.length; i += 2000) {
+    await producer.send({ topic, acks: -1, messages: events.slice(i, i + 2000).map((value, j) => ({ value, partition: (i + j) % PARTITIONS })) });
+  }
+  log(`produced ${total} events in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+  const worker = new WorkerProcess('bench', ['--config', configPath, '--ordinal', '0', '--replicas', '1', '--data-dir', join(dir, 'data')], join(dir, 'worker.log'));
+  try {
+    await worker.waitReady();
+    const start = Date.now();
+    const cpu0 = await worker.metric('abacus_process_process_cpu_seconds_total');
+    let routedAt = 0;
+    for (;;) {
+      const [routed, counted, flushes] = await Promise.all([
+        worker.metric('abacus_route_records_total'),
+        worker.metric('abacus_events_counted_total'),
+        worker.metric('abacus_window_flush_duration_seconds_count'),
+      ]);
+      if (routedAt === 0 && routed >= total) routedAt = Date.now();
+      if (counted >= total) {
+        // Wait for the flush that writes these counts to Cassandra.
+        const f0 = flushes;
+        while ((await worker.metric('abacus_window_flush_duration_seconds_count')) <= f0) await sleep(50);
+        break;
+      }
+      await sleep(100);
+    }
+    const elapsed = (Date.now() - start) / 1000;
+    const cpu = (await worker.metric('abacus_process_process_cpu_seconds_total')) - cpu0;
+    const rate = total / elapsed;
+    log(`saturation: ${total} events routed + counted + written in ${elapsed.toFixed(1)} s`);
+    log(`  routing alone finished after ${((routedAt - start) / 1000).toFixed(1)} s`);
+    log(`  ${Math.round(rate)} events/s wall clock; worker CPU ${cpu.toFixed(1)} s -> ${Math.round(total / cpu)} events per worker CPU-second`);
+    log(`  (${total * 9} counter updates; rows written ${await worker.metric('abacus_sink_rows_written_total')})`);
+
+    // --- 2. latency at half the saturation rate ---------------------------------------------
+    const target = Math.max(100, Math.round(rate / 2));
+    const cassandra = new Client({ contactPoints: [env.cassandra], localDataCenter: 'datacenter1', keyspace: KEYSPACE });
+    await cassandra.connect();
+    const table = `${id.replace(/-/g, '_')}_counts`;
+    const select = `SELECT count FROM ${table} WHERE scope = ? AND statistic_id = 'probe' AND granularity = 'hour' AND facet = '*' AND value = '*' AND bucket = ?`;
+    const pending = new Map<number, { sentAt: number; bucket: Date }>();
+    const latencies: number[] = [];
+    let polling = true;
+    let lastSend = Date.now();
+    const poller = (async () => {
+      while (polling || pending.size > 0) {
+        await Promise.all(
+          [...pending].map(async ([i, p]) => {
+            const rs = await cassandra.execute(select, [`probe-${id}-${i}`, p.bucket], { prepare: true });
+            if (rs.rowLength > 0 && pending.delete(i)) latencies.push(Date.now() - p.sentAt);
+          }),
+        );
+        await sleep(20);
+        if (!polling && Date.now() - lastSend > 60_000) break;
+      }
+    })();
+    const loadStart = Date.now();
+    const more = validEvents(Math.ceil(target * seconds * 1.1), { seed: 43, nowSec, spanSec: 86400, companies: 20, customers: 20_000 });
+    let sent = 0;
+    let probe = 0;
+    while (Date.now() - loadStart < seconds * 1000) {
+      const tick = Date.now();
+      const due = Math.floor(((tick - loadStart) / 1000) * target);
+      const batch = more.slice(sent, due).map((value, j) => ({ value, partition: (sent + j) % PARTITIONS }));
+      sent = Math.max(sent, due);
+      const probeDue = Math.floor((tick - loadStart) / 200) >= probe;
+      const messages = [...batch];
+      let probeIndex = -1;
+      if (probeDue) {
+        probeIndex = probe++;
+        const ts = Math.floor(Date.now() / 1000);
+        messages.push({ value: JSON.stringify({ company_id: `probe-${id}-${probeIndex}`, statistic_id: 'probe', customer_id: 'p', timestamp: ts }), partition: probeIndex % PARTITIONS });
+        pending.set(probeIndex, { sentAt: Date.now(), bucket: new Date(Math.floor(ts / 3600) * 3600 * 1000) });
+      }
+      if (messages.length > 0) await producer.send({ topic, acks: -1, messages });
+      lastSend = Date.now();
+      await sleep(Math.max(0, 50 - (Date.now() - tick)));
+    }
+    polling = false;
+    await poller;
+    await cassandra.shutdown();
+    latencies.sort((a, b) => a - b);
+    const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? Number.NaN;
+    log(`latency at ${target} events/s for ${seconds} s (${sent} events + ${probe} probes; window ${values.window ?? '1s'}):`);
+    log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probe} probes seen)`);
+  } finally {
+    await producer.disconnect();
+    await worker.stop();
+  }
+}
+
+function log(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
