@@ -245,7 +245,8 @@ export const specSchema = object(
     validations: [
       {
         rule: 'self.replicas <= self.keyGroups',
-        messageExpression: "'replicas (' + string(self.replicas) + ') must not exceed keyGroups (' + string(self.keyGroups) + '): every worker needs at least one key group'",
+        // A static message: the API server's cost estimate rejects string-building messageExpressions here.
+        message: 'replicas must not exceed keyGroups: every worker needs at least one key group',
         reason: 'FieldValueInvalid',
         fieldPath: '.replicas',
       },

@@ -70,10 +70,12 @@ export function computeStatus(input: StatusInput): AbacusJobStatus {
     const previousReason = getCondition(previous.conditions, 'Progressing')?.reason;
     set(allReady ? { type: 'Ready', status: 'True', reason: REASONS.WorkersReady, message: readyMessage } : { type: 'Ready', status: 'False', reason: REASONS.WorkersNotReady, message: readyMessage });
     let progressingTrue = false;
+    // The first rollout stays "Creating" until it settles, whatever the StatefulSet is doing.
+    const firstRollout = previous.lastApplied === undefined || (wasProgressing && previousReason === REASONS.Creating);
     if (state !== 'Settled') {
       progressingTrue = true;
-      const reason = state === 'Creating' ? REASONS.Creating : state === 'Scaling' ? REASONS.Scaling : REASONS.Updating;
-      set({ type: 'Progressing', status: 'True', reason, message: `${state === 'Creating' ? 'Creating' : state === 'Scaling' ? 'Scaling' : 'Updating'} workers: ${readyMessage}` });
+      const reason = state === 'Creating' || firstRollout ? REASONS.Creating : state === 'Scaling' ? REASONS.Scaling : REASONS.Updating;
+      set({ type: 'Progressing', status: 'True', reason, message: `${reason === REASONS.Creating ? 'Creating' : reason} workers: ${readyMessage}` });
     } else if (!allReady && wasProgressing && previousReason !== REASONS.Stable) {
       // Pods exist with the right template but are not ready yet: still the same rollout.
       progressingTrue = true;

@@ -50,7 +50,7 @@ test('applying the account example creates the StatefulSet and its companions', 
     ['configmap', 'accounts-assignment'],
     ['poddisruptionbudget', 'accounts'],
   ] as const) {
-    const o = await waitFor(`${kind}/${name}`, () => getJson([`get`, kind, name, '-n', ns]));
+    const o = await waitFor(`${kind}/${name}`, () => getJson([`get`, kind, name, '-n', ns, '--show-managed-fields']));
     assert.deepEqual(
       o.metadata.ownerReferences.map((r: any) => [r.kind, r.name, r.uid, r.controller]),
       [['AbacusJob', 'accounts', uid, true]],
@@ -119,8 +119,8 @@ test('an invalid spec CEL cannot judge is reported (condition + Warning event) w
   const afterSts = getJson(['get', 'statefulset', 'accounts', '-n', ns])!;
   assert.equal(afterSts.spec.replicas, 5, 'the invalid spec (with replicas 4) was not applied');
   assert.equal(afterSts.metadata.generation, before.metadata.generation);
-  // Fixing the spec resumes reconciliation.
-  k(['patch', 'abacusjob', 'accounts', '-n', ns, '--type=merge', '-p', '{"spec":{"facets":{"include":null,"exclude":["session_id"]}}}']);
+  // Fixing the spec (back to the example's facets) resumes reconciliation.
+  k(['patch', 'abacusjob', 'accounts', '-n', ns, '--type=merge', '-p', '{"spec":{"facets":{"include":null,"exclude":["session_id","user_agent"]}}}']);
   await waitFor('StatefulSet at 4 after the fix', () => getJson(['get', 'statefulset', 'accounts', '-n', ns])!.spec.replicas === 4);
   await waitFor('no longer invalid', () => job().status.phase !== 'Invalid');
 });

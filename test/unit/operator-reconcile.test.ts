@@ -88,7 +88,8 @@ test('rolloutState', () => {
 });
 
 function statusOf(job: AbacusJob, extra: Partial<Parameters<typeof computeStatus>[0]> = {}): AbacusJobStatus {
-  return computeStatus({ job, now: T0, desiredReplicas: job.spec.replicas, selector: 's', ...extra });
+  const lastApplied = { generation: 1, replicas: job.spec.replicas, image: 'i', configHash: 'c', templateHash: 't', stateFingerprint: 'f' };
+  return computeStatus({ job, now: T0, desiredReplicas: job.spec.replicas, selector: 's', lastApplied, ...extra });
 }
 const cond = (s: AbacusJobStatus, type: string) => s.conditions!.find((c) => c.type === type)!;
 
@@ -123,7 +124,7 @@ test('computeStatus: first rollout, ready, lost worker, invalid, apply failure',
   assert.equal(cond(invalid, 'Ready').status, 'False');
   assert.match(cond(invalid, 'Ready').message, /spec.window: bad.*last valid spec/);
   assert.equal(cond(invalid, 'Degraded').reason, 'InvalidSpec');
-  assert.equal(invalid.lastApplied, ready.lastApplied, 'lastApplied is kept');
+  assert.deepEqual(invalid.lastApplied, ready.lastApplied, 'lastApplied is kept');
 
   const failed = statusOf({ ...job, status: ready }, { workers: workers({}), applyError: 'boom' });
   assert.equal(cond(failed, 'Degraded').reason, 'ApplyFailed');
