@@ -46,7 +46,7 @@ test('helm lint is clean', () => {
 });
 
 test('the chart renders every optional piece', () => {
-  const r = helm(['template', 'x', chart, '--namespace', 'ops', '--set', 'serviceMonitor.enabled=true', '--set', 'watchNamespace=team-a']);
+  const r = helm(['template', 'x', chart, '--kube-version', '1.34.0', '--namespace', 'ops', '--set', 'serviceMonitor.enabled=true', '--set', 'watchNamespace=team-a']);
   assert.equal(r.code, 0, r.stderr);
   const docs = parseAllDocuments(r.stdout).map((d) => d.toJS()).filter((d) => d !== null);
   const kinds = docs.map((d) => `${d.kind}/${d.metadata.name}`);
