@@ -101,6 +101,9 @@ test('computeStatus: first rollout, ready, lost worker, invalid, apply failure',
   assert.equal(creating.observedGeneration, 1);
   assert.equal(creating.selector, 's');
 
+  const firstScaleUp = computeStatus({ job, now: T0, desiredReplicas: 3, selector: 's', workers: workers({ replicas: 0, readyReplicas: 0, updatedReplicas: 0 }) });
+  assert.equal(cond(firstScaleUp, 'Progressing').reason, 'Creating', 'the first rollout is Creating even while the StatefulSet adds pods');
+
   const waiting = statusOf({ ...job, status: creating }, { workers: workers({ readyReplicas: 1 }) });
   assert.equal(cond(waiting, 'Progressing').status, 'True', 'still the first rollout while pods get ready');
   assert.equal(cond(waiting, 'Ready').message, '1/3 workers ready');
