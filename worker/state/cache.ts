@@ -6,8 +6,8 @@ import type { KeyRange, RocksStore } from './rocks';
  * The state the counting engine sees: an in-memory write-back cache over RocksDB.
  *
  * The engine is synchronous: before a micro-batch is counted, `load()` brings every key it
- * will touch into memory — one getMany for the keys the Bloom filter cannot rule out; a key
- * the filter rules out is known absent without being stored anywhere. Changes stay in
+ * will touch into memory — one getMany for the keys the Bloom filter cannot rule out; the
+ * keys it rules out are remembered as absent until the next load(). Changes stay in
  * `dirty` until the window commits them in one batch, so RocksDB sees each touched record
  * once per window, not once per event. Committed records move to `clean`, which is trimmed
  * oldest-first past its capacity, only between windows, so a loaded key is never evicted
@@ -18,6 +18,11 @@ export class StateCache {
   private readonly clean = new Map<string, string | null>();
   /** This window's changes; null = deleted. */
   private readonly dirty = new Map<string, string | null>();
+  /**
+   * Keys of the last load() that the filter ruled out. get() cannot ask the filter again:
+   * keys set since the load may have turned their bits on (a false positive born mid-batch).
+   */
+  private readonly absent = new Set<string>();
   /** Reads that reached RocksDB / were answered by the filter / by memory, for metrics and benchmarks. */
   readonly stats = { storeReads: 0, filteredReads: 0, cacheHits: 0 };
 
@@ -44,13 +49,17 @@ export class StateCache {
   /** Makes every key in `keys` available to get(). */
   async load(keys: Iterable<string>): Promise<void> {
     const toRead: string[] = [];
+    this.absent.clear();
     for (const key of keys) {
       if (this.dirty.has(key) || this.clean.has(key)) this.stats.cacheHits++;
       else if (this.filter.mightContain(key)) {
         // Marked absent until the read says otherwise; also keeps a key listed twice from being read twice.
         this.clean.set(key, null);
         toRead.push(key);
-      } else this.stats.filteredReads++;
+      } else {
+        this.absent.add(key);
+        this.stats.filteredReads++;
+      }
     }
     if (toRead.length === 0) return;
     this.stats.storeReads += toRead.length;
@@ -68,7 +77,7 @@ export class StateCache {
     if (changed !== undefined) return changed;
     const committed = this.clean.get(key);
     if (committed !== undefined) return committed;
-    if (!this.filter.mightContain(key)) return null;
+    if (this.absent.has(key)) return null;
     throw new Error(`state key not loaded before use: ${JSON.stringify(key)}`);
   }
 

@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { test } from 'node:test';
+import { resolveJobConfig } from '../../worker/config';
+import { BloomFilter } from '../../worker/state/bloom';
+import { StateCache } from '../../worker/state/cache';
+import { RocksStore } from '../../worker/state/rocks';
+import { tempDir } from '../support/local';
+
+/** The state cache over a real RocksDB, with a filter small enough to be mostly false positives. */
+
+async function withCache(body: (cache: StateCache, store: RocksStore) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const store = await RocksStore.open(dir, resolveJobConfig({}).rocksdb);
+  try {
+    await body(new StateCache(store, new BloomFilter(1024, 2), 100), store);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true });
+  }
+}
+
+test('a key ruled out at load stays absent even when later writes make the filter say "maybe"', async () => {
+  await withCache(async (cache) => {
+    const batch = Array.from({ length: 50 }, (_, i) => `0000Dkey-${i}`);
+    await cache.load(batch);
+    // Writing many other keys fills the 1024-bit filter: almost every key now looks present.
+    for (let i = 0; i < 2000; i++) cache.set(`0000Uother-${i}`, 'x');
+    for (const key of batch) assert.equal(cache.get(key), null);
+  });
+});
+
+test('committed values are read back, evicted ones re-read from RocksDB, unloaded keys refused', async () => {
+  await withCache(async (cache, store) => {
+    await cache.load(['0000Ca', '0000Cb']);
+    cache.set('0000Ca', '1,1');
+    cache.set('0000Cb', '2,0');
+    const { puts } = cache.changes();
+    await store.write(puts, [], true);
+    cache.markCommitted();
+    for (let i = 0; i < 300; i++) {
+      await cache.load([`0001Cfill-${i}`]);
+      cache.set(`0001Cfill-${i}`, '1,0');
+      await store.write(cache.changes().puts, [], false);
+      cache.markCommitted();
+    }
+    await cache.load(['0000Ca', '0000Cb', '0000Cnever']);
+    assert.equal(cache.get('0000Ca'), '1,1');
+    assert.equal(cache.get('0000Cb'), '2,0');
+    assert.equal(cache.get('0000Cnever'), null);
+    assert.ok(cache.size <= 100 + 3, 'clean entries are trimmed to the capacity');
+    assert.throws(() => cache.get('0000Cnot-loaded-and-maybe-present'), /not loaded before use/);
+  });
+});
