@@ -456,8 +456,23 @@ prepare_kube() { ensure_go; build_kube >/dev/null; build_etcd >/dev/null; build_
 
 kube_certs() { # dir
   local k="$1"
-  [[ -f "$k/admin.crt" ]] && return 0
   mkdir -p "$k"
+  # Front-proxy (request header) CA: lets the aggregation layer and the
+  # controller manager's delegated authentication see a complete config.
+  if [[ ! -f "$k/front-proxy-client.crt" ]]; then
+    (
+      cd "$k"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=abacus-test-front-proxy-ca" \
+        -keyout front-proxy-ca.key -out front-proxy-ca.crt 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=front-proxy-client" \
+        -keyout front-proxy-client.key -out front-proxy-client.csr 2>/dev/null
+      printf 'extendedKeyUsage=clientAuth\n' > fp.ext
+      openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+        -CAcreateserial -days 3650 -extfile fp.ext -out front-proxy-client.crt 2>/dev/null
+      rm -f front-proxy-client.csr fp.ext
+    )
+  fi
+  [[ -f "$k/admin.crt" ]] && return 0
   (
     cd "$k"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=abacus-test-ca" \
@@ -514,7 +529,7 @@ start_etcd() {
   local d; d="$(data_dir)/kube"
   local port peer
   port="$(port_for etcd)"; peer="$(port_for etcd-peer)"
-  mkdir -p "$d/etcd"
+  mkdir -p "$d/etcd"; chmod 700 "$d/etcd"
   wait_port_free "$port"; wait_port_free "$peer"
   spawn etcd "$d/etcd.log" "$ebin/etcd" --name abacus-test --data-dir "$d/etcd" \
     --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
@@ -522,6 +537,7 @@ start_etcd() {
     --initial-cluster "abacus-test=http://127.0.0.1:$peer" \
     --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
   wait_until etcd 60 "$d/etcd.log" curl -sf "http://127.0.0.1:$port/health"
+  log "etcd $ETCD_VERSION ready on 127.0.0.1:$port"
 }
 
 start_kube_apiserver() {
@@ -542,10 +558,19 @@ start_kube_apiserver() {
     --allow-privileged=true \
     --enable-admission-plugins NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota \
     --cert-dir "$d/pki/generated" \
+    --requestheader-client-ca-file "$d/pki/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$d/pki/front-proxy-client.crt" \
+    --proxy-client-key-file "$d/pki/front-proxy-client.key" \
+    --endpoint-reconciler-type none \
     --profiling=false --v=1
   wait_until kube-apiserver 120 "$d/kube-apiserver.log" \
     curl -sf --cacert "$d/pki/ca.crt" --cert "$d/pki/admin.crt" --key "$d/pki/admin.key" \
     "https://127.0.0.1:$port/readyz"
+  log "kube-apiserver $KUBE_VERSION ready on https://127.0.0.1:$port"
 }
 
 start_kube_controller_manager() {
@@ -566,6 +591,7 @@ start_kube_controller_manager() {
     --concurrent-gc-syncs 5 --v=1
   wait_until kube-controller-manager 60 "$d/kube-controller-manager.log" \
     curl -skf "https://127.0.0.1:$port/healthz"
+  log "kube-controller-manager $KUBE_VERSION running"
 }
 
 start_kube() {
@@ -594,10 +620,13 @@ EOF
   log "kubernetes $KUBE_VERSION control plane ready on https://127.0.0.1:$port"
 }
 
+# kube-apiserver's graceful termination can hang after "HTTPServerStoppedListening"
+# for minutes; everything it holds is in etcd, so it gets a short grace only.
+KUBE_GRACE=(kube-controller-manager:10 kube-apiserver:5 etcd:15)
+
 stop_kube() {
-  kill_proc kube-controller-manager 15
-  kill_proc kube-apiserver 30
-  kill_proc etcd 15
+  local e
+  for e in "${KUBE_GRACE[@]}"; do kill_proc "${e%%:*}" "${e##*:}"; done
 }
 
 # --------------------------------------------------------------------- commands
@@ -636,7 +665,10 @@ start_one() {
 
 stop_one() {
   case "$1" in
-    etcd | kube-apiserver | kube-controller-manager) kill_proc "$1" 30 ;;
+    etcd | kube-apiserver | kube-controller-manager)
+      local e
+      for e in "${KUBE_GRACE[@]}"; do [[ "${e%%:*}" == "$1" ]] && kill_proc "$1" "${e##*:}"; done
+      ;;
     *) "stop_$1" ;;
   esac
 }
@@ -656,6 +688,8 @@ cmd_up() {
   local t0=$SECONDS n
   # Kick off the slow Go builds in the background while the JVMs come up.
   local bg=()
+  # Background builds end with this command, however it ends.
+  trap 'for b in ${bg[@]+"${bg[@]}"}; do kill -- "$b" 2>/dev/null || true; done' EXIT
   for n in "${names[@]}"; do
     case "$n" in
       kube) if ! server_running kube; then (prepare_kube) > "$STATE/prepare-kube.log" 2>&1 9>&- & bg+=("$!"); fi ;;
@@ -684,8 +718,9 @@ cmd_down() {
   with_lock
   local p
   # Reverse dependency order; also anything else that left a pid file.
-  for p in kube-controller-manager kube-apiserver etcd prometheus s3 kafka cassandra; do
-    kill_proc "$p" 30
+  stop_kube
+  for p in prometheus s3 kafka cassandra; do
+    kill_proc "$p" 60
   done
   if [[ -d "$STATE/pids" ]]; then
     for p in "$STATE"/pids/*.pid; do

@@ -185,7 +185,8 @@ void test('s3: put, get, list and delete in the test bucket', async () => {
 });
 
 const group = 'smoke.abacus.test';
-const crd: k8s.V1CustomResourceDefinition = {
+// Plain JSON (sent as is by the REST client), so the schema keys keep their wire names.
+const crd = {
   apiVersion: 'apiextensions.k8s.io/v1',
   kind: 'CustomResourceDefinition',
   metadata: { name: `widgets.${group}` },
@@ -210,7 +211,7 @@ const crd: k8s.V1CustomResourceDefinition = {
                   size: { type: 'integer', minimum: 1 },
                   maxSize: { type: 'integer' },
                 },
-                x_kubernetes_validations: [{ rule: '!has(self.maxSize) || self.size <= self.maxSize', message: 'size must not exceed maxSize' }],
+                'x-kubernetes-validations': [{ rule: '!has(self.maxSize) || self.size <= self.maxSize', message: 'size must not exceed maxSize' }],
               },
               status: { type: 'object', properties: { ready: { type: 'integer' } } },
             },
@@ -233,7 +234,7 @@ void test('kube: CRD schema + CEL + status subresource, RBAC, watch, StatefulSet
   // cannot be loaded on Node 20, so only its model types are used here.
   const kube = new KubeClient(loadKubeconfig(kubeconfig));
   const ns = `env-smoke-${runId}`;
-  const crdPath = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata?.name ?? ''}`;
+  const crdPath = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`;
   const widgets = `/apis/${group}/v1/namespaces/${ns}/widgets`;
   const absent = async (path: string) => {
     try {
