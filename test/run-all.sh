@@ -13,3 +13,17 @@ npm run --silent lint
 
 echo "== unit and local tests (no servers)"
 node --test --test-concurrency=2 dist/test/unit/ dist/test/local/
+
+echo "== real servers: Kafka, Cassandra, S3, Kubernetes control plane, Prometheus"
+# Torn down however this script ends (test/env/README.md).
+trap 'npm run --silent test-env -- down || true' EXIT
+npm run --silent test-env -- up
+# shellcheck disable=SC1091
+source .test-env/env
+
+echo "== integration and end-to-end tests (real servers)"
+server_test_dirs=()
+for d in dist/test/integration dist/test/e2e; do
+  if [[ -d "$d" ]]; then server_test_dirs+=("$d/"); fi
+done
+node --test --test-concurrency=1 "${server_test_dirs[@]}"
