@@ -73,8 +73,9 @@ GOSRC
       go build -trimpath -ldflags "$ld" -o "$work/bin/$c" "k8s.io/kubernetes/cmd/$c" >&2
     done
   )
-  mkdir -p "$out"
-  cp "$work/bin/"* "$out/"
+  mkdir -p "$out.tmp"
+  mv "$work/bin/"* "$out.tmp/"
+  rm -rf "$out" "$work/bin"; mv "$out.tmp" "$out"
   echo "$out"
 }
 
@@ -107,7 +108,8 @@ build_etcd() {
     echo "building etcd $ETCD_VERSION (cached after the first time)..." >&2
     go build -trimpath -ldflags "-s -w" -o "$work/etcd" go.etcd.io/etcd/server/v3 >&2
   )
-  mkdir -p "$out"; cp "$work/etcd" "$out/etcd"
+  mkdir -p "$out.tmp"; mv "$work/etcd" "$out.tmp/etcd"
+  rm -rf "$out"; mv "$out.tmp" "$out"
   echo "$out"
 }
 

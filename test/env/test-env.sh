@@ -45,9 +45,15 @@ data_dir() {
 
 pidfile() { echo "$STATE/pids/$1.pid"; }
 
+# Alive and really ours: every server's command line names a path under
+# $STATE, so a pid reused by something else (after a reboot) is left alone.
+pid_ours() { # pid
+  kill -0 "$1" 2>/dev/null && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$STATE/"
+}
+
 proc_alive() { # name
   local pf; pf="$(pidfile "$1")"
-  [[ -f "$pf" ]] && kill -0 "$(cat "$pf")" 2>/dev/null
+  [[ -f "$pf" ]] && pid_ours "$(cat "$pf")"
 }
 
 # A port that nothing listens on and that we have not handed out already; kept
@@ -81,6 +87,7 @@ kill_proc() { # name [grace seconds]
   pf="$(pidfile "$name")"
   [[ -f "$pf" ]] || return 0
   pid="$(cat "$pf")"
+  if ! pid_ours "$pid"; then rm -f "$pf"; return 0; fi
   if kill -0 "$pid" 2>/dev/null; then
     log "stopping $name (pid $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -192,7 +199,7 @@ maven_lib() { # name pomdir
   ensure_java
   log "resolving $1 from Maven Central (cached after the first time)"
   rm -rf "$lib.tmp"
-  mvn -q -B -f "$2/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
+  mvn -q -B -Dstyle.color=never -f "$2/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib.tmp" >&2
   touch "$lib.tmp/.complete"
   rm -rf "$lib"; mv "$lib.tmp" "$lib"
