@@ -399,7 +399,7 @@ start_s3() {
     "$bin/versitygw" --port "127.0.0.1:$port" \
     --region us-east-1 posix "$d/root"
   wait_until s3 60 "$d/versitygw.log" s3_curl GET /
-  if ! s3_curl HEAD "/$S3_BUCKET"; then
+  if ! s3_curl HEAD "/$S3_BUCKET" 2>/dev/null; then
     s3_curl PUT "/$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
   fi
   write_env_fragment s3 <<EOF
@@ -693,29 +693,26 @@ cmd_up() {
   with_lock
   data_dir > /dev/null
   local t0=$SECONDS n
-  # Kick off the slow Go builds in the background while the JVMs come up.
-  local bg=()
-  # Background builds end with this command, however it ends.
+  # Start the slow Go builds in the background while the JVMs come up, and
+  # bring the servers up quickest-first (the kube build takes minutes cold).
+  declare -gA bg=()
   trap 'for b in ${bg[@]+"${bg[@]}"}; do kill -- "$b" 2>/dev/null || true; done' EXIT
-  for n in "${names[@]}"; do
-    case "$n" in
-      kube) if ! server_running kube; then (prepare_kube) > "$STATE/prepare-kube.log" 2>&1 9>&- & bg+=("$!"); fi ;;
-      s3) if ! server_running s3; then (prepare_s3) > "$STATE/prepare-s3.log" 2>&1 9>&- & bg+=("$!"); fi ;;
-    esac
+  for n in s3 kube; do
+    case " ${names[*]} " in *" $n "*) ;; *) continue ;; esac
+    server_running "$n" && continue
+    ("prepare_$n") > "$STATE/prepare-$n.log" 2>&1 9>&- &
+    bg[$n]=$!
   done
-  for n in "${names[@]}"; do
+  for n in kafka cassandra s3 prometheus kube; do
+    case " ${names[*]} " in *" $n "*) ;; *) continue ;; esac
     if server_running "$n"; then
       log "$n already running"
       continue
     fi
-    case "$n" in
-      kube | s3)
-        # Wait for its background preparation first.
-        local b
-        for b in "${bg[@]}"; do wait "$b" || { cat "$STATE"/prepare-*.log >&2; die "preparing servers failed"; }; done
-        bg=()
-        ;;
-    esac
+    if [[ -n "${bg[$n]:-}" ]]; then
+      wait "${bg[$n]}" || { cat "$STATE/prepare-$n.log" >&2; die "preparing $n failed"; }
+      unset "bg[$n]"
+    fi
     "start_$n"
   done
   log "up (${names[*]}) in $((SECONDS - t0))s; source $STATE/env"
