@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { log } from './log';
-import { KubeClient, loadCredentials } from './k8s/client';
+import { KubeClient, loadConfig } from './k8s/client';
 import { Controller } from './k8s/controller';
 import { LeaderElector } from './k8s/lease';
 import { createOperatorMetrics, type OperatorMetrics } from './k8s/metrics';
@@ -55,13 +55,13 @@ export async function runOperatorCommand(argv: string[]): Promise<number> {
 
   let client: KubeClient;
   try {
-    client = new KubeClient(loadCredentials(values.kubeconfig));
+    client = new KubeClient(loadConfig(values.kubeconfig));
   } catch (err) {
     process.stderr.write(`abacus operator: ${(err as Error).message}\n`);
     return 2;
   }
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
-  const leaseNamespace = values['lease-namespace'] ?? client.credentials.namespace ?? values.namespace ?? 'default';
+  const leaseNamespace = values['lease-namespace'] ?? client.namespace ?? values.namespace ?? 'default';
   const metrics = createOperatorMetrics();
   const stop = new AbortController();
   let leading = false;
@@ -102,7 +102,6 @@ export async function runOperatorCommand(argv: string[]): Promise<number> {
     exitCode = 1;
   } finally {
     await new Promise<void>((r) => server.close(() => r()));
-    client.close();
   }
   log('info', 'stopped', { exitCode });
   return exitCode;

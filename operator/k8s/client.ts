@@ -1,91 +1,54 @@
-import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import { parse as parseYaml } from 'yaml';
+import {
+  ApiException,
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  HttpMethod,
+  IsomorphicFetchHttpLibrary,
+  KubeConfig,
+  KubernetesObjectApi,
+  ServerConfiguration,
+  Watch,
+  createConfiguration,
+  type Middleware,
+  type RequestContext,
+} from '@kubernetes/client-node';
 
 /**
- * A small Kubernetes REST client: kubeconfig / in-cluster credentials, JSON requests and
- * watch streams over node's https.
+ * The operator's connection to the API server, through @kubernetes/client-node: a
+ * `KubeConfig` (kubeconfig file, $KUBECONFIG or the pod's service account, whose token the
+ * library re-reads as the kubelet rotates it) and the library's typed API clients, each
+ * request bounded by a timeout. `ApiError` turns the library's exceptions into errors that
+ * carry the API server's own Status message (a 422 from admission reads as the server wrote
+ * it), which is what ends up in conditions, Events and logs.
  *
- * Why not @kubernetes/client-node at run time: 2.x loads undici 8, which needs Node >= 22.19
- * (it calls zlib zstd functions Node 20 lacks), so the package cannot even be required on
- * this project's Node 20. Its TypeScript model types are still used (type-only imports).
+ * Pinned to 1.4.x: 2.x loads undici 8, which needs Node >= 22.19 (it calls zlib zstd
+ * functions Node 20 lacks), so 2.x cannot even be required on this project's Node 20.
  */
-export interface Credentials {
-  readonly server: string;
-  readonly ca?: Buffer;
-  readonly cert?: Buffer;
-  readonly key?: Buffer;
-  readonly token?: () => string;
-  readonly insecureSkipTlsVerify?: boolean;
-  /** The context's namespace, or the pod's own namespace in-cluster. */
-  readonly namespace?: string;
+
+const IN_CLUSTER_HINT = 'not running in a cluster (KUBERNETES_SERVICE_HOST is unset) and no kubeconfig: pass --kubeconfig or set $KUBECONFIG';
+
+/** A kubeconfig file, at its current context (or `context`). */
+export function loadKubeconfig(path: string, context?: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  if (context !== undefined) kc.setCurrentContext(context);
+  if (kc.getCurrentCluster() === null) throw new Error(`kubeconfig ${path}: context ${kc.getCurrentContext() || '(none)'} names no cluster`);
+  return kc;
 }
 
-const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-
-type Raw = Record<string, unknown>;
-
-function named(list: unknown, name: unknown, field: string): Raw {
-  const entry = (Array.isArray(list) ? (list as Raw[]) : []).find((e) => e.name === name);
-  if (entry === undefined) throw new Error(`kubeconfig: no ${field} named ${String(name)}`);
-  return (entry[field] ?? {}) as Raw;
+/** --kubeconfig, else $KUBECONFIG (the library merges a list), else the in-cluster service account. */
+export function loadConfig(kubeconfig?: string): KubeConfig {
+  if (kubeconfig !== undefined && kubeconfig !== '') return loadKubeconfig(kubeconfig);
+  const kc = new KubeConfig();
+  if ((process.env.KUBECONFIG ?? '') !== '') kc.loadFromDefault();
+  else if (process.env.KUBERNETES_SERVICE_HOST !== undefined) kc.loadFromCluster();
+  else throw new Error(IN_CLUSTER_HINT);
+  if (kc.getCurrentCluster() === null) throw new Error(`kubeconfig: context ${kc.getCurrentContext() || '(none)'} names no cluster`);
+  return kc;
 }
 
-function dataOrFile(data: unknown, file: unknown): Buffer | undefined {
-  if (typeof data === 'string') return Buffer.from(data, 'base64');
-  if (typeof file === 'string') return readFileSync(file);
-  return undefined;
-}
-
-/** Reads a kubeconfig file (its current context). */
-export function loadKubeconfig(path: string, context?: string): Credentials {
-  const doc = parseYaml(readFileSync(path, 'utf8')) as Raw;
-  const ctx = named(doc.contexts, context ?? doc['current-context'], 'context');
-  const cluster = named(doc.clusters, ctx.cluster, 'cluster');
-  const user = named(doc.users, ctx.user, 'user');
-  const tokenFile = user.tokenFile;
-  const staticToken = user.token;
-  return {
-    server: String(cluster.server).replace(/\/+$/, ''),
-    ca: dataOrFile(cluster['certificate-authority-data'], cluster['certificate-authority']),
-    cert: dataOrFile(user['client-certificate-data'], user['client-certificate']),
-    key: dataOrFile(user['client-key-data'], user['client-key']),
-    token:
-      typeof staticToken === 'string'
-        ? () => staticToken
-        : typeof tokenFile === 'string'
-          ? () => readFileSync(tokenFile, 'utf8').trim()
-          : undefined,
-    insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
-    namespace: typeof ctx.namespace === 'string' ? ctx.namespace : undefined,
-  };
-}
-
-/** The pod's service account; the token file is re-read because the kubelet rotates it. */
-export function loadInCluster(): Credentials {
-  const host = process.env.KUBERNETES_SERVICE_HOST;
-  const port = process.env.KUBERNETES_SERVICE_PORT ?? '443';
-  if (host === undefined) throw new Error('not running in a cluster (KUBERNETES_SERVICE_HOST is unset): pass --kubeconfig');
-  let cached = { at: 0, token: '' };
-  return {
-    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    ca: readFileSync(`${SA_DIR}/ca.crt`),
-    token: () => {
-      if (Date.now() - cached.at > 60_000) cached = { at: Date.now(), token: readFileSync(`${SA_DIR}/token`, 'utf8').trim() };
-      return cached.token;
-    },
-    namespace: readFileSync(`${SA_DIR}/namespace`, 'utf8').trim(),
-  };
-}
-
-/** --kubeconfig, else $KUBECONFIG, else in-cluster. */
-export function loadCredentials(kubeconfig?: string): Credentials {
-  const path = kubeconfig ?? process.env.KUBECONFIG;
-  if (path !== undefined && path !== '') return loadKubeconfig(path.split(':')[0]!);
-  return loadInCluster();
-}
-
+/** A failed API call: the HTTP status, the Status reason and the server's message. */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -101,6 +64,47 @@ export class ApiError extends Error {
 export const isNotFound = (err: unknown) => err instanceof ApiError && err.status === 404;
 export const isConflict = (err: unknown) => err instanceof ApiError && err.status === 409;
 
+/** An ApiError from a status code and a response body (a Status object, or its JSON text). */
+function apiError(code: number, body: unknown, what: string): ApiError {
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      // not a Status object: keep the text
+    }
+  }
+  const status = (typeof body === 'object' && body !== null ? body : {}) as { reason?: string; message?: string };
+  const text = status.message ?? (typeof body === 'string' && body !== '' ? body : 'no message from the API server');
+  return new ApiError(code, status.reason ?? '', `${what}: ${code} ${text}`, body);
+}
+
+/** The library's ApiException (whose message is a dump of code, body and headers) as an ApiError. */
+export function toApiError(err: unknown, what: string): unknown {
+  return err instanceof ApiException ? apiError((err as ApiException<unknown>).code, (err as ApiException<unknown>).body, what) : err;
+}
+
+/** Runs one library call, rethrowing its failure as an ApiError named after `what`. */
+export async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toApiError(err, what);
+  }
+}
+
+/** Bounds every request of a client (headers and body) unless the caller set its own signal. */
+function timeoutMiddleware(timeoutMs: number): Middleware {
+  return {
+    pre: (ctx: RequestContext) => {
+      if (ctx.getSignal() === undefined) ctx.setSignal(AbortSignal.timeout(timeoutMs));
+      return Promise.resolve(ctx);
+    },
+    post: (res) => Promise.resolve(res),
+  };
+}
+
+type ApiConstructor<T> = new (config: ReturnType<typeof createConfiguration>) => T;
+
 export interface RequestOptions {
   readonly query?: Record<string, string | number | boolean | undefined>;
   readonly body?: unknown;
@@ -109,115 +113,93 @@ export interface RequestOptions {
   readonly timeoutMs?: number;
 }
 
-export type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'; object: Raw };
+export type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'; object: Record<string, unknown> };
 
+/** The typed API clients the operator uses, on one KubeConfig. */
 export class KubeClient {
-  private readonly url: URL;
-  private readonly agent: http.Agent;
+  readonly core: CoreV1Api;
+  readonly customObjects: CustomObjectsApi;
+  /** Any kind by apiVersion/kind (the library's discovery finds the resource): server-side apply. */
+  readonly objects: KubernetesObjectApi;
 
-  constructor(readonly credentials: Credentials) {
-    this.url = new URL(credentials.server);
-    const tls = this.url.protocol === 'https:';
-    this.agent = tls
-      ? new https.Agent({
-          keepAlive: true,
-          maxSockets: 16,
-          ca: credentials.ca,
-          cert: credentials.cert,
-          key: credentials.key,
-          rejectUnauthorized: !credentials.insecureSkipTlsVerify,
-        })
-      : new http.Agent({ keepAlive: true, maxSockets: 16 });
+  constructor(
+    readonly config: KubeConfig,
+    private readonly timeoutMs = 30_000,
+  ) {
+    this.core = this.api(CoreV1Api);
+    this.customObjects = this.api(CustomObjectsApi);
+    this.objects = this.api(KubernetesObjectApi);
   }
 
-  private open(method: string, path: string, opts: RequestOptions, accept = 'application/json'): http.ClientRequest {
-    const query = new URLSearchParams();
-    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) query.set(k, String(v));
-    const qs = query.toString();
-    const headers: Record<string, string> = { Accept: accept, 'User-Agent': 'abacus-operator' };
-    const token = this.credentials.token?.();
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (opts.body !== undefined) headers['Content-Type'] = opts.contentType ?? 'application/json';
-    const mod = this.url.protocol === 'https:' ? https : http;
-    return mod.request({
-      protocol: this.url.protocol,
-      hostname: this.url.hostname.replace(/^\[|\]$/g, ''),
-      port: this.url.port || (this.url.protocol === 'https:' ? 443 : 80),
-      path: `${this.url.pathname.replace(/\/$/, '')}${path}${qs ? `?${qs}` : ''}`,
-      method,
-      headers,
-      agent: this.agent,
-      signal: opts.signal,
-      timeout: opts.timeoutMs,
-    });
+  /** The current context's namespace, or the pod's own namespace in-cluster. */
+  get namespace(): string | undefined {
+    const ns = this.config.getContextObject(this.config.getCurrentContext())?.namespace;
+    return ns === undefined || ns === '' ? undefined : ns.trim();
   }
 
-  /** One JSON request; non-2xx answers become ApiError with the API server's Status message. */
-  request<T = Raw>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const req = this.open(method, path, { timeoutMs: 30_000, ...opts });
-      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
-      req.on('error', reject);
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body: unknown = undefined;
-          try {
-            body = text === '' ? undefined : JSON.parse(text);
-          } catch {
-            body = text;
-          }
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) resolve(body as T);
-          else {
-            const b = (typeof body === 'object' && body !== null ? body : {}) as { reason?: string; message?: string };
-            reject(new ApiError(status, b.reason ?? res.statusMessage ?? '', `${method} ${path}: ${status} ${b.message ?? text}`, body));
-          }
-        });
-      });
-      if (opts.body !== undefined) req.write(typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body));
-      req.end();
-    });
+  get server(): string {
+    return this.config.getCurrentCluster()!.server;
+  }
+
+  /** A typed API client (e.g. CoordinationV1Api) whose requests time out after `timeoutMs`. */
+  api<T>(ctor: ApiConstructor<T>, timeoutMs = this.timeoutMs): T {
+    return new ctor(
+      createConfiguration({
+        baseServer: new ServerConfiguration<Record<string, string>>(this.server, {}),
+        authMethods: { default: this.config },
+        promiseMiddleware: [timeoutMiddleware(timeoutMs)],
+      }),
+    );
+  }
+
+  coordination(timeoutMs?: number): CoordinationV1Api {
+    return this.api(CoordinationV1Api, timeoutMs);
   }
 
   /**
-   * A watch stream: calls `onEvent` per event until the server closes the stream (resolves)
-   * or the connection fails (rejects). A 410 Gone arrives as an ERROR event.
+   * One request to an arbitrary API path, through the library's HTTP stack and
+   * authentication; for paths no typed client covers (the test environment's smoke test).
+   * Non-2xx answers become ApiError with the API server's Status message.
+   */
+  async request<T = Record<string, unknown>>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const ctx = new ServerConfiguration<Record<string, string>>(this.server, {}).makeRequestContext(path, method as HttpMethod);
+    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) ctx.setQueryParam(k, String(v));
+    ctx.setHeaderParam('Accept', 'application/json');
+    if (opts.body !== undefined) {
+      ctx.setHeaderParam('Content-Type', opts.contentType ?? 'application/json');
+      ctx.setBody(typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body));
+    }
+    ctx.setSignal(opts.signal ?? AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs));
+    await this.config.applySecurityAuthentication(ctx);
+    const res = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
+    const text = await res.body.text();
+    if (res.httpStatusCode >= 200 && res.httpStatusCode < 300) return (text === '' ? undefined : JSON.parse(text)) as T;
+    throw apiError(res.httpStatusCode, text, `${method} ${path}`);
+  }
+
+  /**
+   * A watch stream through the library's `Watch`: calls `onEvent` per event until the server
+   * closes the stream or `signal` aborts (resolves) or the connection fails (rejects).
    */
   watch(path: string, query: RequestOptions['query'], onEvent: (e: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const req = this.open('GET', path, { query: { ...query, watch: 1 }, signal });
-      req.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
-      req.on('response', (res) => {
-        if ((res.statusCode ?? 0) >= 300) {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => reject(new ApiError(res.statusCode ?? 0, '', `watch ${path}: ${res.statusCode} ${Buffer.concat(chunks).toString('utf8')}`)));
-          return;
+      const done = (err: unknown) => {
+        if (signal.aborted || err === null || err === undefined) resolve();
+        else {
+          const status = (err as { statusCode?: number }).statusCode;
+          const message = err instanceof Error ? err.message : 'the watch failed';
+          reject(status === undefined && err instanceof Error ? err : new ApiError(status ?? 0, '', `watch ${path}: ${status ?? ''} ${message}`));
         }
-        let buffer = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          buffer += chunk;
-          let nl: number;
-          while ((nl = buffer.indexOf('\n')) >= 0) {
-            const line = buffer.slice(0, nl).trim();
-            buffer = buffer.slice(nl + 1);
-            if (line !== '') onEvent(JSON.parse(line) as WatchEvent);
-          }
-        });
-        res.on('end', () => resolve());
-        res.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
-        res.on('aborted', () => resolve());
-      });
-      req.end();
+      };
+      new Watch(this.config)
+        .watch(path, query ?? {}, (type, object) => onEvent({ type: type as WatchEvent['type'], object: object as Record<string, unknown> }), done)
+        .then((controller) => {
+          if (signal.aborted) controller.abort();
+          else signal.addEventListener('abort', () => controller.abort(), { once: true });
+        }, reject);
     });
   }
 
-  close(): void {
-    this.agent.destroy();
-  }
+  /** Nothing to release (the library opens connections per request); kept for callers that close. */
+  close(): void {}
 }

@@ -1,21 +1,24 @@
-import type { V1ConfigMap, V1StatefulSet } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions, type KubernetesObject, type V1ConfigMap, type V1StatefulSet } from '@kubernetes/client-node';
 import type { AbacusJob, AbacusJobStatus } from '../api/abacusjob';
 import { API_VERSION, KIND } from '../api/abacusjob';
 import { FIELD_MANAGER } from '../model/names';
 import type { ApplyOutcome, Cluster, KubeObject } from '../reconcile/reconciler';
-import { isNotFound, type KubeClient } from './client';
+import { call, isNotFound, type KubeClient } from './client';
 import type { EventRecorder } from './events';
-import type { Informer, Obj } from './informer';
+import type { Informer } from './informer';
 import type { OperatorMetrics } from './metrics';
-import { RESOURCES, objectPath, resourceOfKind } from './resources';
+import { RESOURCES } from './resources';
 
-const APPLY = 'application/apply-patch+yaml';
+/** Server-side apply, for the typed clients that would otherwise send a JSON patch. */
+const APPLY = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
 
 /**
  * The reconciler's view of the API server. Reads of owned objects come from the informer
  * caches; the job itself is read fresh (its status carries lastApplied). Every write is a
  * server-side apply of the complete object with one field manager, `force` so the operator
- * takes back fields someone else changed.
+ * takes back fields someone else changed: owned objects through the library's
+ * KubernetesObjectApi (which finds each kind's resource by discovery), the job's status
+ * through its status subresource.
  */
 export class ApiCluster implements Cluster {
   constructor(
@@ -26,8 +29,11 @@ export class ApiCluster implements Cluster {
   ) {}
 
   async getJob(namespace: string, name: string): Promise<AbacusJob | undefined> {
+    const { group, version, plural } = RESOURCES.abacusJob;
     try {
-      return await this.client.request<AbacusJob>('GET', objectPath(RESOURCES.abacusJob, namespace, name));
+      return await call(`get ${plural} ${namespace}/${name}`, () =>
+        this.client.customObjects.getNamespacedCustomObject({ group, version, plural, namespace, name }) as Promise<AbacusJob>,
+      );
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -47,30 +53,28 @@ export class ApiCluster implements Cluster {
   }
 
   async apply(object: KubeObject): Promise<ApplyOutcome> {
-    const resource = resourceOfKind(object.apiVersion!, object.kind!);
     const ns = object.metadata!.namespace!;
     const name = object.metadata!.name!;
-    const path = objectPath(resource, ns, name);
-    let before = this.cacheFor(object.kind!)?.get(ns, name);
+    const what = `${object.kind} ${ns}/${name}`;
+    const header = { apiVersion: object.apiVersion!, kind: object.kind!, metadata: { name, namespace: ns } };
+    let before: KubernetesObject | undefined = this.cacheFor(object.kind!)?.get(ns, name);
     if (before === undefined) {
-      before = await this.client.request<Obj>('GET', path).catch((err: unknown) => {
+      before = await call(`get ${what}`, () => this.client.objects.read(header)).catch((err: unknown) => {
         if (isNotFound(err)) return undefined;
         throw err;
       });
     }
-    const after = await this.client.request<Obj>('PATCH', path, {
-      query: { fieldManager: FIELD_MANAGER, force: true },
-      body: object,
-      contentType: APPLY,
-    });
+    const after = await call(`apply ${what}`, () =>
+      this.client.objects.patch<KubernetesObject>(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply),
+    );
     const outcome: ApplyOutcome =
       before === undefined
         ? 'Created'
-        : before.metadata.generation !== undefined && after.metadata.generation !== undefined
+        : before.metadata?.generation !== undefined && after.metadata?.generation !== undefined
           ? before.metadata.generation === after.metadata.generation
             ? 'Unchanged'
             : 'Configured'
-          : before.metadata.resourceVersion === after.metadata.resourceVersion
+          : before.metadata?.resourceVersion === after.metadata?.resourceVersion
             ? 'Unchanged'
             : 'Configured';
     this.metrics.applies.inc({ kind: object.kind, outcome });
@@ -78,11 +82,23 @@ export class ApiCluster implements Cluster {
   }
 
   async applyStatus(job: AbacusJob, status: AbacusJobStatus): Promise<void> {
-    await this.client.request('PATCH', objectPath(RESOURCES.abacusJob, job.metadata.namespace, job.metadata.name, 'status'), {
-      query: { fieldManager: FIELD_MANAGER, force: true },
-      body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: job.metadata.name, namespace: job.metadata.namespace }, status },
-      contentType: APPLY,
-    });
+    const { group, version, plural } = RESOURCES.abacusJob;
+    const { namespace, name } = job.metadata;
+    await call(`apply ${plural} ${namespace}/${name} status`, () =>
+      this.client.customObjects.patchNamespacedCustomObjectStatus(
+        {
+          group,
+          version,
+          plural,
+          namespace,
+          name,
+          body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, status },
+          fieldManager: FIELD_MANAGER,
+          force: true,
+        },
+        APPLY,
+      ),
+    );
   }
 
   event(job: AbacusJob, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {

@@ -1,20 +1,19 @@
+import {
+  ADD,
+  DELETE,
+  ERROR,
+  UPDATE,
+  makeInformer,
+  type Informer as LibraryInformer,
+  type KubernetesObject,
+  type ObjectCache,
+  type V1ObjectMeta,
+} from '@kubernetes/client-node';
 import { log } from '../log';
-import { ApiError, type KubeClient, type WatchEvent } from './client';
-import { collectionPath, type Resource } from './resources';
+import { call, type KubeClient } from './client';
+import { apiVersionOf, collectionPath, type Resource } from './resources';
 
-export interface Meta {
-  name: string;
-  namespace?: string;
-  resourceVersion?: string;
-  generation?: number;
-  uid?: string;
-  ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean }[];
-  deletionTimestamp?: string;
-}
-export interface Obj {
-  metadata: Meta;
-  [k: string]: unknown;
-}
+export type Obj = KubernetesObject & { metadata: V1ObjectMeta; [k: string]: unknown };
 
 export type Handler = (type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: Obj) => void;
 
@@ -24,121 +23,94 @@ export interface InformerOptions {
 }
 
 /**
- * List + watch of one resource into a local cache, calling `handler` on every change.
- * Relists after 410 Gone (the watch fell too far behind) and reconnects with backoff after
- * errors, so the cache converges on the API server's state whatever happens to the stream.
+ * One resource's cache, kept by the library's informer (`makeInformer`: list, then watch
+ * from the list's resourceVersion, relisting after 410 Gone), calling `handler` on every
+ * change. The library's informer stops at the first error; `run` restarts it with
+ * exponential backoff, so the cache converges on the API server's state whatever happens
+ * to the stream.
  */
 export class Informer {
-  private readonly cache = new Map<string, Obj>();
-  private resourceVersion = '';
-  private syncedResolve!: () => void;
-  readonly synced: Promise<void> = new Promise((r) => (this.syncedResolve = r));
+  private readonly informer: LibraryInformer<Obj> & ObjectCache<Obj>;
+  private markSynced!: () => void;
+  /** Resolves once the first list has filled the cache and the watch is open. */
+  readonly synced: Promise<void> = new Promise((r) => (this.markSynced = r));
 
   constructor(
-    private readonly client: KubeClient,
+    client: KubeClient,
     readonly resource: Resource,
-    private readonly options: InformerOptions,
-    private readonly handler: Handler,
-    private readonly onEvent?: () => void,
-  ) {}
+    options: InformerOptions,
+    handler: Handler,
+    onEvent?: () => void,
+  ) {
+    const { namespace, labelSelector } = options;
+    const list = () =>
+      call(`list ${resource.plural}`, () =>
+        client.objects.list<Obj>(apiVersionOf(resource), resource.kind, namespace, undefined, undefined, undefined, undefined, labelSelector),
+      );
+    this.informer = makeInformer<Obj>(client.config, collectionPath(resource, namespace), list, labelSelector);
+    const forward = (type: Parameters<Handler>[0]) => (obj: Obj) => {
+      onEvent?.();
+      handler(type, obj);
+    };
+    this.informer.on(ADD, forward('ADDED'));
+    this.informer.on(UPDATE, forward('MODIFIED'));
+    this.informer.on(DELETE, forward('DELETED'));
+  }
 
   get(namespace: string, name: string): Obj | undefined {
-    return this.cache.get(`${namespace}/${name}`);
+    return this.informer.get(name, namespace);
   }
 
   list(): Obj[] {
-    return [...this.cache.values()];
+    return [...this.informer.list()];
   }
 
   /** Runs until `signal` aborts. */
-  async run(signal: AbortSignal): Promise<void> {
-    let failures = 0;
-    let needList = true;
-    while (!signal.aborted) {
-      try {
-        if (needList) {
-          await this.relist(signal);
-          needList = false;
-          this.syncedResolve();
-        }
-        let gone = false;
-        await this.client.watch(
-          collectionPath(this.resource, this.options.namespace),
-          {
-            resourceVersion: this.resourceVersion,
-            allowWatchBookmarks: true,
-            labelSelector: this.options.labelSelector,
-            timeoutSeconds: 240 + Math.floor(Math.random() * 120),
-          },
-          (e) => {
-            if (this.apply(e)) gone = true;
-          },
-          signal,
-        );
-        if (gone) needList = true;
-        failures = 0;
-      } catch (err) {
-        if (signal.aborted) break;
-        if (err instanceof ApiError && err.status === 410) needList = true;
+  run(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let failures = 0;
+      let failedSinceStart = false;
+      let retry: NodeJS.Timeout | undefined;
+      const stop = () => this.informer.stop().then(resolve, resolve);
+      const start = () => {
+        if (signal.aborted) return;
+        failedSinceStart = false;
+        this.informer.start().then(() => {
+          // The library does not look at stop() while it lists: stop again if aborted meanwhile.
+          if (signal.aborted) void stop();
+          else if (!failedSinceStart) {
+            failures = 0;
+            this.markSynced();
+          }
+        }, onError);
+      };
+      const onError = (err: unknown) => {
+        if (signal.aborted) return; // stopping aborts the stream, which the library reports as an error
+        failedSinceStart = true;
         failures++;
         const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
-        log('warn', 'watch failed; retrying', { resource: this.resource.plural, error: (err as Error).message, retryInMs: delay });
-        await sleep(delay, signal);
-      }
-    }
-  }
-
-  /** Applies one watch event to the cache; true when the watch must be restarted from a list. */
-  private apply(e: WatchEvent): boolean {
-    if (e.type === 'ERROR') {
-      const code = (e.object as { code?: number }).code;
-      if (code === 410) return true;
-      log('warn', 'watch error event', { resource: this.resource.plural, status: e.object });
-      return true;
-    }
-    const obj = e.object as unknown as Obj;
-    if (obj.metadata?.resourceVersion !== undefined) this.resourceVersion = obj.metadata.resourceVersion;
-    if (e.type === 'BOOKMARK') return false;
-    this.onEvent?.();
-    const key = `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
-    if (e.type === 'DELETED') this.cache.delete(key);
-    else this.cache.set(key, obj);
-    this.handler(e.type, obj);
-    return false;
-  }
-
-  private async relist(signal: AbortSignal): Promise<void> {
-    const list = await this.client.request<{ metadata: { resourceVersion: string }; items: Obj[] }>('GET', collectionPath(this.resource, this.options.namespace), {
-      query: { labelSelector: this.options.labelSelector },
-      signal,
+        log('warn', 'watch failed; retrying', { resource: this.resource.plural, error: describe(err), retryInMs: delay });
+        clearTimeout(retry);
+        retry = setTimeout(start, delay);
+      };
+      this.informer.on(ERROR, onError);
+      if (signal.aborted) return resolve();
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(retry);
+          void stop();
+        },
+        { once: true },
+      );
+      start();
     });
-    const seen = new Set<string>();
-    for (const item of list.items) {
-      const key = `${item.metadata.namespace ?? ''}/${item.metadata.name}`;
-      seen.add(key);
-      const before = this.cache.get(key);
-      this.cache.set(key, item);
-      if (before?.metadata.resourceVersion !== item.metadata.resourceVersion) this.handler(before === undefined ? 'ADDED' : 'MODIFIED', item);
-    }
-    for (const [key, obj] of [...this.cache]) {
-      if (!seen.has(key)) {
-        this.cache.delete(key);
-        this.handler('DELETED', obj);
-      }
-    }
-    this.resourceVersion = list.metadata.resourceVersion;
   }
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
+/** The library's watch reports a refused watch as an Error whose message is the HTTP status text. */
+function describe(err: unknown): string {
+  const status = (err as { statusCode?: number } | undefined)?.statusCode;
+  const message = err instanceof Error ? err.message : String(err);
+  return status === undefined ? message : `watch: ${status} ${message}`;
 }

@@ -1,7 +1,7 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { V1MicroTime, type CoordinationV1Api, type V1Lease } from '@kubernetes/client-node';
 import { log } from '../log';
-import { isConflict, isNotFound, type KubeClient } from './client';
-import { sleep } from './informer';
-import { RESOURCES, collectionPath, objectPath } from './resources';
+import { call, isConflict, isNotFound, type KubeClient } from './client';
 
 export interface LeaseOptions {
   readonly namespace: string;
@@ -12,41 +12,32 @@ export interface LeaseOptions {
   readonly retryPeriodMs?: number;
 }
 
-interface LeaseObject {
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: {
-    holderIdentity?: string | null;
-    leaseDurationSeconds?: number;
-    acquireTime?: string | null;
-    renewTime?: string | null;
-    leaseTransitions?: number;
-  };
-}
-
-/** MicroTime as the API server wants it. */
-const microTime = (d: Date) => d.toISOString().replace(/Z$/, '000Z');
-
 /**
- * Leader election on a coordination.k8s.io Lease, with client-go's rules: a lease held by
- * someone else counts as expired only after its duration has passed *on our clock* since we
- * last saw it change (so clock skew between replicas cannot make two leaders), every write
- * is a compare-and-swap on resourceVersion, and a leader that cannot renew within the renew
- * deadline stops acting before its lease can expire for the others.
+ * Leader election on a coordination.k8s.io Lease, read and written with the library's
+ * CoordinationV1Api (@kubernetes/client-node 1.4 ships no leader-election helper), with
+ * client-go's rules: a lease held by someone else counts as expired only after its duration
+ * has passed *on our clock* since we last saw it change (so clock skew between replicas
+ * cannot make two leaders), every write is a compare-and-swap on resourceVersion, and a
+ * leader that cannot renew within the renew deadline stops acting before its lease can
+ * expire for the others.
  */
 export class LeaderElector {
   private readonly leaseDurationMs: number;
   private readonly renewDeadlineMs: number;
   private readonly retryPeriodMs: number;
   private observed: { rv?: string; holder?: string; at: number } = { at: 0 };
-  private current?: LeaseObject;
+  private current?: V1Lease;
+  private readonly leases: CoordinationV1Api;
 
   constructor(
-    private readonly client: KubeClient,
+    client: KubeClient,
     private readonly options: LeaseOptions,
   ) {
     this.leaseDurationMs = options.leaseDurationMs ?? 15_000;
     this.renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
     this.retryPeriodMs = options.retryPeriodMs ?? 2_000;
+    // A request must not outlive a retry period or two: renewals would miss the deadline unseen.
+    this.leases = client.coordination(this.retryPeriodMs * 2);
   }
 
   get identity(): string {
@@ -89,11 +80,16 @@ export class LeaderElector {
   /** Gives the lease up so a standby takes over at once instead of after the lease duration. */
   async release(): Promise<void> {
     const lease = this.current;
-    if (lease === undefined || lease.spec.holderIdentity !== this.options.identity) return;
+    if (lease?.spec?.holderIdentity !== this.options.identity) return;
+    const { namespace, name } = this.options;
     try {
-      await this.client.request('PUT', objectPath(RESOURCES.lease, this.options.namespace, this.options.name), {
-        body: { ...lease, apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', spec: { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) } },
-      });
+      await call(`release lease ${namespace}/${name}`, () =>
+        this.leases.replaceNamespacedLease({
+          name,
+          namespace,
+          body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: new V1MicroTime() } },
+        }),
+      );
       log('info', 'released leadership', { identity: this.options.identity });
     } catch (err) {
       log('warn', 'could not release the lease', { error: (err as Error).message });
@@ -102,11 +98,11 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(): Promise<boolean> {
     const { namespace, name, identity } = this.options;
-    const now = new Date();
-    const spec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000), renewTime: microTime(now) };
-    let lease: LeaseObject | undefined;
+    const now = new V1MicroTime();
+    const spec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000), renewTime: now };
+    let lease: V1Lease | undefined;
     try {
-      lease = await this.client.request<LeaseObject>('GET', objectPath(RESOURCES.lease, namespace, name), { timeoutMs: this.retryPeriodMs * 2 });
+      lease = await call(`read lease ${namespace}/${name}`, () => this.leases.readNamespacedLease({ name, namespace }));
     } catch (err) {
       if (!isNotFound(err)) {
         log('warn', 'cannot read the lease', { error: (err as Error).message });
@@ -115,27 +111,33 @@ export class LeaderElector {
     }
     try {
       if (lease === undefined) {
-        this.current = await this.client.request<LeaseObject>('POST', collectionPath(RESOURCES.lease, namespace), {
-          body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } },
-        });
+        this.current = await call(`create lease ${namespace}/${name}`, () =>
+          this.leases.createNamespacedLease({
+            namespace,
+            body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
+          }),
+        );
         this.observe(this.current);
         return true;
       }
       this.observe(lease);
-      const holder = lease.spec.holderIdentity ?? '';
+      const holder = lease.spec?.holderIdentity ?? '';
       const held = holder !== '' && holder !== identity;
-      const durationMs = (lease.spec.leaseDurationSeconds ?? 15) * 1000;
+      const durationMs = (lease.spec?.leaseDurationSeconds ?? 15) * 1000;
       if (held && Date.now() - this.observed.at < durationMs) return false;
-      const transitions = (lease.spec.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
-      this.current = await this.client.request<LeaseObject>('PUT', objectPath(RESOURCES.lease, namespace, name), {
-        body: {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: lease.metadata,
-          spec: { ...spec, acquireTime: holder === identity ? lease.spec.acquireTime : microTime(now), leaseTransitions: transitions },
-        },
-        timeoutMs: this.retryPeriodMs * 2,
-      });
+      const transitions = (lease.spec?.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
+      this.current = await call(`renew lease ${namespace}/${name}`, () =>
+        this.leases.replaceNamespacedLease({
+          name,
+          namespace,
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: lease.metadata,
+            spec: { ...spec, acquireTime: holder === identity ? lease.spec?.acquireTime : now, leaseTransitions: transitions },
+          },
+        }),
+      );
       this.observe(this.current);
       return true;
     } catch (err) {
@@ -144,9 +146,14 @@ export class LeaderElector {
     }
   }
 
-  private observe(lease: LeaseObject): void {
-    if (lease.metadata.resourceVersion !== this.observed.rv) {
-      this.observed = { rv: lease.metadata.resourceVersion, holder: lease.spec.holderIdentity ?? '', at: Date.now() };
+  private observe(lease: V1Lease): void {
+    if (lease.metadata?.resourceVersion !== this.observed.rv) {
+      this.observed = { rv: lease.metadata?.resourceVersion, holder: lease.spec?.holderIdentity ?? '', at: Date.now() };
     }
   }
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return delay(ms, undefined, { signal }).catch(() => undefined);
 }
