@@ -1,4 +1,4 @@
-import { Admin, Kafka, KafkaConfig as KafkaJsConfig, logLevel, LogEntry, SASLOptions } from 'kafkajs';
+import { Admin, Consumer, Kafka, KafkaConfig as KafkaJsConfig, logLevel, LogEntry, SASLOptions } from 'kafkajs';
 import { ConfigError } from '../../common/errors';
 import type { KafkaConfig } from '../config';
 
@@ -30,6 +30,93 @@ export function kafkaNames(jobName: string, ordinal: number): { routeGroup: stri
   };
 }
 
+const CLIENT_RETRY = { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 };
+
+/**
+ * A kafkajs consumer that we restart ourselves. kafkajs can restart a crashed consumer on its
+ * own, but 2.2.4 then races disconnect(): a consumer that was restarting (broker away) when
+ * disconnect() ran finishes joining afterwards and lives on as a zombie that keeps the
+ * process alive (kafkajs issue #1639 and relatives). So kafkajs' restart is disabled
+ * (`restartOnFailure` → false) and this class does it: on a crash it disconnects the old
+ * consumer and builds, connects and runs a fresh one, with backoff, forever. Start, restart
+ * and stop are serialised, so stop() never disconnects a consumer that is still joining.
+ */
+export class SupervisedConsumer {
+  private current?: Consumer;
+  private stopping = false;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly name: string,
+    /** Builds a new consumer (pass it `retry: NO_RESTART_RETRY`) and attaches its event handlers. */
+    private readonly build: () => Consumer,
+    /** Subscribes and runs it; resolves once it joined its group. */
+    private readonly run: (consumer: Consumer) => Promise<void>,
+    private readonly log: LogFn,
+  ) {}
+
+  /** The running consumer (for pause/resume/seek); undefined between restarts. */
+  get consumer(): Consumer | undefined {
+    return this.current;
+  }
+
+  start(): Promise<void> {
+    return this.serial(() => this.launch());
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.serial(async () => {
+      const c = this.current;
+      this.current = undefined;
+      await c?.disconnect();
+    });
+  }
+
+  private serial(step: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(step);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async launch(): Promise<void> {
+    const consumer = this.build();
+    consumer.on(consumer.events.CRASH, (event) => {
+      if (this.stopping || this.current !== consumer) return;
+      this.log('warn', `${this.name} consumer crashed; restarting it`, { error: event.payload.error.message });
+      void this.serial(() => this.relaunch(consumer));
+    });
+    this.current = consumer;
+    try {
+      await consumer.connect();
+      await this.run(consumer);
+    } catch (err) {
+      this.current = undefined;
+      await consumer.disconnect().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async relaunch(old: Consumer): Promise<void> {
+    if (this.current === old) this.current = undefined;
+    await old.disconnect().catch(() => undefined);
+    for (let attempt = 0; !this.stopping; attempt++) {
+      await sleep(backoffMs(attempt, 500, 10_000));
+      if (this.stopping) return;
+      try {
+        await this.launch();
+        this.log('info', `${this.name} consumer restarted`, { attempt });
+        return;
+      } catch (err) {
+        this.log('warn', `${this.name} consumer restart failed; retrying`, { attempt, error: (err as Error).message });
+      }
+    }
+  }
+}
+
+/** Consumer retry settings: kafkajs retries requests, but never restarts the consumer itself (SupervisedConsumer does). */
+export const NO_RESTART_RETRY = { ...CLIENT_RETRY, restartOnFailure: async (): Promise<boolean> => false };
+
 /** A kafkajs client for the job; `role` is appended to the client id (visible in broker logs and quotas). */
 export function createKafka(config: KafkaConfig, role: string, log: LogFn): Kafka {
   const options: KafkaJsConfig = {
@@ -39,7 +126,7 @@ export function createKafka(config: KafkaConfig, role: string, log: LogFn): Kafk
     connectionTimeout: 5000,
     requestTimeout: 30000,
     // kafkajs' own retries cover short blips; the callers loop on top for long outages.
-    retry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 },
+    retry: CLIENT_RETRY,
     logLevel: process.env.ABACUS_DEBUG !== undefined ? logLevel.INFO : logLevel.WARN,
     logCreator: () => (entry: LogEntry) => {
       const { message, ...rest } = entry.log;

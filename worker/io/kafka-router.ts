@@ -1,7 +1,7 @@
-import { Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
+import { EachBatchPayload, IHeaders, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
 import type { JobConfig, KafkaConfig } from '../config';
 import { keyGroupOf } from '../../common/keygroups';
-import { backoffMs, createKafka, kafkaNames, LogFn, sleep, stderrLog } from './kafka-client';
+import { backoffMs, createKafka, kafkaNames, LogFn, NO_RESTART_RETRY, sleep, stderrLog, SupervisedConsumer } from './kafka-client';
 import { KafkaDeadLetterSink } from './kafka-dead-letter';
 import { kafkaMetrics } from './kafka-metrics';
 import type { SourceRecord } from './types';
@@ -41,7 +41,7 @@ export const ROUTED_FROM_HEADER = 'abacus-routed-from';
  * produces, the batch is retried with backoff and nothing further is consumed.
  */
 export class KafkaRouter {
-  private consumer?: Consumer;
+  private consumer?: SupervisedConsumer;
   private producer?: Producer;
   private readonly log: LogFn;
   private readonly stopping = new AbortController();
@@ -55,25 +55,34 @@ export class KafkaRouter {
     const client = createKafka(kafka, 'route', this.log);
     this.producer = client.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 5, createPartitioner: Partitioners.DefaultPartitioner });
     await this.producer.connect();
-    this.consumer = client.consumer({
-      groupId: kafkaNames(job.name, 0).routeGroup,
-      // Short enough that partitions of a killed worker move to the others quickly.
-      sessionTimeout: 10_000,
-      rebalanceTimeout: 20_000,
-      heartbeatInterval: 2_000,
-      maxBytesPerPartition: 1024 * 1024,
-      allowAutoTopicCreation: false,
-    });
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topics: [kafka.topic], fromBeginning: true });
-    await this.consumer.run({
-      autoCommit: true,
-      autoCommitInterval: 1000,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
-      eachBatch: (payload) => this.routeBatch(payload),
-    });
-    this.log('info', 'router started', { topic: kafka.topic, keyedTopic: kafka.keyedTopic, group: kafkaNames(job.name, 0).routeGroup });
+    const groupId = kafkaNames(job.name, 0).routeGroup;
+    this.consumer = new SupervisedConsumer(
+      'router',
+      () =>
+        client.consumer({
+          groupId,
+          // Short enough that partitions of a killed worker move to the others quickly.
+          sessionTimeout: 10_000,
+          rebalanceTimeout: 20_000,
+          heartbeatInterval: 2_000,
+          maxBytesPerPartition: 1024 * 1024,
+          allowAutoTopicCreation: false,
+          retry: NO_RESTART_RETRY,
+        }),
+      async (consumer) => {
+        await consumer.subscribe({ topics: [kafka.topic], fromBeginning: true });
+        await consumer.run({
+          autoCommit: true,
+          autoCommitInterval: 1000,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: 1,
+          eachBatch: (payload) => this.routeBatch(payload),
+        });
+      },
+      this.log,
+    );
+    await this.consumer.start();
+    this.log('info', 'router started', { topic: kafka.topic, keyedTopic: kafka.keyedTopic, group: groupId });
   }
 
   private async routeBatch(payload: EachBatchPayload): Promise<void> {
@@ -129,7 +138,7 @@ export class KafkaRouter {
   /** Stops consuming (committing what was acknowledged), then closes the producer. */
   async stop(): Promise<void> {
     this.stopping.abort();
-    await this.consumer?.disconnect();
+    await this.consumer?.stop();
     await this.producer?.disconnect();
     this.log('info', 'router stopped');
   }

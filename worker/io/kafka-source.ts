@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { AssignerProtocol, Consumer, EachBatchPayload, PartitionAssigner } from 'kafkajs';
+import { AssignerProtocol, EachBatchPayload, PartitionAssigner } from 'kafkajs';
 import type { JobConfig, KafkaConfig } from '../config';
 import { metrics } from '../runtime/metrics';
-import { createKafka, kafkaNames, LogFn, stderrLog } from './kafka-client';
+import { createKafka, kafkaNames, LogFn, NO_RESTART_RETRY, stderrLog, SupervisedConsumer } from './kafka-client';
 import { kafkaMetrics } from './kafka-metrics';
 import type { Source, SourceRecord } from './types';
 
@@ -27,9 +27,10 @@ const ASSIGNER_NAME = 'AbacusOwnedKeyGroups';
  * kafkajs has no manual assignment (no `assign()`), only group subscriptions. The choice
  * made here (see docs/worker.md, "Reading the keyed topic"):
  *
- * - **A consumer group per process incarnation** (`<job>-count-<ordinal>-<random>`): the
- *   process is its only member, so it never waits for another member's session to time out
- *   (a SIGKILLed predecessor's group simply dies with it) and never shares partitions.
+ * - **A consumer group per consumer instance** (`<job>-count-<ordinal>-<random>`, a new one
+ *   per process start and per restart after a crash): the consumer is its only member, so it
+ *   never waits for another member's session to time out (a SIGKILLed predecessor's group
+ *   simply dies with it) and never shares partitions.
  * - **A custom partition assigner** (`AbacusOwnedKeyGroups`): each member announces the key
  *   groups it owns in its subscription's user data, and the assigner hands every member
  *   exactly those partitions (never a partition it did not claim). So the worker reads
@@ -47,7 +48,7 @@ const ASSIGNER_NAME = 'AbacusOwnedKeyGroups';
  * drops results for paused partitions without advancing their offsets.
  */
 export class KafkaKeyedSource implements Source {
-  private consumer?: Consumer;
+  private supervisor?: SupervisedConsumer;
   private readonly log: LogFn;
   private readonly owned: ReadonlySet<number>;
   /** Next offset to hand out, per partition; absent = from the beginning. */
@@ -57,7 +58,6 @@ export class KafkaKeyedSource implements Source {
   private head = 0;
   private pausedForBuffer = false;
   private pausedByTask = false;
-  private failure?: Error;
   private wake?: () => void;
   private closed = false;
 
@@ -79,41 +79,46 @@ export class KafkaKeyedSource implements Source {
       return;
     }
     const { kafka, job, ordinal } = this.opts;
-    const groupId = `${kafkaNames(job.name, ordinal).countGroupPrefix}-${randomBytes(4).toString('hex')}`;
-    const consumer = createKafka(kafka, `count-${ordinal}`, this.log).consumer({
-      groupId,
-      partitionAssigners: [ownedPartitionsAssigner([...this.owned].sort((a, b) => a - b))],
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
-      maxBytesPerPartition: 1024 * 1024,
-      maxBytes: 16 * 1024 * 1024,
-      maxWaitTimeInMs: 200,
-      allowAutoTopicCreation: false,
-    });
-    this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      const assigned = event.payload.memberAssignment[kafka.keyedTopic] ?? [];
-      kafkaMetrics.rejoins.inc();
-      for (const partition of assigned) {
-        const next = this.expected.get(partition);
-        if (next !== undefined) consumer.seek({ topic: kafka.keyedTopic, partition, offset: next.toString() });
-      }
-      // Pauses are per subscription state, which a rejoin resets: apply ours again.
-      if (this.pausedForBuffer || this.pausedByTask) consumer.pause([{ topic: kafka.keyedTopic }]);
-      const missing = [...this.owned].filter((g) => !assigned.includes(g));
-      this.log(missing.length === 0 ? 'info' : 'error', 'keyed source joined its group', { groupId, partitions: assigned.length, missing });
-    });
-    consumer.on(consumer.events.CRASH, (event) => {
-      if (!event.payload.restart) {
-        this.failure = event.payload.error;
-        this.log('error', 'keyed source consumer crashed and will not restart', { error: event.payload.error.message });
-        this.wake?.();
-      }
-    });
-    await consumer.connect();
-    await consumer.subscribe({ topics: [kafka.keyedTopic], fromBeginning: true });
-    await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => this.accept(payload) });
-    this.log('info', 'keyed source started', { groupId, topic: kafka.keyedTopic, keyGroups: this.owned.size, resumed: this.expected.size });
+    const client = createKafka(kafka, `count-${ordinal}`, this.log);
+    const owned = [...this.owned].sort((a, b) => a - b);
+    this.supervisor = new SupervisedConsumer(
+      'keyed source',
+      () => {
+        // A fresh group per consumer: it never waits for a predecessor's session to expire.
+        const groupId = `${kafkaNames(job.name, ordinal).countGroupPrefix}-${randomBytes(4).toString('hex')}`;
+        const consumer = client.consumer({
+          groupId,
+          partitionAssigners: [ownedPartitionsAssigner(owned)],
+          sessionTimeout: 30_000,
+          heartbeatInterval: 3_000,
+          maxBytesPerPartition: 1024 * 1024,
+          maxBytes: 16 * 1024 * 1024,
+          maxWaitTimeInMs: 200,
+          allowAutoTopicCreation: false,
+          retry: NO_RESTART_RETRY,
+        });
+        consumer.on(consumer.events.GROUP_JOIN, (event) => {
+          const assigned = event.payload.memberAssignment[kafka.keyedTopic] ?? [];
+          kafkaMetrics.rejoins.inc();
+          for (const partition of assigned) {
+            const next = this.expected.get(partition);
+            if (next !== undefined) consumer.seek({ topic: kafka.keyedTopic, partition, offset: next.toString() });
+          }
+          // Pauses belong to the subscription state, which a join resets: apply ours again.
+          if (this.pausedForBuffer || this.pausedByTask) consumer.pause([{ topic: kafka.keyedTopic }]);
+          const missing = owned.filter((g) => !assigned.includes(g));
+          this.log(missing.length === 0 ? 'info' : 'error', 'keyed source joined its group', { groupId, partitions: assigned.length, missing });
+        });
+        return consumer;
+      },
+      async (consumer) => {
+        await consumer.subscribe({ topics: [kafka.keyedTopic], fromBeginning: true });
+        await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => this.accept(payload) });
+      },
+      this.log,
+    );
+    await this.supervisor.start();
+    this.log('info', 'keyed source started', { topic: kafka.keyedTopic, keyGroups: this.owned.size, resumed: this.expected.size });
   }
 
   private async accept({ batch }: EachBatchPayload): Promise<void> {
@@ -152,7 +157,6 @@ export class KafkaKeyedSource implements Source {
   }
 
   async poll(max: number): Promise<SourceRecord[] | null> {
-    if (this.failure !== undefined) throw this.failure;
     if (this.closed) return [];
     if (this.head === this.buffer.length && this.owned.size > 0) {
       // Nothing buffered: wait briefly for a batch rather than letting the task spin.
@@ -165,7 +169,6 @@ export class KafkaKeyedSource implements Source {
         this.wake = done;
       });
       this.wake = undefined;
-      if (this.failure !== undefined) throw this.failure;
     }
     const end = Math.min(this.buffer.length, this.head + Math.max(1, max));
     const out = this.buffer.slice(this.head, end);
@@ -202,8 +205,8 @@ export class KafkaKeyedSource implements Source {
   private applyPause(): void {
     const paused = this.pausedByTask || this.pausedForBuffer;
     kafkaMetrics.paused.set(paused ? 1 : 0);
-    const consumer = this.consumer;
-    if (consumer === undefined) return;
+    const consumer = this.supervisor?.consumer;
+    if (consumer === undefined) return; // re-applied on the next join
     const topics = [{ topic: this.opts.kafka.keyedTopic }];
     if (paused) consumer.pause(topics);
     else consumer.resume(topics);
@@ -225,7 +228,7 @@ export class KafkaKeyedSource implements Source {
   async close(): Promise<void> {
     this.closed = true;
     this.wake?.();
-    await this.consumer?.disconnect();
+    await this.supervisor?.stop();
   }
 }
 

@@ -141,7 +141,22 @@ export async function runWorkerCommand(argv: string[], log: LogFn = stderrLog): 
   } finally {
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
+    exitIfSomethingLingers(log);
   }
+}
+
+/**
+ * Everything is closed; the event loop should now drain and the process exit. kafkajs
+ * 2.2.4 can leave a reconnecting socket behind when the broker restarted shortly before
+ * (a request in flight across disconnect). This unref'd timer only fires if something
+ * still holds the loop open 10 s later: it names what and exits with the exit code set.
+ */
+function exitIfSomethingLingers(log: LogFn): void {
+  const timer = setTimeout(() => {
+    log('warn', 'handles still open 10 s after the worker stopped; exiting anyway', { handles: process.getActiveResourcesInfo() });
+    process.exit();
+  }, 10_000);
+  timer.unref();
 }
 
 /**
