@@ -1,3 +1,22 @@
+/**
+ * The operator's connection to the API server, through @kubernetes/client-node; the only
+ * module (with its siblings in operator/k8s/) that talks to the API server.
+ *
+ * - `loadConfig`: the library's `KubeConfig` from --kubeconfig (`loadFromFile`), $KUBECONFIG
+ *   (`loadFromDefault`, which merges a list) or the pod's service account (`loadFromCluster`;
+ *   the library re-reads the token as the kubelet rotates it).
+ * - `KubeClient`: the library's typed API clients on that config (`core`, `customObjects`,
+ *   `objects` = KubernetesObjectApi for server-side apply of any kind, `coordination()`),
+ *   every request bounded by a timeout.
+ * - `ApiError` / `call`: the library's ApiException (whose message dumps code, body and
+ *   headers) becomes an error carrying the API server's own Status message, so a 422 from
+ *   admission reads in conditions, Events and logs as the server wrote it.
+ * - `request` / `watch`: raw-path calls over the library's HTTP stack, authentication and
+ *   `Watch`, for callers no typed client covers (the test environment's smoke test).
+ *
+ * Pinned to 1.4.x: 2.x loads undici 8, which needs Node >= 22.19 (it calls zlib zstd
+ * functions Node 20 lacks), so 2.x cannot even be required on this project's Node 20.
+ */
 import {
   ApiException,
   CoordinationV1Api,
@@ -13,18 +32,6 @@ import {
   type Middleware,
   type RequestContext,
 } from '@kubernetes/client-node';
-
-/**
- * The operator's connection to the API server, through @kubernetes/client-node: a
- * `KubeConfig` (kubeconfig file, $KUBECONFIG or the pod's service account, whose token the
- * library re-reads as the kubelet rotates it) and the library's typed API clients, each
- * request bounded by a timeout. `ApiError` turns the library's exceptions into errors that
- * carry the API server's own Status message (a 422 from admission reads as the server wrote
- * it), which is what ends up in conditions, Events and logs.
- *
- * Pinned to 1.4.x: 2.x loads undici 8, which needs Node >= 22.19 (it calls zlib zstd
- * functions Node 20 lacks), so 2.x cannot even be required on this project's Node 20.
- */
 
 const IN_CLUSTER_HINT = 'not running in a cluster (KUBERNETES_SERVICE_HOST is unset) and no kubeconfig: pass --kubeconfig or set $KUBECONFIG';
 
@@ -74,7 +81,7 @@ function apiError(code: number, body: unknown, what: string): ApiError {
     }
   }
   const status = (typeof body === 'object' && body !== null ? body : {}) as { reason?: string; message?: string };
-  const text = status.message ?? (typeof body === 'string' && body !== '' ? body : 'no message from the API server');
+  const text = status.message ?? (typeof body === 'string' && body.trim() !== '' ? body.trim() : 'no message from the API server');
   return new ApiError(code, status.reason ?? '', `${what}: ${code} ${text}`, body);
 }
 

@@ -36,7 +36,7 @@ export function createOperatorMetrics() {
     }),
     watchEvents: new Counter({
       name: 'abacus_operator_watch_events_total',
-      help: 'Watch events received, by resource, in events.',
+      help: 'Changes to watched objects seen by the informers (watch events and relist differences), by resource, in events.',
       labelNames: ['resource'],
       registers: [registry],
     }),
