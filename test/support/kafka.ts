@@ -57,8 +57,12 @@ export interface DeadLetter {
   readonly headers: Record<string, string>;
 }
 
-/** Reads the dead-letter topic from the beginning until at least `atLeast` records arrived or `timeoutMs` passed. */
-export async function readTopic(broker: string, topic: string, atLeast: number, timeoutMs: number): Promise<DeadLetter[]> {
+/**
+ * Reads a topic from the beginning until `enough(records so far)` holds or `timeoutMs` passed
+ * (a number means "at least that many records").
+ */
+export async function readTopic(broker: string, topic: string, enough: number | ((records: readonly DeadLetter[]) => boolean), timeoutMs: number): Promise<DeadLetter[]> {
+  const isEnough = typeof enough === 'number' ? (r: readonly DeadLetter[]) => r.length >= enough : enough;
   const consumer = kafkaClient(broker, 'abacus-test-reader').consumer({ groupId: `abacus-test-reader-${Date.now()}-${Math.random()}` });
   const out: DeadLetter[] = [];
   await consumer.connect();
@@ -71,7 +75,7 @@ export async function readTopic(broker: string, topic: string, atLeast: number, 
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
         out.push({ value: message.value?.toString('utf8') ?? '', headers });
-        if (out.length >= atLeast) done();
+        if (isEnough(out)) done();
       },
     });
     const timer = setTimeout(done, timeoutMs);
