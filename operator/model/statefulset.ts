@@ -43,6 +43,9 @@ export function workerEnv(job: AbacusJob): V1EnvVar[] {
     { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
     { name: 'ABACUS_JOB', value: job.metadata.name },
+    // A 128 MiB young generation: the engine allocates short-lived strings per event, and a
+    // larger nursery lets them die young (measured +50 % events/s, docs/performance.md).
+    { name: 'NODE_OPTIONS', value: '--max-semi-space-size=128' },
   ];
   const sasl = spec.source.kafka.sasl;
   if (sasl !== undefined) {
