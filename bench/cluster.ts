@@ -95,6 +95,7 @@ async function main(): Promise<void> {
     log(`  routing alone finished after ${((routedAt - start) / 1000).toFixed(1)} s`);
     log(`  ${Math.round(rate)} events/s wall clock; worker CPU ${cpu.toFixed(1)} s -> ${Math.round(total / cpu)} events per worker CPU-second`);
     log(`  (${total * 9} counter updates; rows written ${await worker.metric('abacus_sink_rows_written_total')})`);
+    await breakdown(worker);
 
     // --- 2. latency at half the saturation rate ---------------------------------------------
     const target = Math.max(100, Math.round(rate / 2));
@@ -147,10 +148,25 @@ async function main(): Promise<void> {
     const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? Number.NaN;
     log(`latency at ${target} events/s for ${seconds} s (${sent} events + ${probe} probes; window ${values.window ?? '1s'}):`);
     log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probe} probes seen)`);
+    await breakdown(worker);
   } finally {
     await producer.disconnect();
     await worker.stop();
   }
+}
+
+/** Where the worker's time went (cumulative since it started). */
+async function breakdown(worker: WorkerProcess): Promise<void> {
+  const m = async (name: string, labels = ''): Promise<number> => worker.metric(name, labels);
+  const flushes = await m('abacus_window_flush_duration_seconds_count');
+  const flushSec = await m('abacus_window_flush_duration_seconds_sum');
+  const writes = await m('abacus_sink_write_duration_seconds_count');
+  const writeSec = await m('abacus_sink_write_duration_seconds_sum');
+  log(
+    `  worker: ${flushes} window flushes, ${flushSec.toFixed(1)} s in flushes (of which ${writeSec.toFixed(1)} s in ${writes} Cassandra writes); ` +
+      `hydration reads found ${await m('abacus_sink_hydration_reads_total', 'result="found"')}, absent ${await m('abacus_sink_hydration_reads_total', 'result="absent"')}; ` +
+      `backpressure pauses ${await m('abacus_backpressure_pauses_total')}`,
+  );
 }
 
 function log(line: string): void {

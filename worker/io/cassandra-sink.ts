@@ -119,6 +119,25 @@ function camel(c: CassandraConfig['consistency']): 'one' | 'localOne' | 'quorum'
 
 const KEY_COLUMNS = 'scope, statistic_id, granularity, facet, value';
 
+/** Rows per single-partition batch: ~100 bytes a row keeps a batch under the 5 KiB warning. */
+const MAX_BATCH_ROWS = 32;
+
+/** Groups rows by partition (series), in chunks of at most `max` rows. */
+export function partitionBatches(rows: readonly CounterRow[], max: number): CounterRow[][] {
+  const bySeries = new Map<string, CounterRow[]>();
+  for (const r of rows) {
+    const key = JSON.stringify([r.scope, r.statisticId, r.granularity, r.facet, r.value]);
+    let group = bySeries.get(key);
+    if (group === undefined) bySeries.set(key, (group = []));
+    group.push(r);
+  }
+  const out: CounterRow[][] = [];
+  for (const group of bySeries.values()) {
+    for (let i = 0; i < group.length; i += max) out.push(group.slice(i, i + max));
+  }
+  return out;
+}
+
 export class CassandraSink implements CountSink {
   private readonly ks: string;
   private readonly table: string;
@@ -213,11 +232,19 @@ export class CassandraSink implements CountSink {
     const insert = this.account
       ? `INSERT INTO ${this.ks}.${this.table} (${KEY_COLUMNS}, bucket, count, uniques) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
       : `INSERT INTO ${this.ks}.${this.table} (${KEY_COLUMNS}, bucket, count) VALUES (?, ?, ?, ?, ?, ?, ?)`;
-    await this.forEachConcurrently(rows, 'write', true, (r) => {
-      const params: unknown[] = [r.scope, r.statisticId, r.granularity, r.facet, r.value, new Date(r.bucket * 1000), r.count];
-      if (this.account) params.push(r.uniques ?? 0);
-      return this.client.execute(insert, params, { prepare: true, isIdempotent: true });
-    });
+    // Rows of one series (same partition) go together as a single-partition UNLOGGED batch:
+    // one mutation for Cassandra, atomic and as cheap as one insert, instead of one
+    // statement per bucket. Batches stay under Cassandra's batch-size warning (5 KiB).
+    const params = (r: CounterRow): unknown[] => {
+      const p: unknown[] = [r.scope, r.statisticId, r.granularity, r.facet, r.value, new Date(r.bucket * 1000), r.count];
+      if (this.account) p.push(r.uniques ?? 0);
+      return p;
+    };
+    await this.forEachConcurrently(partitionBatches(rows, MAX_BATCH_ROWS), 'write', true, (group) =>
+      group.length === 1
+        ? this.client.execute(insert, params(group[0]!), { prepare: true, isIdempotent: true })
+        : this.client.batch(group.map((r) => ({ query: insert, params: params(r) })), { prepare: true, logged: false, isIdempotent: true }),
+    );
     if (this.opts.config.mode === 'delta') {
       for (const r of rows) this.rememberTotals(r);
     }
