@@ -72,16 +72,17 @@ function job(name: string, level: 'account' | 'customer', topic: string): Job {
   return { name: fullName, level, topic, configPath, table: `${fullName.replace(/-/g, '_')}_counts`, deadLetterTopic: `${fullName}-dead-letter` };
 }
 
-function startWorker(j: Job, ordinal: number, replicas: number): WorkerProcess {
+function startWorker(j: Job, ordinal: number, replicas: number, assignmentFile?: string): WorkerProcess {
   const dataDir = join(scratch, `${j.name}-data-${ordinal}`);
-  const w = new WorkerProcess(`${j.name}#${ordinal}`, ['--config', j.configPath, '--ordinal', String(ordinal), '--replicas', String(replicas), '--data-dir', dataDir], join(scratch, `${j.name}-${ordinal}.log`));
+  const placement = assignmentFile === undefined ? ['--replicas', String(replicas)] : ['--assignment', assignmentFile];
+  const w = new WorkerProcess(`${j.name}#${ordinal}`, ['--config', j.configPath, '--ordinal', String(ordinal), ...placement, '--data-dir', dataDir], join(scratch, `${j.name}-${ordinal}.log`));
   running.add(w);
   void w.exited.then(() => running.delete(w));
   return w;
 }
 
-async function startWorkers(j: Job, replicas: number): Promise<WorkerProcess[]> {
-  const ws = Array.from({ length: replicas }, (_, i) => startWorker(j, i, replicas));
+async function startWorkers(j: Job, replicas: number, assignmentFile?: string): Promise<WorkerProcess[]> {
+  const ws = Array.from({ length: replicas }, (_, i) => startWorker(j, i, replicas, assignmentFile));
   await Promise.all(ws.map((w) => w.waitReady()));
   return ws;
 }
@@ -192,10 +193,23 @@ test('one worker: duplicates over 6 partitions, malformed events to the dead-let
   await stopAll([w!]);
 });
 
-test('two workers split the key groups', { timeout: 420_000 }, async () => {
+test('two workers, key groups from an (uneven) assignment file', { timeout: 420_000 }, async () => {
   const topic = await newTopic('two');
   const j = job('two', 'account', topic);
-  const ws = await startWorkers(j, 2);
+  // The operator's assignment document: ordinal 0 owns 0-2 and 9-11, ordinal 1 owns 3-8.
+  const assignmentFile = join(scratch, `${j.name}-assignment.json`);
+  writeFileSync(
+    assignmentFile,
+    JSON.stringify({
+      keyGroups: KEY_GROUPS,
+      generation: 3,
+      workers: [
+        { ordinal: 0, ranges: [{ start: 0, end: 2 }, { start: 9, end: 11 }] },
+        { ordinal: 1, ranges: [{ start: 3, end: 8 }] },
+      ],
+    }),
+  );
+  const ws = await startWorkers(j, 2, assignmentFile);
   const produced = await produce(env.kafka, topic, inputFor(2, 5000), { partitions: INPUT_PARTITIONS, seed: 12 });
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);

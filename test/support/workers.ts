@@ -29,7 +29,9 @@ export class WorkerProcess {
     logFile: string,
   ) {
     this.log = createWriteStream(logFile, { flags: 'a' });
-    this.child = spawn(process.execPath, [...entry(), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    // ABACUS_TEST_NODE_ARGS: extra node flags for the workers, e.g. `--cpu-prof --cpu-prof-dir=DIR`.
+    const nodeArgs = (process.env.ABACUS_TEST_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    this.child = spawn(process.execPath, [...nodeArgs, ...entry(), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.pipe(this.log, { end: false });
     this.child.stderr!.on('data', (chunk: Buffer) => {
       this.log.write(chunk);
