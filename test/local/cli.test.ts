@@ -98,7 +98,7 @@ test('config errors name the field and the fix, with exit code 2', () => {
 test('killed with SIGKILL at random instants and restarted, the counts are exactly the contract', async () => {
   const dir = tempDir();
   const file = join(dir, 'events.jsonl');
-  const lines = testInput({ seed: 99, nowSec: NOW, valid: 30_000, dupRate: 0.05, maxEventBytes: 1024 * 1024, customers: 2000 });
+  const lines = testInput({ seed: 99, nowSec: NOW, valid: 60_000, dupRate: 0.05, maxEventBytes: 1024 * 1024, customers: 2000 });
   writeFileSync(file, `${lines.join('\n')}\n`);
   const data = join(dir, 'data');
   const args = ['run', '--input', file, '--data-dir', data, '--ingest-time', INGEST, '--window', '50ms', '--quiet'];
@@ -106,7 +106,7 @@ test('killed with SIGKILL at random instants and restarted, the counts are exact
   let kills = 0;
   for (let attempt = 0; attempt < 8; attempt++) {
     const child = abacusChild(args);
-    const delay = 300 + Math.floor(r() * 1500);
+    const delay = 200 + Math.floor(r() * 800);
     const timer = setTimeout(() => child.kill('SIGKILL'), delay);
     const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
     clearTimeout(timer);
