@@ -189,7 +189,10 @@ ensure_java() {
 }
 
 ensure_go() {
-  command -v go >/dev/null || die "Go is required to build the Go-based servers (go not on PATH)"
+  if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  fi
+  command -v go >/dev/null || die "Go (1.24 or newer) is required to build the Go-based servers: go is not on PATH"
 }
 
 # Resolves a Maven runtime into $CACHE/<name>/lib (once).
