@@ -255,14 +255,15 @@ test('Cassandra stopped for 20 s mid-stream', { timeout: 600_000 }, async () => 
   await serverControl('stop', 'cassandra');
   try {
     await new Promise((r) => setTimeout(r, 20_000));
-    retried = await Promise.all(ws.map((w) => w.metric('abacus_sink_write_retries_total')));
+    // Hydration reads or sink writes (whichever the window needed first) failed and were retried.
+    retried = await Promise.all(ws.map((w) => w.metric('abacus_sink_errors_total')));
   } finally {
     await serverControl('start', 'cassandra'); // always: the environment is shared
   }
   produced.push(...(await producing));
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);
-  assert.ok(retried.some((n) => n > 0), 'sink writes failed and were retried while Cassandra was down');
+  assert.ok(retried.some((n) => n > 0), 'Cassandra statements failed (and were retried) while it was down');
   await stopAll(ws);
 });
 
