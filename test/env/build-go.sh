@@ -79,9 +79,9 @@ GOSRC
   echo "$out"
 }
 
-go_install_cached() { # name module version -> prints dir
+go_install_cached() { # name module version [ldflags] [cache-key suffix] -> prints dir
   local name="$1" mod="$2" ver="$3"
-  local out="$ABACUS_CACHE_DIR/bin/$name-$ver"
+  local out="$ABACUS_CACHE_DIR/bin/$name-$ver${5:-}"
   if [[ -x "$out/$name" ]]; then echo "$out"; return 0; fi
   go_env
   echo "building $name $ver (cached after the first time)..." >&2
@@ -113,9 +113,13 @@ build_etcd() {
   echo "$out"
 }
 
+# helm's default Kubernetes version (what `helm template` renders for without a
+# cluster) is 1.20 unless set at link time: make it the control plane's.
 build_helm() {
+  local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   go_install_cached helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "-kube$KUBE_VERSION"
 }
 
 build_versitygw() {
