@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
@@ -153,7 +154,7 @@ export async function runWorkerCommand(argv: string[], log: LogFn = stderrLog): 
  */
 function exitIfSomethingLingers(log: LogFn): void {
   const timer = setTimeout(() => {
-    log('warn', 'handles still open 10 s after the worker stopped; exiting anyway', { handles: process.getActiveResourcesInfo() });
+    log('warn', 'handles still open 10 s after the worker stopped; exiting anyway', { handles: process.getActiveResourcesInfo(), sockets: openSockets() });
     process.exit();
   }, 10_000);
   timer.unref();
@@ -277,6 +278,12 @@ function fileSetsTable(path: string | undefined): boolean {
   if (path === undefined) return false;
   const doc = parseYaml(readFileSync(path, 'utf8')) as { cassandra?: { table?: unknown } } | null;
   return doc?.cassandra?.table !== undefined;
+}
+
+/** Remote endpoints of open sockets (diagnostics only; uses Node's undocumented handle list). */
+function openSockets(): string[] {
+  const list = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
+  return list.filter((h): h is Socket => h instanceof Socket && h.remotePort !== undefined).map((h) => `${h.remoteAddress}:${h.remotePort}`);
 }
 
 function splitList(text: string): string[] {
