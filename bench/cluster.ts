@@ -2,7 +2,7 @@
  * Cluster benchmark: one `abacus worker` process on the REAL broker and Cassandra of the test
  * environment (`npm run test-env -- up kafka cassandra`).
  *
- *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s]
+ *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N]
  *
  * 1. Saturation. N unique events (2 facets each, 3 granularities: 9 counters per event) are
  *    produced to a 6-partition input topic BEFORE the worker starts, so the worker never waits
@@ -12,7 +12,7 @@
  *    JavaScript thread. The worker both routes and counts, as it does in production.
  * 2. Latency. The same worker then gets a steady load of half the saturation rate for
  *    `--seconds`; every 200 ms one probe event with its own scope goes in the stream. Its
- *    latency is from just before its produce to the first time its counter row is readable
+ *    (`--rate N` sets another steady rate.) Its latency is from just before its produce to the first time its counter row is readable
  *    in Cassandra (polled every 20 ms). p50/p99 are over all probes.
  *
  * Prints the figures; nothing is asserted.
@@ -33,7 +33,7 @@ const KEYSPACE = 'abacus_bench';
 const PARTITIONS = 6;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' } } });
+  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' } } });
   const total = Number(values.events ?? 200_000);
   const seconds = Number(values.seconds ?? 30);
   const env = requireTestEnv();
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     await breakdown(worker);
 
     // --- 2. latency at half the saturation rate ---------------------------------------------
-    const target = Math.max(100, Math.round(rate / 2));
+    const target = values.rate !== undefined ? Number(values.rate) : Math.max(100, Math.round(rate / 2));
     const cassandra = new Client({ contactPoints: [env.cassandra], localDataCenter: 'datacenter1', keyspace: KEYSPACE });
     await cassandra.connect();
     const table = `${id.replace(/-/g, '_')}_counts`;
