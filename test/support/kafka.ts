@@ -71,11 +71,12 @@ export async function readTopic(broker: string, topic: string, enough: number | 
     let done: () => void = () => undefined;
     const finished = new Promise<void>((res) => (done = res));
     await consumer.run({
-      eachMessage: async ({ message }) => {
+      eachMessage: ({ message }) => {
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
         out.push({ value: message.value?.toString('utf8') ?? '', headers });
         if (isEnough(out)) done();
+        return Promise.resolve();
       },
     });
     const timer = setTimeout(done, timeoutMs);

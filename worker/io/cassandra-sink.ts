@@ -396,7 +396,7 @@ export class CassandraSink implements CountSink {
   private async forEachConcurrently<T>(items: readonly T[], op: string, idempotent: boolean, fn: (item: T) => Promise<unknown>): Promise<void> {
     const attempts = idempotent ? (this.opts.attempts ?? 3) : 1;
     let next = 0;
-    let failed: unknown;
+    let failed: Error | undefined;
     const lane = async (): Promise<void> => {
       while (failed === undefined && next < items.length) {
         const item = items[next++]!;
@@ -407,7 +407,7 @@ export class CassandraSink implements CountSink {
           } catch (err) {
             sinkMetrics.errors.inc({ op });
             if (attempt >= attempts || failed !== undefined) {
-              failed ??= err;
+              failed ??= err instanceof Error ? err : new Error(String(err));
               return;
             }
             await sleep(backoffMs(attempt, 100, 2000));

@@ -115,7 +115,7 @@ export class SupervisedConsumer {
 }
 
 /** Consumer retry settings: kafkajs retries requests, but never restarts the consumer itself (SupervisedConsumer does). */
-export const NO_RESTART_RETRY = { ...CLIENT_RETRY, restartOnFailure: async (): Promise<boolean> => false };
+export const NO_RESTART_RETRY = { ...CLIENT_RETRY, restartOnFailure: (): Promise<boolean> => Promise.resolve(false) };
 
 /** A kafkajs client for the job; `role` is appended to the client id (visible in broker logs and quotas). */
 export function createKafka(config: KafkaConfig, role: string, log: LogFn): Kafka {
@@ -152,7 +152,8 @@ function saslFromEnv(config: KafkaConfig): SASLOptions | undefined {
       'set both environment variables (from a Secret in Kubernetes) or remove kafka.saslMechanism',
     );
   }
-  return { mechanism: config.saslMechanism, username, password } as SASLOptions;
+  const options: SASLOptions = { mechanism: config.saslMechanism, username, password };
+  return options;
 }
 
 export interface TopicSpec {

@@ -86,7 +86,11 @@ export class KafkaRouter {
   }
 
   private async routeBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    const { batch } = payload;
+    const resolveOffset = (offset: string): void => payload.resolveOffset(offset);
+    const heartbeat = (): Promise<void> => payload.heartbeat();
+    const isRunning = (): boolean => payload.isRunning();
+    const isStale = (): boolean => payload.isStale();
     const { kafka, job, validate } = this.opts;
     const chunkSize = this.opts.chunkSize ?? 2000;
     for (let i = 0; i < batch.messages.length; i += chunkSize) {

@@ -113,7 +113,11 @@ export class KafkaKeyedSource implements Source {
       },
       async (consumer) => {
         await consumer.subscribe({ topics: [kafka.keyedTopic], fromBeginning: true });
-        await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => this.accept(payload) });
+        await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => {
+            this.accept(payload);
+            return Promise.resolve();
+          },
+        });
       },
       this.log,
     );
@@ -121,7 +125,7 @@ export class KafkaKeyedSource implements Source {
     this.log('info', 'keyed source started', { topic: kafka.keyedTopic, keyGroups: this.owned.size, resumed: this.expected.size });
   }
 
-  private async accept({ batch }: EachBatchPayload): Promise<void> {
+  private accept({ batch }: EachBatchPayload): void {
     const p = batch.partition;
     if (!this.owned.has(p)) return; // cannot happen with our assigner; never count a foreign group
     this.highWatermark.set(p, BigInt(batch.highWatermark));
@@ -248,10 +252,10 @@ export function ownedPartitionsAssigner(owned: readonly number[]): PartitionAssi
   return ({ cluster, logger }) => ({
     name: ASSIGNER_NAME,
     version: 1,
-    async assign({ members, topics }) {
+    assign({ members, topics }) {
       const taken = new Map<number, string>();
       const sorted = [...members].sort((a, b) => (a.memberId < b.memberId ? -1 : 1));
-      return sorted.map((member) => {
+      return Promise.resolve(sorted.map((member) => {
         const meta = AssignerProtocol.MemberMetadata.decode(member.memberMetadata);
         const claimed = meta?.userData !== undefined && meta.userData.length > 0 ? (JSON.parse(meta.userData.toString()) as number[]) : [];
         const assignment: Record<string, number[]> = {};
@@ -269,7 +273,7 @@ export function ownedPartitionsAssigner(owned: readonly number[]): PartitionAssi
           });
         }
         return { memberId: member.memberId, memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment, userData: Buffer.alloc(0) }) };
-      });
+      }));
     },
     protocol({ topics }) {
       return { name: ASSIGNER_NAME, metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData }) };

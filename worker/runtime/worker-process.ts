@@ -368,7 +368,7 @@ export async function runCountsFromCassandra(argv: string[], out: NodeJS.Writabl
     return 1;
   }
   let table = values.table ?? (values.job === undefined ? undefined : defaultTableName(values.job));
-  let level = values.level as 'account' | 'customer' | undefined;
+  let level: 'account' | 'customer' | undefined = values.level === 'account' || values.level === 'customer' ? values.level : undefined;
   try {
     const rs = await client.execute('SELECT table_name, comment FROM system_schema.tables WHERE keyspace_name = ?', [keyspace], { prepare: true });
     const tables = rs.rows.map((r) => ({ name: r.get('table_name') as string, meta: parseTableComment(r.get('comment') as string) }));
