@@ -113,7 +113,10 @@ export class KafkaKeyedSource implements Source {
       },
       async (consumer) => {
         await consumer.subscribe({ topics: [kafka.keyedTopic], fromBeginning: true });
-        await consumer.run({ autoCommit: false, partitionsConsumedConcurrently: 1, eachBatch: (payload) => {
+        await consumer.run({
+          autoCommit: false,
+          partitionsConsumedConcurrently: 1,
+          eachBatch: (payload) => {
             this.accept(payload);
             return Promise.resolve();
           },
