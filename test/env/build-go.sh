@@ -9,6 +9,17 @@ HELM_VERSION="${ABACUS_HELM_VERSION:-v3.20.2}"
 VERSITYGW_VERSION="${ABACUS_VERSITYGW_VERSION:-v1.8.0}"
 ETCD_VERSION="${ABACUS_ETCD_VERSION:-v3.6.4}"
 
+# Builds into the shared cache hold a per-artifact lock, so two checkouts (or
+# two CI jobs) building the same thing at once do not trip over each other.
+cache_locked() { # lockname function args...
+  mkdir -p "$ABACUS_CACHE_DIR/locks"
+  (
+    exec 8> "$ABACUS_CACHE_DIR/locks/$1.lock"
+    flock 8
+    "${@:2}"
+  )
+}
+
 go_env() {
   export GOPATH="$ABACUS_CACHE_DIR/go/path"
   export GOMODCACHE="$ABACUS_CACHE_DIR/go/mod"
@@ -21,7 +32,8 @@ go_env() {
 
 # kube-apiserver, kube-controller-manager and kubectl from k8s.io/kubernetes, via a
 # wrapper module that pins each k8s.io staging module to its published v0.X.Y.
-build_kube() {
+build_kube() { cache_locked kube _build_kube; }
+_build_kube() {
   local out="$ABACUS_CACHE_DIR/bin/kubernetes-$KUBE_VERSION"
   if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kubectl" ]]; then
     echo "$out"; return 0
@@ -93,7 +105,8 @@ go_install_cached() { # name module version [ldflags] [cache-key suffix] -> prin
 
 # etcd's server module replaces its sibling modules with local paths, so
 # `go install` refuses it; a wrapper module requiring it builds fine.
-build_etcd() {
+build_etcd() { cache_locked etcd _build_etcd; }
+_build_etcd() {
   local out="$ABACUS_CACHE_DIR/bin/etcd-$ETCD_VERSION"
   if [[ -x "$out/etcd" ]]; then echo "$out"; return 0; fi
   go_env
@@ -115,14 +128,16 @@ build_etcd() {
 
 # helm's default Kubernetes version (what `helm template` renders for without a
 # cluster) is 1.20 unless set at link time: make it the control plane's.
-build_helm() {
+build_helm() { cache_locked helm _build_helm; }
+_build_helm() {
   local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   go_install_cached helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
     "-kube$KUBE_VERSION"
 }
 
-build_versitygw() {
+build_versitygw() { cache_locked versitygw _build_versitygw; }
+_build_versitygw() {
   go_install_cached versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
 }
 

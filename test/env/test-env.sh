@@ -168,7 +168,8 @@ apt_ensure() { # pkg...
   local sudo=()
   [[ $(id -u) == 0 ]] || sudo=(sudo)
   mkdir -p "$CACHE/apt/archives/partial"
-  local aptopts=(-o "Dir::Cache::archives=$CACHE/apt/archives" -y -q --no-install-recommends)
+  local aptopts=(-o "Dir::Cache::archives=$CACHE/apt/archives" -o DPkg::Lock::Timeout=600
+    -y -q --no-install-recommends)
   # Packages must not start their own daemons (no systemd here anyway).
   local added_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -177,7 +178,7 @@ apt_ensure() { # pkg...
     added_policy=1
   fi
   if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install "${aptopts[@]}" "${missing[@]}" >&2; then
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -q -o DPkg::Lock::Timeout=600 >&2
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install "${aptopts[@]}" "${missing[@]}" >&2
   fi
   if ((added_policy)); then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
@@ -196,7 +197,8 @@ ensure_go() {
 }
 
 # Resolves a Maven runtime into $CACHE/<name>/lib (once).
-maven_lib() { # name pomdir
+maven_lib() { cache_locked "maven-$1" _maven_lib "$@"; }
+_maven_lib() { # name pomdir
   local lib="$CACHE/$1/lib"
   if [[ -f "$lib/.complete" ]]; then echo "$lib"; return; fi
   ensure_java
