@@ -230,8 +230,7 @@ void test('kube: CRD schema + CEL + status subresource, RBAC, watch, StatefulSet
   assert.ok(existsSync(kubectl), `${kubectl} missing`);
   assert.ok(existsSync(helm), `${helm} missing`);
 
-  // The project's own REST client (operator/k8s/client.ts): @kubernetes/client-node 2.x
-  // cannot be loaded on Node 20, so only its model types are used here.
+  // Through operator/k8s/client.ts, the operator's layer over @kubernetes/client-node 1.4.
   const kube = new KubeClient(loadKubeconfig(kubeconfig));
   const ns = `env-smoke-${runId}`;
   const crdPath = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`;
