@@ -178,7 +178,7 @@ export function resolveJobConfig(raw: Raw): JobConfig {
     },
     metricsPort: integer(metrics.port ?? DEFAULTS.metricsPort, 'metrics.port', 0, 65535),
     kafka: raw.kafka === undefined ? undefined : resolveKafka(section(raw.kafka, 'kafka'), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
-    cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra')),
+    cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra'), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
   };
 }
 
@@ -224,14 +224,23 @@ function resolveKafka(raw: Raw, jobName: string): KafkaConfig {
   };
 }
 
-function resolveCassandra(raw: Raw): CassandraConfig {
+/**
+ * A job's own table unless one is named, so that jobs sharing a keyspace never share a table:
+ * the job name made a CQL identifier, plus `_counts`.
+ */
+export function defaultTableName(job: string): string {
+  const base = job.toLowerCase().replace(/[^a-z0-9_]/g, '_').replace(/^[^a-z]+/, '');
+  return `${(base === '' ? 'abacus' : base).slice(0, 40)}_counts`;
+}
+
+function resolveCassandra(raw: Raw, jobName: string): CassandraConfig {
   const contactPoints = stringList(raw.contactPoints, 'cassandra.contactPoints');
   if (contactPoints.length === 0) throw new ConfigError('cassandra.contactPoints', 'is empty', 'list at least one host:port');
   return {
     contactPoints,
     localDataCenter: nonEmptyString(raw.localDataCenter ?? 'datacenter1', 'cassandra.localDataCenter'),
     keyspace: identifier(raw.keyspace ?? 'abacus', 'cassandra.keyspace'),
-    table: identifier(raw.table ?? 'counts', 'cassandra.table'),
+    table: identifier(raw.table ?? defaultTableName(jobName), 'cassandra.table'),
     consistency: oneOf(raw.consistency ?? 'LOCAL_QUORUM', ['ONE', 'LOCAL_ONE', 'QUORUM', 'LOCAL_QUORUM', 'ALL'] as const, 'cassandra.consistency'),
     mode: oneOf(raw.mode ?? 'final', ['final', 'delta'] as const, 'cassandra.mode'),
     createSchema: bool(raw.createSchema ?? false, 'cassandra.createSchema'),

@@ -54,6 +54,8 @@ test('names derive from the job name; granularities keep a canonical order', () 
   assert.deepEqual(c.granularities, ['hour', 'month']);
   assert.equal(c.kafka?.keyedTopic, 'opens-keyed');
   assert.equal(c.kafka?.deadLetterTopic, 'opens-dead-letter');
+  const withSink = resolveJobConfig({ name: 'Email-Opens', cassandra: { contactPoints: ['c:9042'] } });
+  assert.equal(withSink.cassandra?.table, 'email_opens_counts', 'each job its own table unless one is named');
 });
 
 test('the state fingerprint covers what changes the meaning of state, not tuning', () => {

@@ -75,10 +75,6 @@ export function parseTableComment(comment: string | null | undefined): { job: st
 }
 
 /** The default table of a job: its name made a CQL identifier, plus `_counts`. */
-export function defaultTableName(job: string): string {
-  const base = job.toLowerCase().replace(/[^a-z0-9_]/g, '_').replace(/^[^a-z]+/, '');
-  return `${(base === '' ? 'abacus' : base).slice(0, 40)}_counts`;
-}
 
 /** Connects a client, retrying with backoff while Cassandra is unreachable, until `signal` aborts. */
 export async function connectCassandra(config: CassandraConfig, log: LogFn, signal?: AbortSignal, keyspace?: string): Promise<Client> {

@@ -65,7 +65,7 @@ export const metrics = {
   }),
   sinkWriteRetries: new Counter({
     name: 'abacus_sink_write_retries_total',
-    help: 'Failed sink writes that were retried after backoff, in attempts.',
+    help: 'Failed sink calls (writes and hydration reads) that were retried after backoff, in attempts.',
     registers: [registry],
   }),
 };

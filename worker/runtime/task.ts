@@ -231,7 +231,8 @@ export class CountTask {
     const keys = deltas.map(([key]) => key);
     await this.cache.load(keys);
     const missing = keys.filter((k) => this.cache.get(k) === null);
-    const hydrated: Map<string, CounterValue> = missing.length === 0 ? new Map<string, CounterValue>() : await this.options.sink.read(missing.map(counterOfKey));
+    const hydrated: Map<string, CounterValue> =
+      missing.length === 0 ? new Map<string, CounterValue>() : await this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing.map(counterOfKey)));
     const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const [key, delta] of deltas) {
@@ -244,19 +245,28 @@ export class CountTask {
     return { keys, rows };
   }
 
-  /** Writes rows to the sink, retrying with capped exponential backoff until it succeeds or the task is aborted hard. */
+  /** Writes rows to the sink, retrying until it succeeds (see withSinkRetry). */
   private async writeSink(rows: CounterRow[]): Promise<void> {
     if (rows.length === 0) return;
+    await this.withSinkRetry(`write ${rows.length} rows`, () => this.options.sink.write(rows));
+  }
+
+  /**
+   * Runs a sink call until it succeeds, with capped exponential backoff. While it fails the
+   * source is paused and the loop does not poll: that is the backpressure, and nothing is
+   * dropped — the window's changes wait in memory, uncommitted or committed-with-outbox.
+   */
+  private async withSinkRetry<T>(what: string, call: () => Promise<T>): Promise<T> {
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.options.sink.write(rows);
+        const result = await call();
         if (attempt > 1) this.options.source.resume?.();
-        return;
+        return result;
       } catch (err) {
         if (attempt === 1) this.options.source.pause?.();
         metrics.sinkWriteRetries.inc();
-        this.options.log?.(`sink write failed (attempt ${attempt}, ${rows.length} rows): ${(err as Error).message}; retrying in ${delay} ms`);
+        this.options.log?.(`sink ${what} failed (attempt ${attempt}): ${(err as Error).message}; retrying in ${delay} ms`);
         await sleep(delay);
         delay = Math.min(delay * 2, 10_000);
       }

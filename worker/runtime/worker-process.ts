@@ -2,14 +2,13 @@ import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import { keyGroupsOfOrdinal, parseAssignment } from '../../common/assignment';
 import { AbacusError, ConfigError } from '../../common/errors';
 import { rangeForWorker, keyGroupsIn, routingKey } from '../../common/keygroups';
-import { JobConfig, loadJobConfig } from '../config';
+import { defaultTableName, JobConfig, loadJobConfig } from '../config';
 import { parseEvent } from '../engine/event';
 import { formatBucket } from '../engine/time';
-import { CassandraSink, connectCassandra, defaultTableName, parseTableComment } from '../io/cassandra-sink';
+import { CassandraSink, connectCassandra, parseTableComment } from '../io/cassandra-sink';
 import { createKafka, ensureTopics, LogFn, sleep, stderrLog, backoffMs } from '../io/kafka-client';
 import { KafkaDeadLetterSink } from '../io/kafka-dead-letter';
 import { KafkaRouter, RouteValidator } from '../io/kafka-router';
@@ -84,13 +83,9 @@ export function workerSettings(argv: string[]): WorkerSettings {
   if (Object.keys(kafka).length > 0) overrides.kafka = kafka;
   if (Object.keys(cassandra).length > 0) overrides.cassandra = cassandra;
 
-  let config = loadJobConfig(values.config, overrides);
+  const config = loadJobConfig(values.config, overrides);
   if (config.kafka === undefined) throw new ConfigError('kafka', 'is missing', 'a cluster worker reads Kafka: set kafka.brokers and kafka.topic in the job file, or pass --brokers and --topic');
   if (config.cassandra === undefined) throw new ConfigError('cassandra', 'is missing', 'a cluster worker writes Cassandra: set cassandra.contactPoints in the job file, or pass --cassandra HOST:PORT');
-  // Isolation: unless a table is named, each job gets its own (derived from the job name).
-  if (values.table === undefined && !fileSetsTable(values.config)) {
-    config = loadJobConfig(values.config, { ...overrides, cassandra: { ...cassandra, table: defaultTableName(config.name) } });
-  }
 
   const ordinal = intFlag(values.ordinal, '--ordinal', 0);
   let keyGroups: number[];
@@ -272,12 +267,6 @@ async function retryUntil<T>(what: string, signal: AbortSignal, log: LogFn, fn: 
       await sleep(wait, signal);
     }
   }
-}
-
-function fileSetsTable(path: string | undefined): boolean {
-  if (path === undefined) return false;
-  const doc = parseYaml(readFileSync(path, 'utf8')) as { cassandra?: { table?: unknown } } | null;
-  return doc?.cassandra?.table !== undefined;
 }
 
 /** Remote endpoints of open sockets (diagnostics only; uses Node's undocumented handle list). */
