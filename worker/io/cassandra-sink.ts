@@ -290,19 +290,9 @@ export class CassandraSink implements CountSink {
       const unique = [...new Set(s.buckets)];
       for (let i = 0; i < unique.length; i += 100) queries.push({ key: s.key, buckets: unique.slice(i, i + 100) });
     }
-    // Hydration has no caller-side retry: while Cassandra is unavailable, keep trying (the
-    // task is blocked meanwhile, its source buffer fills and fetching pauses), until closed.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.readSeries(queries, out);
-        break;
-      } catch (err) {
-        if (this.closed) throw err;
-        const wait = backoffMs(attempt, 200, 10_000);
-        this.log('warn', 'hydration read failed; retrying', { attempt, waitMs: wait, error: (err as Error).message });
-        await sleep(wait);
-      }
-    }
+    // One attempt: the count task retries the whole read with backoff and pauses its source
+    // meanwhile (CountTask.withSinkRetry), as it does for writes.
+    await this.readSeries(queries, out);
     sinkMetrics.hydrationReads.inc({ result: 'found' }, out.size);
     sinkMetrics.hydrationReads.inc({ result: 'absent' }, keys.length - out.size);
     return out;
