@@ -29,6 +29,8 @@ const env = requireTestEnv();
 const { kubeconfig } = kubeEnv();
 const run = `e2e${Date.now().toString(36)}`;
 const topic = `${run}-events`;
+/** Unique per run: the job name also names the keyed topic and consumer groups, which outlive a job on a shared broker. */
+const job = `opens-${run}`;
 const keyspace = `ks_${run}`;
 const work = tempDir('abacus-e2e-');
 const namespace = createNamespace('e2e');
@@ -47,7 +49,7 @@ after(async () => {
 test('an applied AbacusJob, reconciled by the operator, counts exactly with the published config and assignment', async () => {
   installCrd();
   const manifest = example('account-level.yaml', namespace, (doc: ExampleJob) => {
-    doc.metadata.name = 'opens';
+    doc.metadata.name = job;
     doc.spec.replicas = 2;
     doc.spec.keyGroups = 8;
     doc.spec.source.kafka = { brokers: [env.kafka], topic };
@@ -60,8 +62,8 @@ test('an applied AbacusJob, reconciled by the operator, counts exactly with the 
   assert.equal(applied.code, 0, applied.stderr);
 
   // What the operator publishes for the pods.
-  const config = await waitFor('job ConfigMap', () => getJson<{ data: Record<string, string> }>(['get', 'configmap', 'opens-config', '-n', namespace])?.data, 60_000);
-  const assignment = await waitFor('assignment ConfigMap', () => getJson<{ data: Record<string, string> }>(['get', 'configmap', 'opens-assignment', '-n', namespace])?.data, 60_000);
+  const config = await waitFor('job ConfigMap', () => getJson<{ data: Record<string, string> }>(['get', 'configmap', `${job}-config`, '-n', namespace])?.data, 60_000);
+  const assignment = await waitFor('assignment ConfigMap', () => getJson<{ data: Record<string, string> }>(['get', 'configmap', `${job}-assignment`, '-n', namespace])?.data, 60_000);
   const jobYaml = Object.values(config)[0]!;
   const assignmentJson = assignment['assignment.json']!;
   assert.match(jobYaml, new RegExp(`topic: ${topic}`));
@@ -77,7 +79,7 @@ test('an applied AbacusJob, reconciled by the operator, counts exactly with the 
   const produced = await produce(env.kafka, topic, values, { partitions: 4, seed: 2026 });
 
   for (const ordinal of [0, 1]) {
-    const w = new WorkerProcess(`opens-${ordinal}`, [
+    const w = new WorkerProcess(`${job}-${ordinal}`, [
       '--config', join(work, 'etc', 'job.yaml'),
       '--assignment', join(work, 'etc', 'assignment.json'),
       '--ordinal', String(ordinal),
@@ -101,7 +103,7 @@ test('an applied AbacusJob, reconciled by the operator, counts exactly with the 
   assert.deepEqual(got, expected.rows);
 
   // The job's status shows what the operator manages.
-  const job = getJson<{ status: { replicas: number; conditions: Array<{ type: string }> } }>(['get', 'abacusjob', 'opens', '-n', namespace]);
-  assert.equal(job?.status.replicas, 2);
-  assert.ok(job?.status.conditions.some((c) => c.type === 'Ready'));
+  const applied2 = getJson<{ status: { replicas: number; conditions: Array<{ type: string }> } }>(['get', 'abacusjob', job, '-n', namespace]);
+  assert.equal(applied2?.status.replicas, 2);
+  assert.ok(applied2?.status.conditions.some((c) => c.type === 'Ready'));
 });
