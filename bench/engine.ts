@@ -78,7 +78,7 @@ async function main(): Promise<void> {
   });
   const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
   const cpu = cpuSeconds(process.cpuUsage(cpu0));
-  const stateApprox = await task.stateSize();
+  const stateApprox = task.stateSize();
   const cacheStats = task.cacheStats;
   await task.close();
   await countSink.close();
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   console.log(`cpu ${cpu.toFixed(1)} s (user+sys, all threads incl. RocksDB) → ${rate(result.read / cpu)} per core (generator included)`);
   console.log(`engine alone: ${rate(result.read / engineCpu)} per core (generator's ${(genCpuPerRecord * result.read).toFixed(1)} s subtracted)`);
   console.log(`peak RSS ${bytes(process.resourceUsage().maxRSS * 1024)}`);
-  console.log(`state on disk ${bytes(du(localPaths(dataDir).state))} (RocksDB estimate ${bytes(stateApprox)}), sink ${bytes(du(localPaths(dataDir).sink))}`);
+  console.log(`state on disk ${bytes(du(localPaths(dataDir).state))} (files when the task closed: ${bytes(stateApprox)}), sink ${bytes(du(localPaths(dataDir).sink))}`);
   console.log(`state reads: ${int(cacheStats.cacheHits)} cache hits, ${int(cacheStats.filteredReads)} ruled out by the Bloom filter, ${int(cacheStats.storeReads)} from RocksDB`);
   if (!values.keep && values['data-dir'] === undefined) rmSync(dataDir, { recursive: true, force: true });
 }

@@ -53,7 +53,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
     });
     try {
       const progress = await task.run();
-      return { ...progress, stateBytes: await task.stateSize(), deadLetterPath: paths.deadLetter };
+      return { ...progress, stateBytes: task.stateSize(), deadLetterPath: paths.deadLetter };
     } finally {
       await task.close();
     }

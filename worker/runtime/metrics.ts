@@ -49,7 +49,7 @@ export const metrics = {
   }),
   stateSizeBytes: new Gauge({
     name: 'abacus_state_size_bytes',
-    help: 'Approximate size of the RocksDB state on disk, in bytes.',
+    help: 'Size of the RocksDB state files on disk (SST, write-ahead log, manifest), in bytes.',
     registers: [registry],
   }),
   inputLagSeconds: new Gauge({

@@ -222,7 +222,7 @@ export class CountTask {
     await this.writeSink(rows);
     this.progress.rowsWritten += rows.length;
     timer();
-    await this.updateGauges();
+    this.updateGauges();
   }
 
   /** New totals for every counter the window touched: local value, or hydrated value, plus delta. */
@@ -292,16 +292,16 @@ export class CountTask {
     await this.store.write([], [OUTBOX_KEY], true);
   }
 
-  private async updateGauges(): Promise<void> {
+  private updateGauges(): void {
     const now = this.clock();
     if (now - this.lastSizeUpdate < 10_000) return;
     this.lastSizeUpdate = now;
-    metrics.stateSizeBytes.set(await this.store.approximateSize());
+    metrics.stateSizeBytes.set(this.store.diskSize());
   }
 
-  /** Bytes RocksDB estimates for the state on disk. */
-  stateSize(): Promise<number> {
-    return this.store.approximateSize();
+  /** Bytes the state takes on disk. */
+  stateSize(): number {
+    return this.store.diskSize();
   }
 
   get cacheStats(): StateCache['stats'] {

@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import rocksdb from 'rocksdb';
 import { AbacusError } from '../../common/errors';
 import type { RocksDbTuning } from '../config';
@@ -119,6 +120,19 @@ export class RocksStore {
   /** Deletes every entry in [gte, lt). */
   clearRange(range: KeyRange): Promise<void> {
     return call<void>((cb) => this.db.clear({ gte: range.gte, lt: range.lt }, cb));
+  }
+
+  /** Bytes the store's files take on disk (SST, WAL, manifest), which unlike approximateSize() also counts data still only in the write-ahead log. */
+  diskSize(): number {
+    let total = 0;
+    for (const name of readdirSync(this.location)) {
+      try {
+        total += statSync(join(this.location, name)).size;
+      } catch {
+        // a file removed by a compaction between listing and stat
+      }
+    }
+    return total;
   }
 
   /** RocksDB's estimate of the on-disk size of all keys, in bytes. */
