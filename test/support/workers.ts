@@ -1,5 +1,5 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync, WriteStream } from 'node:fs';
+import { createWriteStream, WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './env';
 
@@ -9,11 +9,9 @@ import { REPO_ROOT } from './env';
  * `metrics.port: 0`), and stop (SIGTERM, graceful) / kill (SIGKILL, a crash).
  */
 
-/** bin/abacus.js once the CLI registers `worker`; until then a shim calling runWorkerCommand directly. */
+/** The CLI as users run it. */
 function entry(): string[] {
-  const cli = join(REPO_ROOT, 'dist', 'worker', 'cli', 'main.js');
-  if (existsSync(cli) && /runWorkerCommand/.test(readFileSync(cli, 'utf8'))) return [join(REPO_ROOT, 'bin', 'abacus.js'), 'worker'];
-  return [join(REPO_ROOT, 'dist', 'test', 'support', 'worker-main.js'), 'worker'];
+  return [join(REPO_ROOT, 'bin', 'abacus.js'), 'worker'];
 }
 
 export class WorkerProcess {
