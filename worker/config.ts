@@ -154,11 +154,11 @@ export function resolveJobConfig(raw: Raw): JobConfig {
   const keyGroups = integer(raw.keyGroups ?? DEFAULTS.keyGroups, 'keyGroups', 1, MAX_KEY_GROUPS);
   const granularities = resolveGranularities(raw.granularities);
   const facets = resolveFacets(raw.facets);
-  const dedup = section(raw.dedup, 'dedup');
-  const uniques = section(raw.uniques, 'uniques');
-  const state = section(raw.state, 'state');
-  const rocks = section(raw.rocksdb, 'rocksdb');
-  const metrics = section(raw.metrics, 'metrics');
+  const dedup = section(raw.dedup, 'dedup', ['retention']);
+  const uniques = section(raw.uniques, 'uniques', ['retention']);
+  const state = section(raw.state, 'state', ['cacheEntries']);
+  const rocks = section(raw.rocksdb, 'rocksdb', ['blockCacheSize', 'writeBufferSize', 'blockSize', 'maxOpenFiles']);
+  const metrics = section(raw.metrics, 'metrics', ['port']);
   return {
     name: nonEmptyString(raw.name ?? DEFAULTS.name, 'name'),
     level,
@@ -177,8 +177,8 @@ export function resolveJobConfig(raw: Raw): JobConfig {
       maxOpenFiles: integer(rocks.maxOpenFiles ?? DEFAULTS.maxOpenFiles, 'rocksdb.maxOpenFiles', -1, 1e6),
     },
     metricsPort: integer(metrics.port ?? DEFAULTS.metricsPort, 'metrics.port', 0, 65535),
-    kafka: raw.kafka === undefined ? undefined : resolveKafka(section(raw.kafka, 'kafka'), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
-    cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra'), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
+    kafka: raw.kafka === undefined ? undefined : resolveKafka(section(raw.kafka, 'kafka', ['brokers', 'topic', 'keyedTopic', 'deadLetterTopic', 'inputKeyed', 'clientId', 'tls', 'saslMechanism']), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
+    cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra', ['contactPoints', 'localDataCenter', 'keyspace', 'table', 'consistency', 'mode', 'createSchema', 'replicationFactor']), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
   };
 }
 
@@ -194,7 +194,7 @@ function resolveGranularities(value: unknown): Granularity[] {
 const RESERVED_FIELDS = ['company_id', 'statistic_id', 'customer_id', 'timestamp', 'event_id'];
 
 function resolveFacets(value: unknown): FacetSelection {
-  const facets = section(value, 'facets');
+  const facets = section(value, 'facets', ['include', 'exclude']);
   const include = facets.include === undefined ? undefined : stringList(facets.include, 'facets.include');
   const exclude = facets.exclude === undefined ? [] : stringList(facets.exclude, 'facets.exclude');
   if (include !== undefined && facets.exclude !== undefined) {
@@ -250,9 +250,12 @@ function resolveCassandra(raw: Raw, jobName: string): CassandraConfig {
 
 // --- small typed readers; each names its field in the error -------------------------------
 
-function section(value: unknown, field: string): Raw {
+function section(value: unknown, field: string, known: readonly string[]): Raw {
   if (value === undefined || value === null) return {};
   if (!isRecord(value)) throw new ConfigError(field, 'must be a mapping', `write it as nested \`key: value\` lines under ${field}:`);
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) throw new ConfigError(`${field}.${key}`, 'is not a known setting', `remove it or check its spelling; known settings under ${field}: ${known.join(', ')}`);
+  }
   return value;
 }
 

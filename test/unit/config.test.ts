@@ -45,6 +45,8 @@ test('every error names the field and the fix', () => {
     [{ kafka: { brokers: ['b:9092'] } }, /kafka\.topic: is missing/],
     [{ cassandra: { contactPoints: ['c'], keyspace: 'bad-name' } }, /cassandra\.keyspace: "bad-name" is not a valid CQL identifier/],
     [{ windwo: '1s' }, /windwo: is not a known setting/],
+    [{ dedup: { retension: '7d' } }, /dedup\.retension: is not a known setting — remove it or check its spelling; known settings under dedup: retention/],
+    [{ cassandra: { contactPoints: ['c'], tabel: 't' } }, /cassandra\.tabel: is not a known setting/],
   ];
   for (const [raw, message] of cases) assert.throws(() => resolveJobConfig(raw), message, JSON.stringify(raw));
 });
