@@ -33,6 +33,16 @@ after(async () => {
 const job = () => getJson(['get', 'abacusjob', 'accounts', '-n', ns])!;
 const cond = (j: any, type: string) => j.status?.conditions?.find((c: any) => c.type === type);
 
+/** Everything the operator creates for the `accounts` example. */
+const OWNED = [
+  ['statefulset', 'accounts'],
+  ['service', 'accounts-workers'],
+  ['service', 'accounts-metrics'],
+  ['configmap', 'accounts-config'],
+  ['configmap', 'accounts-assignment'],
+  ['poddisruptionbudget', 'accounts'],
+] as const;
+
 test('applying the account example creates the StatefulSet and its companions', async () => {
   const t0 = Date.now();
   k(['apply', '-f', '-'], example('account-level.yaml', ns));
@@ -42,14 +52,7 @@ test('applying the account example creates the StatefulSet and its companions', 
   assert.equal(sts.spec.replicas, 3);
   assert.equal(sts.spec.serviceName, 'accounts-workers');
   const uid = job().metadata.uid;
-  for (const [kind, name] of [
-    ['statefulset', 'accounts'],
-    ['service', 'accounts-workers'],
-    ['service', 'accounts-metrics'],
-    ['configmap', 'accounts-config'],
-    ['configmap', 'accounts-assignment'],
-    ['poddisruptionbudget', 'accounts'],
-  ] as const) {
+  for (const [kind, name] of OWNED) {
     const o = await waitFor(`${kind}/${name}`, () => getJson([`get`, kind, name, '-n', ns, '--show-managed-fields']));
     assert.deepEqual(
       o.metadata.ownerReferences.map((r: any) => [r.kind, r.name, r.uid, r.controller]),
@@ -153,14 +156,7 @@ test('the operator exposes its metrics', async () => {
 
 test('deleting the AbacusJob removes what it owns (garbage collector)', async () => {
   k(['delete', 'abacusjob', 'accounts', '-n', ns, '--wait=true']);
-  for (const [kind, name] of [
-    ['statefulset', 'accounts'],
-    ['service', 'accounts-workers'],
-    ['service', 'accounts-metrics'],
-    ['configmap', 'accounts-config'],
-    ['configmap', 'accounts-assignment'],
-    ['poddisruptionbudget', 'accounts'],
-  ] as const) {
+  for (const [kind, name] of OWNED) {
     await waitFor(`${kind}/${name} deleted`, () => getJson(['get', kind, name, '-n', ns]) === undefined, 60_000, 500);
   }
 });

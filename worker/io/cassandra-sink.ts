@@ -4,7 +4,7 @@ import { ConfigError } from '../../common/errors';
 import type { CassandraConfig, Level } from '../config';
 import type { SeriesPoint, SeriesQuery } from '../runtime/http';
 import { registry } from '../runtime/metrics';
-import { counterId } from './counter-id';
+import { counterId, idOf } from './counter-id';
 import type { CounterKey, CounterRow, CounterValue, CountSink, Granularity } from './types';
 import { backoffMs, LogFn, sleep, stderrLog } from './kafka-client';
 
@@ -256,11 +256,11 @@ export class CassandraSink implements CountSink {
    * never lose one. The final table stays exact and is what hydration reads.
    */
   private async writeDeltas(rows: readonly CounterRow[]): Promise<void> {
-    const unknown = rows.filter((r) => !this.lastTotals.has(counterId(r)));
+    const unknown = rows.filter((r) => !this.lastTotals.has(idOf(r)));
     const previous = unknown.length > 0 ? await this.read(unknown) : new Map<string, CounterValue>();
     const update = `UPDATE ${this.ks}.${this.deltaTable} SET count = count + ?, uniques = uniques + ? WHERE scope = ? AND statistic_id = ? AND granularity = ? AND facet = ? AND value = ? AND bucket = ?`;
     await this.forEachConcurrently(rows, 'delta', false, (r) => {
-      const id = counterId(r);
+      const id = idOf(r);
       const before = this.lastTotals.get(id) ?? previous.get(id) ?? { count: 0, uniques: 0 };
       const dc = r.count - before.count;
       const du = (r.uniques ?? 0) - (before.uniques ?? 0);
@@ -271,7 +271,7 @@ export class CassandraSink implements CountSink {
 
   private rememberTotals(r: CounterRow): void {
     if (this.lastTotals.size >= 1_000_000) this.lastTotals.clear(); // bounded: fall back to reads
-    this.lastTotals.set(counterId(r), r.uniques === undefined ? { count: r.count } : { count: r.count, uniques: r.uniques });
+    this.lastTotals.set(idOf(r), r.uniques === undefined ? { count: r.count } : { count: r.count, uniques: r.uniques });
   }
 
   /** Hydration: one `bucket IN (...)` read per series (at most 100 buckets each), concurrently. */

@@ -34,6 +34,11 @@ export function counterId(key: CounterKey): string {
   return counterStem(key.scope, key.statisticId, key.granularity, key.bucket) + facetToken(key.facet, key.value);
 }
 
+/** A row's counter id: the one it carries, else encoded from its fields. */
+export function idOf(row: CounterKey & { readonly id?: string }): string {
+  return row.id ?? counterId(row);
+}
+
 /** Inverse of counterId. Throws on text that counterId cannot have produced. */
 export function parseCounterId(id: string): CounterKey {
   let pos = 0;

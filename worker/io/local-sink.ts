@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { AbacusError } from '../../common/errors';
 import type { RocksDbTuning } from '../config';
 import { RocksStore } from '../state/rocks';
-import { counterId, parseCounterId } from './counter-id';
+import { counterId, idOf, parseCounterId } from './counter-id';
 import type { CountSink, CounterKey, CounterRow, CounterValue } from './types';
 
 /** Sink metadata; `~` sorts after every counter id (they start with a digit). */
@@ -43,7 +43,7 @@ export class LocalSink implements CountSink {
 
   async write(rows: readonly CounterRow[]): Promise<void> {
     await this.store.write(
-      rows.map((r) => [counterId(r), `${r.count},${r.uniques ?? 0}`] as const),
+      rows.map((r) => [idOf(r), `${r.count},${r.uniques ?? 0}`] as const),
       [],
       true,
     );

@@ -66,7 +66,10 @@ export interface CounterValue {
   readonly uniques?: number;
 }
 
-export interface CounterRow extends CounterKey, CounterValue {}
+export interface CounterRow extends CounterKey, CounterValue {
+  /** counterId() of this row when its producer already has it, so sinks need not encode it again (see idOf). */
+  readonly id?: string;
+}
 
 /**
  * Where final counts go. Writes set a counter's totals (idempotent), so writing the same

@@ -6,6 +6,7 @@ import { parseEvent, type ParseOptions } from '../engine/event';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
+import { parseCounterId } from '../io/counter-id';
 import { counterIdOfKey, counterOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
@@ -233,16 +234,22 @@ export class CountTask {
     const missing = keys.filter((k) => this.cache.get(k) === null);
     const hydrated: Map<string, CounterValue> =
       missing.length === 0 ? new Map<string, CounterValue>() : await this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing.map(counterOfKey)));
-    const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const [key, delta] of deltas) {
       const local = this.cache.get(key);
       const base = local !== null ? decodeCounter(local) : (hydrated.get(counterIdOfKey(key)) ?? { count: 0, uniques: 0 });
       const total: CounterRecord = { count: base.count + delta.count, uniques: (base.uniques ?? 0) + delta.uniques };
       this.cache.set(key, encodeCounter(total));
-      rows.push(account ? { ...counterOfKey(key), count: total.count, uniques: total.uniques } : { ...counterOfKey(key), count: total.count });
+      rows.push(this.rowOf(key, total));
     }
     return { keys, rows };
+  }
+
+  /** The sink row of a counter state key and its total (uniques at account level only). */
+  private rowOf(stateKey: string, total: CounterRecord): CounterRow {
+    const id = counterIdOfKey(stateKey);
+    const key = parseCounterId(id);
+    return this.settings.level === 'account' ? { ...key, id, count: total.count, uniques: total.uniques } : { ...key, id, count: total.count };
   }
 
   /** Writes rows to the sink, retrying until it succeeds (see withSinkRetry). */
@@ -279,13 +286,11 @@ export class CountTask {
     if (text === undefined) return;
     const keys = JSON.parse(text) as string[];
     await this.cache.load(keys);
-    const account = this.settings.level === 'account';
     const rows: CounterRow[] = [];
     for (const key of keys) {
       const text = this.cache.get(key);
       if (text === null) continue;
-      const value = decodeCounter(text);
-      rows.push(account ? { ...counterOfKey(key), count: value.count, uniques: value.uniques } : { ...counterOfKey(key), count: value.count });
+      rows.push(this.rowOf(key, decodeCounter(text)));
     }
     this.options.log?.(`re-sending ${rows.length} counter totals of the last commit to the sink (the previous run stopped before the sink confirmed them)`);
     await this.writeSink(rows);
