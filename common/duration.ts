@@ -21,7 +21,9 @@ export function parseDuration(text: string, field: string): number {
   if (!match) {
     throw new ConfigError(field, `"${text}" is not a duration`, 'write a number and a unit, e.g. 500ms, 2s, 5m, 1h or 7d');
   }
-  return Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2]!]!);
+  const ms = Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2]!]!);
+  if (!Number.isSafeInteger(ms)) throw new ConfigError(field, `"${text}" is too long to be exact`, 'write a duration under 285,000 years');
+  return ms;
 }
 
 const SIZE_UNITS: Readonly<Record<string, number>> = {
@@ -43,12 +45,14 @@ const SIZE_UNITS: Readonly<Record<string, number>> = {
 
 /** Parses a byte size such as `64Mi` or `1048576`. */
 export function parseSize(text: string | number, field: string): number {
-  if (typeof text === 'number' && Number.isInteger(text) && text >= 0) return text;
+  if (typeof text === 'number' && Number.isSafeInteger(text) && text >= 0) return text;
   const match = /^([0-9]+)(Ki|Mi|Gi|Ti|KB|MB|GB|TB|k|K|M|G|T)?$/.exec(String(text).trim());
   if (!match) {
     throw new ConfigError(field, `"${text}" is not a size`, 'write bytes as a number, or with a unit, e.g. 64Mi or 1Gi');
   }
-  return Number(match[1]) * SIZE_UNITS[match[2] ?? '']!;
+  const bytes = Number(match[1]) * SIZE_UNITS[match[2] ?? '']!;
+  if (!Number.isSafeInteger(bytes)) throw new ConfigError(field, `"${text}" is too large to be exact`, 'write a size under 8Pi');
+  return bytes;
 }
 
 /** Formats milliseconds back into the shortest exact duration text. */

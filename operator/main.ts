@@ -1,8 +1,10 @@
+import { eventLoopLiveness } from '../common/metrics';
 import { createServer, type Server } from 'node:http';
+import { listen } from '../common/listen';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { log } from './log';
-import { KubeClient, loadConfig } from './k8s/client';
+import { KubeClient, loadConfig } from '../common/kube-client';
 import { Controller } from './k8s/controller';
 import { LeaderElector } from './k8s/lease';
 import { createOperatorMetrics, type OperatorMetrics } from './k8s/metrics';
@@ -112,8 +114,9 @@ function addressPort(server: Server): number {
   return typeof a === 'object' && a !== null ? a.port : 0;
 }
 
-/** /metrics, /healthz (process up) and /readyz (this replica is the leader or a healthy standby). */
+/** /metrics, /healthz (the event loop runs) and /readyz (this replica is the leader or a healthy standby). */
 function serve(metrics: OperatorMetrics, port: number, leading: () => boolean): Promise<Server> {
+  const live = eventLoopLiveness();
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith('/metrics')) {
@@ -127,6 +130,9 @@ function serve(metrics: OperatorMetrics, port: number, leading: () => boolean): 
           res.writeHead(500);
           res.end(String(err));
         });
+    } else if (url.startsWith('/healthz') && !live()) {
+      res.writeHead(503, { 'Content-Type': 'text/plain' });
+      res.end('event loop stalled\n');
     } else if (url.startsWith('/healthz') || url.startsWith('/readyz')) {
       res.writeHead(200, { 'Content-Type': 'text/plain' });
       res.end(leading() ? 'ok (leader)\n' : 'ok (standby)\n');
@@ -136,8 +142,5 @@ function serve(metrics: OperatorMetrics, port: number, leading: () => boolean): 
     }
   });
   server.keepAliveTimeout = 5000;
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => resolve(server));
-  });
+  return listen(server, port, undefined, '--metrics-port').then(() => server);
 }

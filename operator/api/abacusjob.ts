@@ -59,10 +59,10 @@ export const kafkaSchema = object(
       maxItems: 64,
     }),
     topic: string({ description: 'Input topic (any partitioning).', required: true, minLength: 1, maxLength: 249 }),
-    keyedTopic: string({ description: 'The job\'s keyed topic, one partition per key group. Defaults to <job>-keyed.', minLength: 1, maxLength: 249 }),
-    deadLetterTopic: string({ description: 'Topic for invalid records. Defaults to <job>-dead-letter.', minLength: 1, maxLength: 249 }),
+    keyedTopic: string({ description: 'The job\'s keyed topic, one partition per key group. Defaults to <namespace>.<job>-keyed.', minLength: 1, maxLength: 249 }),
+    deadLetterTopic: string({ description: 'Topic for invalid records. Defaults to <namespace>.<job>-dead-letter.', minLength: 1, maxLength: 249 }),
     inputKeyed: boolean({ description: 'True when the input topic is already partitioned by key group, so the route stage is skipped.', default: false }),
-    clientId: string({ description: 'Kafka client id. Defaults to abacus-<job>.', minLength: 1, maxLength: 255 }),
+    clientId: string({ description: 'Kafka client id. Defaults to abacus-<namespace>.<job>.', minLength: 1, maxLength: 255 }),
     tls: object(
       {
         enabled: boolean({ description: 'Connect to the brokers with TLS.', default: false }),
@@ -97,7 +97,7 @@ export const cassandraSchema = object(
     }),
     localDataCenter: string({ description: 'The data center the workers treat as local.', default: 'datacenter1', minLength: 1 }),
     keyspace: string({ description: 'Keyspace of the counts table.', default: 'abacus', pattern: CQL_IDENTIFIER }),
-    table: string({ description: 'Table of final counts.', default: 'counts', pattern: CQL_IDENTIFIER }),
+    table: string({ description: 'Table of final counts. Defaults to one derived from the namespace and job name, so jobs sharing a keyspace never share a table (docs/cassandra.md).', pattern: CQL_IDENTIFIER, maxLength: 48 }),
     consistency: enumeration(['ONE', 'LOCAL_ONE', 'QUORUM', 'LOCAL_QUORUM', 'ALL'] as const, { description: 'Write consistency level.', default: 'LOCAL_QUORUM' }),
     mode: enumeration(['final', 'delta'] as const, {
       description: 'final writes totals (idempotent, the default); delta adds increments to a counter table for legacy readers.',
@@ -186,7 +186,12 @@ export const specSchema = object(
     maxEventBytes: size('Largest accepted event.', '1Mi'),
     dedup: object({ retention: duration('How long an event identity is remembered for deduplication.', '7d') }, { description: 'Deduplication.', default: {} }),
     uniques: object({ retention: duration('How long a customer is remembered as already counted in a bucket.', '7d') }, { description: 'Uniqueness.', default: {} }),
-    stateCacheEntries: integer({ description: 'State records kept in memory across windows.', default: 2_000_000, minimum: 1000, maximum: 1_000_000_000 }),
+    stateCacheEntries: integer({ description: 'State records kept in memory across windows. Not used when memoryBudget is set.', default: 2_000_000, minimum: 1000, maximum: 1_000_000_000 }),
+    memoryBudget: string({
+      description:
+        "One size that bounds each worker's memory (512Mi to 1Ti, e.g. 2Gi): the state cache, the Bloom filter, RocksDB's block cache and write buffers and the Node.js young generation are sized from it, so stateCacheEntries, rocksdb.blockCacheSize and rocksdb.writeBufferSize are not used. Must not exceed resources.limits.memory. Bytes, or a number with a unit such as Mi, Gi.",
+      pattern: SIZE_PATTERN,
+    }),
     source: object({ kafka: kafkaSchema }, { description: 'Where events come from.', required: true }),
     sink: object({ cassandra: cassandraSchema }, { description: 'Where final counts go.', required: true }),
     rocksdb: object(
@@ -214,6 +219,13 @@ export const specSchema = object(
       { description: 'Per-worker persistent volume for RocksDB.', default: {} },
     ),
     checkpoints: checkpointsSchema,
+    whenDeleted: enumeration(['Retain', 'Delete'] as const, {
+      description:
+        'What happens to the job\'s state outside Kubernetes when the AbacusJob is deleted: its checkpoints (the job\'s S3 prefix), its keyed topic and its consumer groups. ' +
+        'Retain (default) keeps them, so a job recreated under the same name resumes from them. Delete removes them all, after the workers have stopped, before the AbacusJob goes; ' +
+        'one setting for all three because checkpoints hold offsets into the keyed topic: keeping one without the other would make a recreated job count twice or lose counts.',
+      default: 'Retain',
+    }),
     resources: object(
       {
         requests: quantityMap({ description: 'Minimum resources, e.g. cpu: 500m, memory: 1Gi.' }),
@@ -282,6 +294,10 @@ export const statusSchema = object(
         generation: integer({ description: 'Generation of the published assignment document.', required: true, minimum: 0 }),
         workers: integer({ description: 'Workers the published assignment gives key groups to.', required: true, minimum: 0 }),
         configMap: string({ description: 'ConfigMap that holds it (key assignment.json).', required: true }),
+        targetReplicas: integer({ description: 'While key groups move: the worker count they move to.', minimum: 1 }),
+        movedKeyGroups: integer({ description: 'While key groups move: how many have arrived.', minimum: 0 }),
+        movingKeyGroups: integer({ description: 'While key groups move: how many this hand-over moves in total.', minimum: 0 }),
+        startedAt: string({ description: 'While key groups move: when the hand-over started.', format: 'date-time' }),
       },
       { description: 'The key-group assignment currently published to the workers.' },
     ),
@@ -318,6 +334,7 @@ export interface ObjectMeta {
   resourceVersion?: string;
   creationTimestamp?: string;
   deletionTimestamp?: string;
+  finalizers?: string[];
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
 }

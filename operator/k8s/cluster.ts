@@ -1,13 +1,16 @@
-import { PatchStrategy, setHeaderOptions, type KubernetesObject, type V1ConfigMap, type V1StatefulSet } from '@kubernetes/client-node';
+import type { FinishedMove } from '../../common/handover';
+import { log } from '../log';
+import { PatchStrategy, setHeaderOptions, type KubernetesObject, type V1ConfigMap, type V1Job, type V1StatefulSet } from '@kubernetes/client-node';
 import type { AbacusJob, AbacusJobStatus } from '../api/abacusjob';
 import { API_VERSION, KIND } from '../api/abacusjob';
 import { FIELD_MANAGER } from '../model/names';
 import type { ApplyOutcome, Cluster, KubeObject } from '../reconcile/reconciler';
-import { call, isNotFound, type KubeClient } from './client';
+import { call, isConflict, isNotFound, type KubeClient } from '../../common/kube-client';
 import type { EventRecorder } from './events';
 import type { Informer } from './informer';
 import type { OperatorMetrics } from './metrics';
 import { RESOURCES } from './resources';
+import { FINALIZER } from '../reconcile/finalize';
 
 /** Server-side apply, for the typed clients that would otherwise send a JSON patch. */
 const APPLY = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
@@ -42,6 +45,26 @@ export class ApiCluster implements Cluster {
 
   getStatefulSet(namespace: string, name: string): Promise<V1StatefulSet | undefined> {
     return Promise.resolve(this.caches.statefulSets.get(namespace, name) as V1StatefulSet | undefined);
+  }
+
+  observeRescale(job: AbacusJob, finished: readonly FinishedMove[], completedSeconds: number | undefined): void {
+    for (const f of finished) {
+      log('info', 'key group moved', { job: `${job.metadata.namespace}/${job.metadata.name}`, group: f.group, from: f.from, to: f.to, pauseMs: f.pauseMs, bytes: f.bytes, ...(f.steps === undefined ? {} : { stepsMs: f.steps }) });
+      this.metrics.handoverGroups.inc();
+      this.metrics.handoverBytes.inc(f.bytes);
+      this.metrics.handoverPause.observe(f.pauseMs / 1000);
+    }
+    if (completedSeconds !== undefined) this.metrics.handoverSeconds.observe(completedSeconds);
+  }
+
+  /** Straight from the API server, not the cache: the hand-over must advance from the document as published. */
+  async readConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
+    try {
+      return await call(`get configmap ${namespace}/${name}`, () => this.client.core.readNamespacedConfigMap({ name, namespace }));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
@@ -99,6 +122,50 @@ export class ApiCluster implements Cluster {
         APPLY,
       ),
     );
+  }
+
+  /** A JSON patch of metadata.finalizers, guarded by a test of resourceVersion so a concurrent change is never overwritten. */
+  async setFinalizer(job: AbacusJob, present: boolean): Promise<void> {
+    const { group, version, plural } = RESOURCES.abacusJob;
+    const { namespace, name, resourceVersion } = job.metadata;
+    const current = job.metadata.finalizers ?? [];
+    const finalizers = present ? [...current.filter((f) => f !== FINALIZER), FINALIZER] : current.filter((f) => f !== FINALIZER);
+    const body = [
+      { op: 'test', path: '/metadata/resourceVersion', value: resourceVersion },
+      { op: current.length === 0 && present ? 'add' : 'replace', path: '/metadata/finalizers', value: finalizers },
+    ];
+    await call(`${present ? 'add' : 'remove'} finalizer on ${plural} ${namespace}/${name}`, () =>
+      this.client.customObjects.patchNamespacedCustomObject({ group, version, plural, namespace, name, body }, setHeaderOptions('Content-Type', PatchStrategy.JsonPatch)),
+    );
+  }
+
+  /** A merge patch of spec.replicas alone (the `patch` the operator holds already; no `delete`). */
+  async stopWorkers(namespace: string, name: string): Promise<void> {
+    try {
+      await call(`scale statefulset ${namespace}/${name} to 0`, () =>
+        this.client.objects.patch({ apiVersion: 'apps/v1', kind: 'StatefulSet', metadata: { name, namespace }, spec: { replicas: 0 } } as KubernetesObject, undefined, undefined, FIELD_MANAGER, undefined, PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async getCleanupJob(namespace: string, name: string): Promise<V1Job | undefined> {
+    try {
+      return await call(`get job ${namespace}/${name}`, () => this.client.objects.read<V1Job>({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } }));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** A plain create (`create` on jobs, no `patch`): the Job is never changed afterwards. */
+  async createCleanupJob(job: V1Job): Promise<void> {
+    try {
+      await call(`create job ${job.metadata!.namespace}/${job.metadata!.name}`, () => this.client.objects.create(job));
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+    }
   }
 
   event(job: AbacusJob, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {

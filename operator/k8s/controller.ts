@@ -3,7 +3,7 @@ import { log } from '../log';
 import { MANAGED_BY, FIELD_MANAGER } from '../model/names';
 import { reconcile } from '../reconcile/reconciler';
 import { ApiCluster } from './cluster';
-import type { KubeClient } from './client';
+import type { KubeClient } from '../../common/kube-client';
 import { EventRecorder } from './events';
 import { Informer, type Obj } from './informer';
 import type { OperatorMetrics } from './metrics';
@@ -72,7 +72,12 @@ export class Controller {
       for (const job of this.jobs.list()) this.enqueue(job);
       this.updateJobGauge();
     }, this.options.resyncMs ?? 300_000);
+    // The job gauges follow the informer's cache every few seconds (alerts on not-ready
+    // workers should not wait for the next resync).
+    this.updateJobGauge();
+    const gauges = setInterval(() => this.updateJobGauge(), 5000);
     signal.addEventListener('abort', () => {
+      clearInterval(gauges);
       clearInterval(resync);
       this.queue.shutDown();
     }, { once: true });
@@ -120,9 +125,13 @@ export class Controller {
 
   private updateJobGauge(): void {
     this.metrics.jobs.reset();
+    this.metrics.jobWorkers.reset();
     for (const job of this.jobs.list()) {
-      const phase = ((job.status as { phase?: string } | undefined)?.phase) ?? 'Unknown';
-      this.metrics.jobs.inc({ phase });
+      const status = job.status as { phase?: string; readyReplicas?: number } | undefined;
+      this.metrics.jobs.inc({ phase: status?.phase ?? 'Unknown' });
+      const labels = { job_namespace: job.metadata?.namespace ?? '', abacusjob: job.metadata?.name ?? '' };
+      this.metrics.jobWorkers.set({ ...labels, state: 'desired' }, (job.spec as { replicas?: number } | undefined)?.replicas ?? 0);
+      this.metrics.jobWorkers.set({ ...labels, state: 'ready' }, status?.readyReplicas ?? 0);
     }
   }
 

@@ -1,6 +1,6 @@
 import { PatchStrategy, setHeaderOptions, type CoreV1Event } from '@kubernetes/client-node';
 import { log } from '../log';
-import { call, type KubeClient } from './client';
+import { call, type KubeClient } from '../../common/kube-client';
 
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 

@@ -10,7 +10,7 @@ import {
   type V1ObjectMeta,
 } from '@kubernetes/client-node';
 import { log } from '../log';
-import { call, type KubeClient } from './client';
+import { call, type KubeClient } from '../../common/kube-client';
 import { apiVersionOf, collectionPath, type Resource } from './resources';
 
 export type Obj = KubernetesObject & { metadata: V1ObjectMeta; [k: string]: unknown };

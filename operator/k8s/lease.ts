@@ -1,7 +1,7 @@
-import { setTimeout as delay } from 'node:timers/promises';
+import { sleep } from '../../common/sleep';
 import { V1MicroTime, type CoordinationV1Api, type V1Lease } from '@kubernetes/client-node';
 import { log } from '../log';
-import { call, isConflict, isNotFound, type KubeClient } from './client';
+import { call, isConflict, isNotFound, type KubeClient } from '../../common/kube-client';
 
 export interface LeaseOptions {
   readonly namespace: string;
@@ -153,7 +153,3 @@ export class LeaderElector {
   }
 }
 
-/** Waits `ms`, or less if `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return delay(ms, undefined, { signal }).catch(() => undefined);
-}

@@ -1,9 +1,9 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { createRegistry } from '../../common/metrics';
 
 /** The operator's own metrics, on its own registry (served on --metrics-port). */
 export function createOperatorMetrics() {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'abacus_operator_process_' });
+  const registry = createRegistry();
   return {
     registry,
     reconciles: new Counter({
@@ -43,6 +43,35 @@ export function createOperatorMetrics() {
     leader: new Gauge({
       name: 'abacus_operator_leader',
       help: '1 while this replica holds the leader Lease, else 0.',
+      registers: [registry],
+    }),
+    jobWorkers: new Gauge({
+      name: 'abacus_operator_job_workers',
+      // job_namespace, not namespace: a scrape's own namespace label (the operator's) would win.
+      help: "Workers of each AbacusJob by state: desired (the job's replicas) and ready (its StatefulSet's ready pods), in pods.",
+      labelNames: ['job_namespace', 'abacusjob', 'state'],
+      registers: [registry],
+    }),
+    handoverSeconds: new Histogram({
+      name: 'abacus_operator_handover_duration_seconds',
+      help: 'Duration of a whole rescale hand-over, from publishing its first step to the last group acquired, in seconds.',
+      buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
+      registers: [registry],
+    }),
+    handoverGroups: new Counter({
+      name: 'abacus_operator_handover_key_groups_moved_total',
+      help: 'Key groups moved from one worker to another by rescale hand-overs, in key groups.',
+      registers: [registry],
+    }),
+    handoverBytes: new Counter({
+      name: 'abacus_operator_handover_moved_bytes_total',
+      help: 'State of the moved key groups as the old owners reported it, in bytes.',
+      registers: [registry],
+    }),
+    handoverPause: new Histogram({
+      name: 'abacus_operator_handover_group_pause_seconds',
+      help: 'Per moved key group: from the old owner stopping it to the new owner counting it, in seconds.',
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
       registers: [registry],
     }),
     jobs: new Gauge({

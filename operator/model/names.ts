@@ -1,5 +1,6 @@
 import type { V1OwnerReference } from '@kubernetes/client-node';
 import { API_VERSION, KIND, type AbacusJob } from '../api/abacusjob';
+import { assignmentConfigMapName, workerStatusConfigMapName } from '../../common/handover';
 
 /**
  * Deterministic names and labels of everything the operator creates for a job. Names derive
@@ -15,7 +16,11 @@ export const names = {
   headlessService: (job: string) => `${job}-workers`,
   metricsService: (job: string) => `${job}-metrics`,
   config: (job: string) => `${job}-config`,
-  assignment: (job: string) => `${job}-assignment`,
+  assignment: assignmentConfigMapName,
+  /** Where worker `ordinal` reports its hand-over steps (the worker patches it; the operator creates it). */
+  workerStatus: workerStatusConfigMapName,
+  /** The workers' ServiceAccount, Role and RoleBinding: read the assignment, patch their own report. */
+  workerIdentity: (job: string) => `${job}-worker`,
   pdb: (job: string) => job,
 };
 

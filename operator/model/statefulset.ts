@@ -1,3 +1,4 @@
+import { nodeFlags, parseMemoryBudget, planMemory } from '../../common/memory-budget';
 import type {
   V1Container,
   V1EnvVar,
@@ -10,7 +11,8 @@ import type {
 } from '@kubernetes/client-node';
 import type { AbacusJob } from '../api/abacusjob';
 import { CONFIG_KEY, jobYaml, shortHash } from './config';
-import { ASSIGNMENT_KEY } from './assignment';
+import { ASSIGNMENT_KEY } from '../../common/handover';
+import { WORKER_NODE_OPTIONS } from '../../common/node-options';
 import { POD_INDEX_LABEL, childMeta, commonLabels, names, selectorLabels } from './names';
 
 export const CONFIG_DIR = '/etc/abacus/config';
@@ -28,6 +30,9 @@ export function workerArgs(): string[] {
     '--assignment', `${ASSIGNMENT_DIR}/${ASSIGNMENT_KEY}`,
     '--ordinal', '$(POD_INDEX)',
     '--data-dir', DATA_DIR,
+    // The assignment is read through the API server (no kubelet sync delay) and hand-over
+    // steps are reported there, with the pod's ServiceAccount (workerRbac in ./rbac.ts).
+    '--kube-namespace', '$(POD_NAMESPACE)',
   ];
 }
 
@@ -35,28 +40,28 @@ function secretEnv(name: string, secret: string, key: string): V1EnvVar {
   return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
 }
 
+function nodeOptions(memoryBudget: string | undefined): string {
+  const unbudgeted = WORKER_NODE_OPTIONS;
+  if (memoryBudget === undefined) return unbudgeted;
+  try {
+    return nodeFlags(planMemory(parseMemoryBudget(memoryBudget, 'memoryBudget'))).join(' ');
+  } catch {
+    return unbudgeted; // an unusable budget is an error of the worker config (validation); the worker refuses it
+  }
+}
+
 /** Pod identity and credentials. Credentials come straight from Secrets: the operator never reads them. */
 export function workerEnv(job: AbacusJob): V1EnvVar[] {
-  const spec = job.spec;
   const env: V1EnvVar[] = [
     { name: 'POD_INDEX', valueFrom: { fieldRef: { fieldPath: `metadata.labels['${POD_INDEX_LABEL}']` } } },
     { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-    { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    POD_NAMESPACE_ENV,
     { name: 'ABACUS_JOB', value: job.metadata.name },
-    // A 128 MiB young generation: the engine allocates short-lived strings per event, and a
-    // larger nursery lets them die young (measured +50 % events/s, docs/performance.md).
-    { name: 'NODE_OPTIONS', value: '--max-semi-space-size=128' },
+    // Under a memory budget, the young generation and old-generation cap it allows (common/memory-budget.ts).
+    { name: 'NODE_OPTIONS', value: nodeOptions(job.spec.memoryBudget) },
   ];
-  const sasl = spec.source.kafka.sasl;
-  if (sasl !== undefined) {
-    const ref = sasl.credentialsSecretRef;
-    env.push(secretEnv('ABACUS_KAFKA_USERNAME', ref.name, ref.usernameKey), secretEnv('ABACUS_KAFKA_PASSWORD', ref.name, ref.passwordKey));
-  }
-  if (spec.source.kafka.tls.caSecretRef !== undefined) {
-    // Node adds this bundle to its trusted CAs, so the worker's TLS client trusts the brokers.
-    env.push({ name: 'NODE_EXTRA_CA_CERTS', value: `${KAFKA_CA_DIR}/ca.crt` });
-  }
-  const cass = spec.sink.cassandra.credentialsSecretRef;
+  env.push(...kafkaEnv(job));
+  const cass = job.spec.sink.cassandra.credentialsSecretRef;
   if (cass !== undefined) {
     env.push(secretEnv('ABACUS_CASSANDRA_USERNAME', cass.name, cass.usernameKey), secretEnv('ABACUS_CASSANDRA_PASSWORD', cass.name, cass.passwordKey));
   }
@@ -64,41 +69,71 @@ export function workerEnv(job: AbacusJob): V1EnvVar[] {
   return env;
 }
 
-/**
- * Checkpoint settings. worker/config.ts has no checkpoint section yet, so they travel as
- * environment variables (and the S3 credentials under the names the AWS SDK reads).
- */
-export function checkpointEnv(job: AbacusJob): V1EnvVar[] {
-  const cp = job.spec.checkpoints;
-  if (cp === undefined) return [];
-  const s3 = cp.s3;
-  const prefix = `${s3.prefix}${s3.prefix === '' || s3.prefix.endsWith('/') ? '' : '/'}${job.metadata.namespace}/${job.metadata.name}/`;
-  const env: V1EnvVar[] = [
-    { name: 'ABACUS_CHECKPOINT_URL', value: `s3://${s3.bucket}/${prefix}` },
-    { name: 'ABACUS_CHECKPOINT_INTERVAL', value: cp.interval },
-    { name: 'ABACUS_CHECKPOINT_RETENTION', value: String(cp.retention) },
-    { name: 'AWS_REGION', value: s3.region },
-    { name: 'ABACUS_S3_FORCE_PATH_STYLE', value: String(s3.forcePathStyle) },
-  ];
-  if (s3.endpoint !== undefined) env.push({ name: 'ABACUS_S3_ENDPOINT', value: s3.endpoint });
-  const ref = s3.credentialsSecretRef;
-  if (ref !== undefined) {
-    env.push(secretEnv('AWS_ACCESS_KEY_ID', ref.name, ref.accessKeyIdKey), secretEnv('AWS_SECRET_ACCESS_KEY', ref.name, ref.secretAccessKeyKey));
+export const POD_NAMESPACE_ENV: V1EnvVar = { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } };
+
+/** The Kafka SASL credentials and the brokers' CA, as the workers (and the deletion cleanup) get them. */
+export function kafkaEnv(job: AbacusJob): V1EnvVar[] {
+  const kafka = job.spec.source.kafka;
+  const env: V1EnvVar[] = [];
+  if (kafka.sasl !== undefined) {
+    const ref = kafka.sasl.credentialsSecretRef;
+    env.push(secretEnv('ABACUS_KAFKA_USERNAME', ref.name, ref.usernameKey), secretEnv('ABACUS_KAFKA_PASSWORD', ref.name, ref.passwordKey));
+  }
+  if (kafka.tls.caSecretRef !== undefined) {
+    // Node adds this bundle to its trusted CAs, so the worker's TLS client trusts the brokers.
+    env.push({ name: 'NODE_EXTRA_CA_CERTS', value: `${KAFKA_CA_DIR}/ca.crt` });
   }
   return env;
 }
 
-export function workerContainer(job: AbacusJob): V1Container {
-  const spec = job.spec;
+/**
+ * The S3 credentials of the checkpoints, under the names the AWS SDK reads. Everything else
+ * about checkpoints is in the job document (`checkpoints:` in config.ts).
+ */
+export function checkpointEnv(job: AbacusJob): V1EnvVar[] {
+  const ref = job.spec.checkpoints?.s3.credentialsSecretRef;
+  if (ref === undefined) return [];
+  return [secretEnv('AWS_ACCESS_KEY_ID', ref.name, ref.accessKeyIdKey), secretEnv('AWS_SECRET_ACCESS_KEY', ref.name, ref.secretAccessKeyKey)];
+}
+
+/** The mounts every pod of the job has: its job document, /tmp, the brokers' CA when given. */
+export function commonMounts(job: AbacusJob): V1VolumeMount[] {
   const mounts: V1VolumeMount[] = [
     { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+    { name: 'tmp', mountPath: '/tmp' },
+  ];
+  if (job.spec.source.kafka.tls.caSecretRef !== undefined) mounts.push({ name: 'kafka-ca', mountPath: KAFKA_CA_DIR, readOnly: true });
+  return mounts;
+}
+
+/** The volumes behind commonMounts. */
+export function commonVolumes(job: AbacusJob): V1Volume[] {
+  const volumes: V1Volume[] = [
+    { name: 'config', configMap: { name: names.config(job.metadata.name) } },
+    { name: 'tmp', emptyDir: {} },
+  ];
+  const ca = job.spec.source.kafka.tls.caSecretRef;
+  if (ca !== undefined) volumes.push({ name: 'kafka-ca', secret: { secretName: ca.name, items: [{ key: ca.key, path: 'ca.crt' }] } });
+  return volumes;
+}
+
+/** The image's user (Dockerfile), read-only root, no capabilities: the same for every container of the job. */
+export const CONTAINER_SECURITY: V1Container['securityContext'] = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
+export const POD_SECURITY: V1PodSpec['securityContext'] = {
+  runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' },
+};
+
+export function workerContainer(job: AbacusJob): V1Container {
+  const spec = job.spec;
+  const [config, ...rest] = commonMounts(job);
+  const mounts: V1VolumeMount[] = [
+    config!,
     // The whole ConfigMap, not a subPath: only directory mounts see updates, and the worker
     // follows assignment changes without restarting.
     { name: 'assignment', mountPath: ASSIGNMENT_DIR, readOnly: true },
     { name: DATA_VOLUME, mountPath: DATA_DIR },
-    { name: 'tmp', mountPath: '/tmp' },
+    ...rest,
   ];
-  if (spec.source.kafka.tls.caSecretRef !== undefined) mounts.push({ name: 'kafka-ca', mountPath: KAFKA_CA_DIR, readOnly: true });
   const container: V1Container = {
     name: 'worker',
     image: spec.image,
@@ -110,7 +145,7 @@ export function workerContainer(job: AbacusJob): V1Container {
     livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 6 },
     readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5, timeoutSeconds: 5, failureThreshold: 3 },
     volumeMounts: mounts,
-    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+    securityContext: CONTAINER_SECURITY,
   };
   if (spec.resources !== undefined) container.resources = spec.resources as V1Container['resources'];
   return container;
@@ -124,23 +159,25 @@ export function spreadConstraints(job: AbacusJob): V1TopologySpreadConstraint[] 
 }
 
 export function workerPodSpec(job: AbacusJob): V1PodSpec {
-  const spec = job.spec;
   const name = job.metadata.name;
-  const volumes: V1Volume[] = [
-    { name: 'config', configMap: { name: names.config(name) } },
-    { name: 'assignment', configMap: { name: names.assignment(name) } },
-    { name: 'tmp', emptyDir: {} },
-  ];
-  const ca = spec.source.kafka.tls.caSecretRef;
-  if (ca !== undefined) volumes.push({ name: 'kafka-ca', secret: { secretName: ca.name, items: [{ key: ca.key, path: 'ca.crt' }] } });
+  const [config, ...rest] = commonVolumes(job);
+  const volumes: V1Volume[] = [config!, { name: 'assignment', configMap: { name: names.assignment(name) } }, ...rest];
   const pod: V1PodSpec = {
+    serviceAccountName: names.workerIdentity(name),
     containers: [workerContainer(job)],
     volumes,
     // Room for the worker to finish its window and commit before SIGKILL.
     terminationGracePeriodSeconds: 60,
     enableServiceLinks: false,
-    securityContext: { fsGroup: 10001, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' } },
+    // The image's user (Dockerfile); a volume's files belong to its group.
+    securityContext: POD_SECURITY,
   };
+  return withScheduling(job, pod);
+}
+
+/** The job's scheduling settings and pull secrets, on any pod spec of the job. */
+export function withScheduling(job: AbacusJob, pod: V1PodSpec): V1PodSpec {
+  const spec = job.spec;
   const sched = spec.scheduling;
   if (sched.nodeSelector !== undefined) pod.nodeSelector = sched.nodeSelector;
   if (sched.affinity !== undefined) pod.affinity = sched.affinity;

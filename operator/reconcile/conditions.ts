@@ -4,7 +4,7 @@ import type { Condition } from '../api/abacusjob';
  * Conditions done the Kubernetes way: keyed by type, reasons from a closed CamelCase set,
  * observedGeneration on each, and lastTransitionTime moved only when the status flips.
  */
-export type ConditionType = 'Ready' | 'Progressing' | 'Degraded';
+export type ConditionType = 'Ready' | 'Progressing' | 'Degraded' | 'Rescaling' | 'Deleting';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
 export const REASONS = {
@@ -30,6 +30,22 @@ export const REASONS = {
   Stable: 'Stable',
   /** Degraded=False. */
   AsExpected: 'AsExpected',
+  /** Rescaling=True: key groups are moving between workers ("12/43 key groups moved"). */
+  MovingKeyGroups: 'MovingKeyGroups',
+  /** Rescaling=True: new workers must start before key groups move to them. */
+  WaitingForWorkers: 'WaitingForWorkers',
+  /** Rescaling=True: key groups must move but spec.checkpoints is not set. */
+  NeedsCheckpoints: 'NeedsCheckpoints',
+  /** Rescaling=False: every key group is where the assignment puts it. */
+  Settled: 'Settled',
+  /** Deleting=True: the workers are being stopped before the job's external state is touched. */
+  StoppingWorkers: 'StoppingWorkers',
+  /** Deleting=True: whenDeleted=Delete, the cleanup Job removing checkpoints and Kafka topics/groups. */
+  DeletingState: 'DeletingState',
+  /** Deleting=True: a cleanup attempt failed (S3 or Kafka unreachable, credentials refused); the cleanup retries it. */
+  CleanupBlocked: 'CleanupBlocked',
+  /** Deleting=True: the cleanup Job itself failed (its pod crashed repeatedly); the message says how to run it again. */
+  CleanupFailed: 'CleanupFailed',
 } as const;
 export type Reason = (typeof REASONS)[keyof typeof REASONS];
 
@@ -58,7 +74,7 @@ export function setCondition(conditions: readonly Condition[] | undefined, input
   return list.sort((a, b) => ORDER.indexOf(a.type as ConditionType) - ORDER.indexOf(b.type as ConditionType));
 }
 
-const ORDER: ConditionType[] = ['Ready', 'Progressing', 'Degraded'];
+const ORDER: ConditionType[] = ['Ready', 'Progressing', 'Degraded', 'Rescaling', 'Deleting'];
 
 export function getCondition(conditions: readonly Condition[] | undefined, type: ConditionType): Condition | undefined {
   return conditions?.find((c) => c.type === type);

@@ -1,8 +1,16 @@
-import type { V1ConfigMap, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1Job, V1StatefulSet } from '@kubernetes/client-node';
 import type { AbacusJob, AbacusJobStatus } from '../api/abacusjob';
 import { applyDefaults } from '../api/schema';
 import { specSchema } from '../api/abacusjob';
-import { assignedWorkers, desiredAssignmentConfigMap, nextAssignment, publishedAssignment } from '../model/assignment';
+import { aggregateProgress, parseReport, REPORT_KEY, type FinishedMove, type WorkerReport } from '../../common/handover';
+import type { Assignment } from '../../common/assignment';
+import { assignedWorkers, desiredAssignmentConfigMap, publishedAssignment } from '../model/assignment';
+import { desiredWorkerRole, desiredWorkerRoleBinding, desiredWorkerServiceAccount, desiredWorkerStatusConfigMap } from '../model/rbac';
+import { decideRescale } from './rescale';
+import { decideDeletion, hasFinalizer } from './finalize';
+import { CLEANUP_KEY, cleanupName, parseCleanupReport } from '../../common/cleanup';
+import { desiredCleanupJob, desiredCleanupReportConfigMap } from '../model/cleanup';
+import { setCondition } from './conditions';
 import { desiredConfigMap, jobYaml, shortHash, stateFingerprintHash } from '../model/config';
 import { names, selectorString } from '../model/names';
 import { desiredHeadlessService, desiredMetricsService, desiredPodDisruptionBudget } from '../model/services';
@@ -32,10 +40,22 @@ export interface Cluster {
   getJob(namespace: string, name: string): Promise<AbacusJob | undefined>;
   getStatefulSet(namespace: string, name: string): Promise<V1StatefulSet | undefined>;
   getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
+  /** Uncached read (the assignment document: the next step is computed from exactly what is published). */
+  readConfigMap?(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
   /** Server-side apply of the complete object with the operator's one field manager. */
   apply(object: KubeObject): Promise<ApplyOutcome>;
   applyStatus(job: AbacusJob, status: AbacusJobStatus): Promise<void>;
   event(job: AbacusJob, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+  /** Adds or removes the job's finalizer (a metadata patch guarded by resourceVersion). */
+  setFinalizer(job: AbacusJob, present: boolean): Promise<void>;
+  /** Sets the StatefulSet's spec.replicas to 0 (a merge patch: the rest of the object stays as applied). */
+  stopWorkers(namespace: string, name: string): Promise<void>;
+  /** The cleanup Job (batch/v1), undefined when absent. */
+  getCleanupJob(namespace: string, name: string): Promise<V1Job | undefined>;
+  /** Creates the cleanup Job; one that already exists is left as it is. */
+  createCleanupJob(job: V1Job): Promise<void>;
+  /** Hand-over metrics: moves finished in this reconcile, and the whole hand-over's duration when it finished. */
+  observeRescale?(job: AbacusJob, finished: readonly FinishedMove[], completedSeconds: number | undefined): void;
 }
 
 export interface ReconcileResult {
@@ -44,15 +64,20 @@ export interface ReconcileResult {
 }
 
 export const PROGRESS_REQUEUE_MS = 15_000;
+/** While key groups move: reports also trigger reconciles (their ConfigMaps are watched); this is the backstop. */
+export const RESCALE_REQUEUE_MS = 2_000;
 
 /** The ordered phases, each with the constraint that fixes its place. */
 export const PHASES = [
-  'loadJob', //             first: a deleted job needs nothing (the garbage collector removes its children)
+  'loadJob', //             first
+  'finalize', //            a deleted job: spec.whenDeleted (Delete: workers to 0, then the cleanup Job), then drop the finalizer
+  'ensureFinalizer', //     before any apply: nothing external may exist without the finalizer that cleans it up
   'validateSpec', //        before any apply: an invalid spec must never reach the cluster
   'classifyChange', //      before any apply: a state-incompatible change is refused like an invalid spec
   'reconcileConfig', //     before the StatefulSet: its pod template carries the config hash
   'reconcileServices', //   before the StatefulSet: pods need their governing Service for DNS
-  'reconcileScale', //      assignment and StatefulSet, ordered by scale direction (see below)
+  'reconcileWorkerIdentity', // before the StatefulSet: pods need their ServiceAccount; reports need their ConfigMaps
+  'reconcileRescale', //    assignment and StatefulSet: the hand-over of key groups (rescale.ts)
   'reconcileDisruptionBudget', // after the StatefulSet it protects
   'updateStatus', //        last, once, through the status subresource
 ] as const;
@@ -60,9 +85,13 @@ export const PHASES = [
 export async function reconcile(cluster: Cluster, namespace: string, name: string, now: () => Date = () => new Date()): Promise<ReconcileResult> {
   // loadJob
   const raw = await cluster.getJob(namespace, name);
-  if (raw === undefined || raw.metadata.deletionTimestamp !== undefined) return {};
+  if (raw === undefined) return {};
   const job: AbacusJob = { ...raw, spec: applyDefaults(specSchema.json, raw.spec) as AbacusJob['spec'] };
   const selector = selectorString(name);
+  // finalize
+  if (raw.metadata.deletionTimestamp !== undefined) return hasFinalizer(raw) ? finalize(cluster, job, now) : {};
+  // ensureFinalizer
+  if (!hasFinalizer(raw)) await cluster.setFinalizer(job, true);
   const sts = await cluster.getStatefulSet(namespace, names.statefulSet(name));
   const workers = observeWorkers(sts);
 
@@ -77,7 +106,7 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
   for (const w of validation.warnings) await cluster.event(job, 'Warning', 'SpecWarning', `${w.field}: ${w.message}`);
 
   // classifyChange
-  const desiredSts = desiredStatefulSet(job, job.spec.replicas);
+  const desiredSts = desiredStatefulSet(job, job.spec.replicas); // for classifying the spec change; the replicas applied come from decideRescale
   const applied: Applied = {
     replicas: job.spec.replicas,
     image: job.spec.image,
@@ -95,27 +124,44 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
   await announce(cluster, job, change);
 
   try {
+    // The hand-over's next step is decided first (from the document read uncached and the
+    // reports): while one is in progress, every child object it needs already exists (the
+    // reconcile that started it applied them), and a moved group is paused until its next
+    // phase is published, so publishing waits for nothing else (ADR 0005).
+    const assignmentCm = await (cluster.readConfigMap ?? cluster.getConfigMap).call(cluster, namespace, names.assignment(name));
+    const current = publishedAssignment(assignmentCm);
+    const reports = await readReports(cluster, job, current, job.spec.replicas);
+    const decision = decideRescale({
+      keyGroups: job.spec.keyGroups,
+      replicas: job.spec.replicas,
+      current,
+      reports,
+      checkpointsConfigured: job.spec.checkpoints !== undefined,
+      now: now(),
+    });
+    const advancing = current?.handover !== undefined && decision.publish !== undefined;
+    if (advancing) await publishAssignment(cluster, job, decision.publish, current.generation, assignmentCm?.metadata?.resourceVersion);
+
     // reconcileConfig
     await applyAndRecord(cluster, job, desiredConfigMap(job));
     // reconcileServices
     await applyAndRecord(cluster, job, desiredHeadlessService(job));
     await applyAndRecord(cluster, job, desiredMetricsService(job));
 
-    // reconcileScale. Growing: the new pods exist before the assignment gives them key groups.
-    // Shrinking: the assignment takes key groups away before the pods that held them go.
-    // (The rescale hand-over will wait for the workers' confirmation between the two steps.)
-    const assignmentCm = await cluster.getConfigMap(namespace, names.assignment(name));
-    const current = publishedAssignment(assignmentCm);
-    const next = nextAssignment(current, job.spec.keyGroups, job.spec.replicas);
-    const unsupported = keepImmutableClaims(desiredSts, sts);
-    const growing = current === undefined || job.spec.replicas >= assignedWorkers(current);
-    if (growing) {
-      await applyAndRecord(cluster, job, desiredSts);
-      await publishAssignment(cluster, job, next, current?.generation);
-    } else {
-      await publishAssignment(cluster, job, next, current?.generation);
-      await applyAndRecord(cluster, job, desiredSts);
-    }
+    // reconcileWorkerIdentity + reconcileRescale. Growing: the new pods exist and report
+    // before key groups move to them. Shrinking: key groups leave before the pods that held
+    // them go. Both decided by decideRescale from the document and the workers' reports.
+    await applyAndRecord(cluster, job, desiredWorkerServiceAccount(job));
+    await applyAndRecord(cluster, job, desiredWorkerRole(job, decision.reportOrdinals));
+    await applyAndRecord(cluster, job, desiredWorkerRoleBinding(job));
+    for (let o = 0; o < decision.reportOrdinals; o++) await cluster.apply(desiredWorkerStatusConfigMap(job, o));
+    const scaledSts = desiredStatefulSet(job, decision.statefulSetReplicas);
+    const unsupported = keepImmutableClaims(scaledSts, sts);
+    if (decision.publish !== undefined && !advancing) await publishAssignment(cluster, job, decision.publish, current?.generation, assignmentCm?.metadata?.resourceVersion);
+    await applyAndRecord(cluster, job, scaledSts);
+    for (const e of decision.events) await cluster.event(job, e.type, e.reason, e.message);
+    cluster.observeRescale?.(job, decision.finished, decision.completedSeconds);
+    const next = decision.doc;
 
     // reconcileDisruptionBudget
     await applyAndRecord(cluster, job, desiredPodDisruptionBudget(job));
@@ -129,11 +175,13 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
       selector,
       workers: observeWorkers(fresh) ?? workers,
       unsupported,
-      assignment: { generation: next.generation, workers: assignedWorkers(next), configMap: names.assignment(name) },
+      assignment: assignmentStatus(next, name),
+      rescaling: decision.rescaling,
       lastApplied: { generation: job.metadata.generation, ...applied },
     });
     if (unsupported !== undefined) await reportOnce(cluster, job, 'UnsupportedChange', unsupported);
-    await cluster.applyStatus(job, status);
+    await cluster.applyStatus(job, { ...status, ...aggregateProgress(reports.values()) });
+    if (decision.rescaling.active) return { requeueAfterMs: RESCALE_REQUEUE_MS };
     return getCondition(status.conditions, 'Progressing')?.status === 'True' ? { requeueAfterMs: PROGRESS_REQUEUE_MS } : {};
   } catch (err) {
     const message = `apply failed: ${(err as Error).message}`;
@@ -186,14 +234,49 @@ async function applyAndRecord(cluster: Cluster, job: AbacusJob, object: KubeObje
   return outcome;
 }
 
-async function publishAssignment(cluster: Cluster, job: AbacusJob, next: ReturnType<typeof nextAssignment>, previousGeneration: number | undefined): Promise<void> {
-  await cluster.apply(desiredAssignmentConfigMap(job, next));
+/** The reports of every worker that may take part (unreadable ones are skipped: the hand-over waits for them). */
+async function readReports(cluster: Cluster, job: AbacusJob, current: Assignment | undefined, replicas: number): Promise<Map<number, WorkerReport>> {
+  const reports = new Map<number, WorkerReport>();
+  const h = current?.handover;
+  const ordinals = Math.max(replicas, current?.workers.length ?? 0, h?.targetReplicas ?? 0, h?.fromReplicas ?? 0);
+  for (let o = 0; o < ordinals; o++) {
+    const text = (await cluster.getConfigMap(job.metadata.namespace, names.workerStatus(job.metadata.name, o)))?.data?.[REPORT_KEY];
+    if (text === undefined) continue;
+    try {
+      const report = parseReport(text);
+      if (report.ordinal === o) reports.set(o, report);
+    } catch {
+      // A damaged report counts as none: the steps it would confirm wait.
+    }
+  }
+  return reports;
+}
+
+function assignmentStatus(doc: Assignment, job: string): AbacusJobStatus['assignment'] {
+  const h = doc.handover;
+  return {
+    generation: doc.generation,
+    workers: assignedWorkers(doc),
+    configMap: names.assignment(job),
+    ...(h === undefined ? {} : { targetReplicas: h.targetReplicas, movedKeyGroups: h.total - h.moves.length, movingKeyGroups: h.total, startedAt: h.startedAt }),
+  };
+}
+
+/**
+ * Publishes a document, on condition that the published one is still the one it was computed
+ * from (server-side apply checks metadata.resourceVersion): two documents of one generation
+ * never exist, even if a stale operator replica wrote meanwhile.
+ */
+async function publishAssignment(cluster: Cluster, job: AbacusJob, next: Assignment, previousGeneration: number | undefined, resourceVersion: string | undefined): Promise<void> {
+  const cm = desiredAssignmentConfigMap(job, next);
+  if (resourceVersion !== undefined) cm.metadata = { ...cm.metadata, resourceVersion };
+  await cluster.apply(cm);
   if (previousGeneration !== next.generation) {
     await cluster.event(
       job,
       'Normal',
       'AssignmentPublished',
-      `Published key-group assignment generation ${next.generation}: ${job.spec.keyGroups} key groups over ${assignedWorkers(next)} workers`,
+      `Published key-group assignment generation ${next.generation}: ${job.spec.keyGroups} key groups over ${assignedWorkers(next)} workers${next.handover === undefined ? '' : `, ${next.handover.moves.length} still moving`}`,
     );
   }
 }
@@ -208,4 +291,54 @@ async function reportOnce(cluster: Cluster, job: AbacusJob, reason: string, mess
   const degraded = getCondition(job.status?.conditions, 'Degraded');
   if (degraded?.reason === reason && degraded.message.startsWith(message)) return;
   await cluster.event(job, 'Warning', reason, message);
+}
+
+/** Requeue while deletion waits on pods or on Kafka/S3. */
+export const DELETION_REQUEUE_MS = 5_000;
+
+/**
+ * The deletion path (decideDeletion in finalize.ts decides; this performs): Retain lifts the
+ * finalizer; Delete scales the workers to 0, runs the cleanup Job under the job's own
+ * identity, and lifts the finalizer last, once it succeeded — so a failure anywhere leaves
+ * the job visible with a Deleting condition (and an Event) saying what blocks it and what to do.
+ */
+async function finalize(cluster: Cluster, job: AbacusJob, now: () => Date): Promise<ReconcileResult> {
+  const { namespace, name } = job.metadata;
+  const stsName = names.statefulSet(name);
+  const observed = job.spec.whenDeleted === 'Retain' ? undefined : await observeDeletion(cluster, job);
+  const step = decideDeletion({ policy: job.spec.whenDeleted, ...observed }, { namespace, job: name, statefulSet: stsName, cleanupJob: cleanupName(name) });
+  if (step.action === 'stopWorkers') await cluster.stopWorkers(namespace, stsName);
+  if (step.action === 'startCleanup') {
+    // The identity the cleanup runs as (a job whose spec never applied has none yet) and the ConfigMap it reports into.
+    await applyAndRecord(cluster, job, desiredWorkerServiceAccount(job));
+    await applyAndRecord(cluster, job, desiredWorkerRole(job, Math.max(1, job.spec.replicas)));
+    await applyAndRecord(cluster, job, desiredWorkerRoleBinding(job));
+    await cluster.apply(desiredCleanupReportConfigMap(job));
+    await cluster.createCleanupJob(desiredCleanupJob(job));
+  }
+  if (step.condition !== undefined) {
+    const c = step.condition;
+    const previous = getCondition(job.status?.conditions, 'Deleting');
+    if (previous?.reason !== c.reason || previous.message !== c.message) await cluster.event(job, c.warning ? 'Warning' : 'Normal', c.reason, c.message);
+    const conditions = setCondition(job.status?.conditions, { type: 'Deleting', status: 'True', reason: c.reason, message: c.message }, job.metadata.generation, now());
+    await cluster.applyStatus(job, { ...job.status, conditions });
+  }
+  if (step.action !== 'removeFinalizer') return { requeueAfterMs: DELETION_REQUEUE_MS };
+  if (step.deleted !== undefined) await cluster.event(job, 'Normal', 'StateDeleted', `whenDeleted=Delete: ${step.deleted}`);
+  await cluster.setFinalizer(job, false);
+  return {};
+}
+
+async function observeDeletion(cluster: Cluster, job: AbacusJob) {
+  const { namespace, name } = job.metadata;
+  const sts = observeWorkers(await cluster.getStatefulSet(namespace, names.statefulSet(name)));
+  const cj = await cluster.getCleanupJob(namespace, cleanupName(name));
+  const report = parseCleanupReport((await (cluster.readConfigMap ?? cluster.getConfigMap).call(cluster, namespace, cleanupName(name)))?.data?.[CLEANUP_KEY]);
+  const jobCondition = (type: string) => (cj?.status?.conditions ?? []).some((c) => c.type === type && c.status === 'True');
+  return {
+    ...(sts === undefined ? {} : { workers: { specReplicas: sts.specReplicas, pods: sts.replicas, observedGeneration: sts.observedGeneration, generation: sts.generation } }),
+    ...(cj === undefined ? {} : { cleanupJob: { succeeded: jobCondition('Complete') || (cj.status?.succeeded ?? 0) > 0, failed: jobCondition('Failed'), failedPods: cj.status?.failed ?? 0 } }),
+    ...(report === undefined ? {} : { report }),
+    configExists: (await cluster.getConfigMap(namespace, names.config(name))) !== undefined,
+  };
 }

@@ -27,6 +27,8 @@ export interface StatusInput {
   readonly applyError?: string;
   readonly assignment?: AbacusJobStatus['assignment'];
   readonly lastApplied?: AbacusJobStatus['lastApplied'];
+  /** The Rescaling condition from decideRescale. */
+  readonly rescaling?: { readonly active: boolean; readonly reason: string; readonly message: string };
 }
 
 type RolloutState = 'Creating' | 'Scaling' | 'Updating' | 'Settled';
@@ -95,6 +97,10 @@ export function computeStatus(input: StatusInput): AbacusJobStatus {
     }
   }
 
+  if (input.rescaling !== undefined) {
+    set({ type: 'Rescaling', status: input.rescaling.active ? 'True' : 'False', reason: input.rescaling.reason as ConditionInput['reason'], message: input.rescaling.message });
+  }
+
   const status: AbacusJobStatus = {
     ...previous,
     observedGeneration: generation,
@@ -115,6 +121,7 @@ export function derivePhase(conditions: readonly Condition[]): Phase {
   const ready = getCondition(conditions, 'Ready');
   const progressing = getCondition(conditions, 'Progressing');
   const degraded = getCondition(conditions, 'Degraded');
+  if (getCondition(conditions, 'Rescaling')?.status === 'True' && ready?.reason !== REASONS.InvalidSpec && ready?.reason !== REASONS.StateIncompatibleChange) return 'Scaling';
   if (ready?.reason === REASONS.InvalidSpec || ready?.reason === REASONS.StateIncompatibleChange) return 'Invalid';
   if (progressing?.status === 'True') {
     if (progressing.reason === REASONS.Scaling) return 'Scaling';

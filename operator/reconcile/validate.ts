@@ -1,3 +1,4 @@
+import { parseMemoryBudget } from '../../common/memory-budget';
 import { AbacusError } from '../../common/errors';
 import { parseSize } from '../../common/duration';
 import type { AbacusJob } from '../api/abacusjob';
@@ -59,9 +60,25 @@ function memoryBytes(q: string | number | undefined): number | undefined {
   return parseSize(`${m[1]}${m[2] ?? ''}`, 'resources.limits.memory');
 }
 
-/** RocksDB's block cache and write buffers live inside the container's memory limit. */
+/**
+ * The state's memory lives inside the container's memory limit: the memory budget when set,
+ * else RocksDB's block cache and write buffers.
+ */
 export function validateMemory(job: AbacusJob): Problem[] {
+  const mi = (b: number) => `${Math.round(b / 2 ** 20)}Mi`;
   const limit = memoryBytes(job.spec.resources?.limits?.memory);
+  if (job.spec.memoryBudget !== undefined) {
+    let budget: number;
+    try {
+      budget = parseMemoryBudget(job.spec.memoryBudget, 'memoryBudget');
+    } catch {
+      return []; // an unusable budget is an error of the worker config (validateWorkerConfig)
+    }
+    if (limit !== undefined && budget > limit) {
+      return [{ field: 'spec.memoryBudget', message: `${mi(budget)} is more than resources.limits.memory (${mi(limit)}); the workers would be OOM-killed — lower memoryBudget to at most the limit, or raise the limit` }];
+    }
+    return [];
+  }
   if (limit === undefined) return [];
   const r = job.spec.rocksdb;
   let need: number;
@@ -71,7 +88,6 @@ export function validateMemory(job: AbacusJob): Problem[] {
     return [];
   }
   if (need >= limit) {
-    const mi = (b: number) => `${Math.round(b / 2 ** 20)}Mi`;
     return [{
       field: 'spec.resources.limits.memory',
       message: `${mi(limit)} leaves no room beside RocksDB (block cache + 2 write buffers = ${mi(need)}); the workers would be OOM-killed — raise the limit or shrink rocksdb.blockCacheSize`,

@@ -8,6 +8,9 @@ KUBE_VERSION="${ABACUS_KUBE_VERSION:-v1.34.4}"
 HELM_VERSION="${ABACUS_HELM_VERSION:-v3.20.2}"
 VERSITYGW_VERSION="${ABACUS_VERSITYGW_VERSION:-v1.8.0}"
 ETCD_VERSION="${ABACUS_ETCD_VERSION:-v3.6.4}"
+# Prometheus 2.55.1 (its Go module is versioned v0.55.1). Debian's build lacks Kubernetes
+# service discovery, which the test node's scraping needs.
+PROMETHEUS_VERSION="${ABACUS_PROMETHEUS_VERSION:-v0.55.1}"
 
 # Builds into the shared cache hold a per-artifact lock, so two checkouts (or
 # two CI jobs) building the same thing at once do not trip over each other.
@@ -38,28 +41,40 @@ _build_kube() {
   if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kubectl" ]]; then
     echo "$out"; return 0
   fi
+  KUBE_WORK="kube-$KUBE_VERSION" KUBE_CMDS="kube-apiserver kube-controller-manager kubectl" \
+    kube_wrapper_build "$out"
+}
+
+# The node's binaries (kubelet, kube-scheduler, kube-proxy) from the same wrapper
+# module as the control plane, in their own work directory and cache entry so the
+# control plane's cached build stays valid; the Go build cache is shared.
+build_kube_node() { cache_locked kube-node _build_kube_node; }
+_build_kube_node() {
+  local out="$ABACUS_CACHE_DIR/bin/kubernetes-node-$KUBE_VERSION"
+  if [[ -x "$out/kubelet" && -x "$out/kube-scheduler" && -x "$out/kube-proxy" ]]; then
+    echo "$out"; return 0
+  fi
+  KUBE_WORK="kube-node-$KUBE_VERSION" KUBE_CMDS="kubelet kube-scheduler kube-proxy" \
+    kube_wrapper_build "$out"
+}
+
+# A wrapper module requiring k8s.io/kubernetes@$KUBE_VERSION with every staging module
+# replaced by its published version; builds $KUBE_CMDS into $1.
+kube_wrapper_build() { # outdir
+  local out="$1"
   go_env
   local staging="v0.${KUBE_VERSION#v1.}"
-  local work="$ABACUS_CACHE_DIR/work/kube-$KUBE_VERSION"
+  local work="$ABACUS_CACHE_DIR/work/$KUBE_WORK"
   rm -rf "$work"; mkdir -p "$work"
   (
     cd "$work"
-    cat > go.mod <<GOMOD
-module abacus.local/kubebuild
-
-go 1.24
-GOMOD
-    cat > tools.go <<'GOSRC'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GOSRC
+    printf 'module abacus.local/kubebuild\n\ngo 1.24\n' > go.mod
+    {
+      printf '//go:build tools\n\npackage tools\n\nimport (\n'
+      local c
+      for c in $KUBE_CMDS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+      printf ')\n'
+    } > tools.go
     go mod edit -require "k8s.io/kubernetes@$KUBE_VERSION"
     # The staging modules the kubernetes go.mod replaces with local paths.
     local modfile
@@ -80,7 +95,7 @@ GOSRC
       ld+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
     done
     mkdir -p "$work/bin"
-    for c in kube-apiserver kube-controller-manager kubectl; do
+    for c in $KUBE_CMDS; do
       echo "building $c $KUBE_VERSION (cached after the first time)..." >&2
       go build -trimpath -ldflags "$ld" -o "$work/bin/$c" "k8s.io/kubernetes/cmd/$c" >&2
     done
@@ -134,6 +149,40 @@ _build_helm() {
   go_install_cached helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
     "-kube$KUBE_VERSION"
+}
+
+# Its go.mod replaces klog with a go-kit shim, so `go install` refuses it: built in a
+# wrapper module that repeats those replace directives.
+build_prometheus() { cache_locked prometheus _build_prometheus; }
+_build_prometheus() {
+  local out="$ABACUS_CACHE_DIR/bin/prometheus-$PROMETHEUS_VERSION"
+  if [[ -x "$out/prometheus" && -x "$out/promtool" ]]; then echo "$out"; return 0; fi
+  go_env
+  local work="$ABACUS_CACHE_DIR/work/prometheus-$PROMETHEUS_VERSION"
+  local v="2.${PROMETHEUS_VERSION#v0.}"
+  local ld="-s -w -X github.com/prometheus/common/version.Version=$v -X github.com/prometheus/common/version.Branch=release"
+  rm -rf "$work"; mkdir -p "$work/bin"
+  (
+    cd "$work"
+    printf 'module abacus.local/prometheusbuild\n\ngo 1.24\n' > go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/prometheus/prometheus/cmd/prometheus"\n\t_ "github.com/prometheus/prometheus/cmd/promtool"\n)\n' > tools.go
+    go mod edit -require "github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
+    # Its own replace directives (klog -> the go-kit shim its main package calls into).
+    local modfile r
+    modfile="$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+    for r in $(go mod edit -json "$modfile" | node -e 'const m=JSON.parse(require("fs").readFileSync(0,"utf8"));for(const r of m.Replace??[])console.log(`${r.Old.Path}=${r.New.Path}@${r.New.Version}`)'); do
+      go mod edit -replace "$r"
+    done
+    go mod tidy -e >/dev/null 2>&1 || true
+    local c
+    for c in prometheus promtool; do
+      echo "building $c $v (cached after the first time)..." >&2
+      go build -trimpath -ldflags "$ld" -o "$work/bin/$c" "github.com/prometheus/prometheus/cmd/$c" >&2
+    done
+  )
+  rm -rf "$out.tmp"; mv "$work/bin" "$out.tmp"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  echo "$out"
 }
 
 build_versitygw() { cache_locked versitygw _build_versitygw; }

@@ -23,7 +23,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { Client as CassandraClient } from 'cassandra-driver';
 import { Kafka, logLevel } from 'kafkajs';
 
-import { ApiError, isNotFound, KubeClient, loadKubeconfig, WatchEvent } from '../../operator/k8s/client';
+import { ApiError, isNotFound, KubeClient, loadKubeconfig, WatchEvent } from '../../common/kube-client';
 
 const run = promisify(execFile);
 const runId = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;

@@ -82,6 +82,11 @@ export function createNamespace(prefix: string): string {
 }
 
 export function deleteNamespace(ns: string): void {
+  // The operator is stopped by now: drop its finalizer (abacus.dev/cleanup) so the jobs, and
+  // with them the namespace, can go (test jobs use whenDeleted: Retain; nothing external to clean).
+  for (const job of kubectl(['get', 'abacusjobs', '-n', ns, '-o', 'name']).stdout.split('\n').filter((l) => l !== '')) {
+    kubectl(['patch', job, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+  }
   kubectl(['delete', 'namespace', ns, '--wait=false', '--ignore-not-found']);
 }
 

@@ -50,13 +50,13 @@ test('the chart renders every optional piece', () => {
   assert.equal(r.code, 0, r.stderr);
   const docs = parseAllDocuments(r.stdout).map((d) => d.toJS()).filter((d) => d !== null);
   const kinds = docs.map((d) => `${d.kind}/${d.metadata.name}`);
-  for (const want of ['ServiceMonitor/x-abacus', 'ServiceMonitor/x-abacus-workers', 'Role/x-abacus', 'RoleBinding/x-abacus', 'ConfigMap/x-abacus-dashboard', 'Deployment/x-abacus']) {
+  for (const want of ['ServiceMonitor/x-abacus', 'ServiceMonitor/x-abacus-workers', 'Role/x-abacus', 'RoleBinding/x-abacus', 'ConfigMap/x-abacus-dashboard', 'ConfigMap/x-abacus-alerts', 'Lease/abacus-operator', 'Deployment/x-abacus']) {
     assert.ok(kinds.includes(want), `${want} in ${kinds.join(', ')}`);
   }
   assert.ok(!kinds.some((kd) => kd.startsWith('ClusterRole')), 'a namespace-scoped install creates nothing cluster-wide');
   const dep = docs.find((d) => d.kind === 'Deployment');
   assert.ok(dep.spec.template.spec.containers[0].args.includes('--namespace=team-a'));
-  const dash = JSON.parse(docs.find((d) => d.kind === 'ConfigMap').data['abacus.json']);
+  const dash = JSON.parse(docs.find((d) => d.kind === 'ConfigMap' && d.metadata.name === 'x-abacus-dashboard').data['abacus.json']);
   const exprs = JSON.stringify(dash.panels);
   for (const metric of ['abacus_events_in_total', 'abacus_input_lag_seconds', 'abacus_window_flush_duration_seconds_bucket', 'abacus_state_size_bytes', 'abacus_operator_reconciles_total', 'abacus_operator_workqueue_depth']) {
     assert.ok(exprs.includes(metric), `dashboard shows ${metric}`);

@@ -40,6 +40,10 @@ const OWNED = [
   ['service', 'accounts-metrics'],
   ['configmap', 'accounts-config'],
   ['configmap', 'accounts-assignment'],
+  ['configmap', 'accounts-worker-0'],
+  ['serviceaccount', 'accounts-worker'],
+  ['role', 'accounts-worker'],
+  ['rolebinding', 'accounts-worker'],
   ['poddisruptionbudget', 'accounts'],
 ] as const;
 
@@ -94,12 +98,20 @@ test('kubectl get abacusjobs shows the printer columns', () => {
   assert.match(row!, /^accounts\s+3\s+3\s+Running\s/);
 });
 
-test('kubectl scale changes the StatefulSet, the assignment and the status', async () => {
+test('kubectl scale grows the StatefulSet first; key groups wait for the new workers (none run here); status says so', async () => {
   k(['scale', 'abacusjob/accounts', '-n', ns, '--replicas=5']);
   await waitFor('StatefulSet at 5', () => getJson(['get', 'statefulset', 'accounts', '-n', ns])!.spec.replicas === 5);
-  await waitFor('assignment over 5 workers', () => JSON.parse(getJson(['get', 'configmap', 'accounts-assignment', '-n', ns])!.data['assignment.json']).workers.length === 5);
   const j = await waitFor('status replicas 5', () => (job().status?.replicas === 5 ? job() : undefined));
-  assert.equal(j.status.assignment.generation, 2);
+  // No worker process runs in this test, so none reports: nothing may move to workers 3 and 4 yet.
+  const rescaling = await waitFor('Rescaling condition', () => cond(job(), 'Rescaling'));
+  assert.equal(rescaling.status, 'True');
+  assert.equal(rescaling.reason, 'WaitingForWorkers');
+  assert.match(rescaling.message, /new workers 3, 4/);
+  assert.equal(JSON.parse(getJson(['get', 'configmap', 'accounts-assignment', '-n', ns])!.data['assignment.json']).generation, 1);
+  for (const o of [0, 1, 2, 3, 4]) assert.ok(getJson(['get', 'configmap', `accounts-worker-${o}`, '-n', ns]), `report ConfigMap of worker ${o}`);
+  const role = getJson(['get', 'role', 'accounts-worker', '-n', ns])!;
+  // The reports of every worker, and the deletion cleanup's report (it runs as the same identity).
+  assert.deepEqual(role.rules[1].resourceNames, ['accounts-worker-0', 'accounts-worker-1', 'accounts-worker-2', 'accounts-worker-3', 'accounts-worker-4', 'accounts-cleanup']);
   assert.equal(j.status.lastApplied.replicas, 5);
   // The scale subresource reads what the operator wrote.
   const scale = JSON.parse(k(['get', '--raw', `/apis/abacus.dev/v1alpha1/namespaces/${ns}/abacusjobs/accounts/scale`]));
@@ -154,8 +166,10 @@ test('the operator exposes its metrics', async () => {
   console.log(`# reconciles: ${count}, mean reconcile ${(1000 * sum / count).toFixed(1)} ms`);
 });
 
-test('deleting the AbacusJob removes what it owns (garbage collector)', async () => {
-  k(['delete', 'abacusjob', 'accounts', '-n', ns, '--wait=true']);
+test('deleting the AbacusJob (whenDeleted: Retain) removes what it owns; the operator lifts its finalizer', async () => {
+  assert.deepEqual(getJson(['get', 'abacusjob', 'accounts', '-n', ns])?.metadata?.finalizers, ['abacus.dev/cleanup'], 'the finalizer is on the job');
+  k(['delete', 'abacusjob', 'accounts', '-n', ns, '--wait=true', '--timeout=60s']);
+  assert.equal(getJson(['get', 'abacusjob', 'accounts', '-n', ns]), undefined);
   for (const [kind, name] of OWNED) {
     await waitFor(`${kind}/${name} deleted`, () => getJson(['get', kind, name, '-n', ns]) === undefined, 60_000, 500);
   }

@@ -1,6 +1,7 @@
 /**
  * The worker on the REAL Kafka broker and Cassandra of the test environment
- * (`npm run test-env -- up kafka cassandra`). Every scenario ends with the Cassandra table
+ * (`npm run test-env -- up kafka cassandra`); worker-cluster-kafka4.test.ts runs the same
+ * scenarios against Kafka 4.x (`up kafka4 cassandra`). Every scenario ends with the Cassandra table
  * equal to test/support/reference.ts — an independent reading of the counting contract —
  * computed over exactly the records the test produced (with the ingest times it stamped).
  *
@@ -14,15 +15,21 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
-import { runCountsFromCassandra } from '../../worker/runtime/worker-process';
+import { keyGroupOf } from '../../common/keygroups';
+import { defaultTableName, loadJobConfig } from '../../common/job-config';
+import { routeValidator, runCountsFromCassandra } from '../../worker/runtime/worker-process';
 import { dropKeyspace, readCounts } from '../support/cassandra';
-import { requireTestEnv, serverControl, TestEnv } from '../support/env';
-import { malformedEvents, testInput } from '../support/events';
-import { createTopic, produce, Produced, readTopic } from '../support/kafka';
+import { rmSync } from 'node:fs';
+import { S3ObjectStore } from '../../worker/checkpoint/s3-object-store';
+import { readCatalog } from '../../worker/checkpoint/restore';
+import { requireTestEnv, requireTestS3, selectedKafkaServer, serverControl, TestEnv } from '../support/env';
+import { malformedEvents, testInput, validEvents } from '../support/events';
+import { createTopic, kafkaClient, produce, Produced, readTopic } from '../support/kafka';
 import { referenceRun, RefRow, sortRows } from '../support/reference';
 import { WorkerProcess } from '../support/workers';
 
-const KEYSPACE = 'abacus_it_worker';
+// One keyspace per broker: the Kafka 4 run (worker-cluster-kafka4.test.ts) must not drop this one's tables.
+const KEYSPACE = selectedKafkaServer() === 'kafka4' ? 'abacus_it_worker_k4' : 'abacus_it_worker';
 const INPUT_PARTITIONS = 6;
 const KEY_GROUPS = 12;
 const MAX_EVENT_BYTES = 2048;
@@ -51,7 +58,7 @@ interface Job {
   readonly deadLetterTopic: string;
 }
 
-function job(name: string, level: 'account' | 'customer', topic: string, mode: 'final' | 'delta' = 'final'): Job {
+function job(name: string, level: 'account' | 'customer', topic: string, mode: 'final' | 'delta' = 'final', extra: Record<string, unknown> = {}): Job {
   const fullName = `${name}-${runId}`;
   const configPath = join(scratch, `${fullName}.yaml`);
   writeFileSync(
@@ -67,9 +74,10 @@ function job(name: string, level: 'account' | 'customer', topic: string, mode: '
       metrics: { port: 0 },
       kafka: { brokers: [env.kafka], topic },
       cassandra: { contactPoints: [env.cassandra], keyspace: KEYSPACE, createSchema: true, mode },
+      ...extra,
     }),
   );
-  return { name: fullName, level, topic, configPath, table: `${fullName.replace(/-/g, '_')}_counts`, deadLetterTopic: `${fullName}-dead-letter` };
+  return { name: fullName, level, topic, configPath, table: defaultTableName(fullName), deadLetterTopic: `${fullName}-dead-letter` };
 }
 
 function startWorker(j: Job, ordinal: number, replicas: number, assignmentFile?: string): WorkerProcess {
@@ -87,7 +95,7 @@ async function startWorkers(j: Job, replicas: number, assignmentFile?: string): 
   return ws;
 }
 
-function expected(j: Job, produced: readonly Produced[]): ReturnType<typeof referenceRun> {
+function expected(j: Job, produced: ReadonlyArray<Produced<string | Buffer>>): ReturnType<typeof referenceRun> {
   return referenceRun(produced, { level: j.level, maxEventBytes: MAX_EVENT_BYTES });
 }
 
@@ -193,6 +201,71 @@ test('one worker: duplicates over 6 partitions, malformed events to the dead-let
   await stopAll([w!]);
 });
 
+test('records that are not UTF-8 go to the dead-letter topic byte for byte with their reason; the valid ones count exactly (issue 11 #2)', { timeout: 300_000 }, async () => {
+  const topic = await newTopic('utf8');
+  const j = job('utf8', 'account', topic);
+  const [w] = await startWorkers(j, 1);
+  const nowSec = Math.floor(Date.now() / 1000) - 60;
+  // The customers b\xff and b\xfe would both be "b\ufffd" after a lenient decode: one customer.
+  const withBytes = (customer: Buffer, eventId: string): Buffer =>
+    Buffer.concat([Buffer.from(`{"company_id":"company-0","statistic_id":"email open","timestamp":${nowSec},"event_id":"${eventId}","customer_id":"b`), customer, Buffer.from('","campaign":"utf8"}')]);
+  const notUtf8 = [[0xff], [0xfe], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xf4, 0x90, 0x80, 0x80], [0x80]].map((bytes, i) => withBytes(Buffer.from(bytes), `bad-${i}`));
+  const utf8 = [withBytes(Buffer.from('\u00ff'), 'good-0'), withBytes(Buffer.from('\u00fe'), 'good-1'), withBytes(Buffer.from('é😀'), 'good-2')];
+  const input: Buffer[] = [...validEvents(400, { seed: 8, nowSec, spanSec: 86400 }).map((e) => Buffer.from(e)), ...notUtf8, ...utf8];
+  const produced = await produce(env.kafka, topic, input, { partitions: INPUT_PARTITIONS, seed: 8 });
+  const ref = expected(j, produced);
+  assert.deepEqual(
+    ref.invalid.map((i) => produced[i.index]!.value),
+    notUtf8,
+    'the reference calls exactly the non-UTF-8 records invalid',
+  );
+  await assertCountsConverge(j, ref.rows);
+  const utf8Campaign = ref.rows.find((r) => r.granularity === 'hour' && r.facet === 'campaign' && r.value === 'utf8');
+  assert.deepEqual([utf8Campaign?.count, utf8Campaign?.uniques], [3, 3], 'bÿ, bþ and bé😀 are three customers');
+
+  const letters = await readTopic(env.kafka, j.deadLetterTopic, (seen) => new Set(seen.map((l) => l.bytes.toString('base64'))).size >= notUtf8.length, 60_000);
+  assert.deepEqual(new Set(letters.map((l) => l.bytes.toString('base64'))), new Set(notUtf8.map((b) => b.toString('base64'))), 'the dead-letter topic holds exactly the non-UTF-8 records, byte for byte');
+  for (const l of letters) {
+    assert.match(l.headers['abacus-reason'] ?? '', /^invalid_utf8: event is not valid UTF-8/);
+    assert.equal(l.headers['abacus-origin-topic'], j.topic);
+  }
+  assert.equal(await w!.metric('abacus_route_records_total', 'outcome="invalid"'), notUtf8.length);
+  await stopAll([w!]);
+});
+
+test('input already keyed (kafka.inputKeyed): no route stage, the count stage reads the input topic; exact counts', { timeout: 300_000 }, async () => {
+  // A producer that keys its records itself: the partition is the event's key group (the
+  // engine's parser and hash, as a keyed producer must use); what does not parse goes to 0.
+  const topic = `keyed-${runId}-in`;
+  await createTopic(env.kafka, topic, KEY_GROUPS);
+  const j = job('keyed', 'account', topic, 'final', { kafka: { brokers: [env.kafka], topic, inputKeyed: true } });
+  const validate = routeValidator(loadJobConfig(j.configPath));
+  const [w] = await startWorkers(j, 1);
+  const producer = kafkaClient(env.kafka, 'abacus-test-keyed').producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const produced: Array<Produced<string>> = [];
+  try {
+    const input = inputFor(5, 2000);
+    for (let i = 0; i < input.length; i += 500) {
+      const now = Date.now();
+      const chunk = input.slice(i, i + 500).map((value) => {
+        const v = validate(Buffer.from(value));
+        return { value, ingestTimeMs: now, partition: v.ok ? keyGroupOf(v.routingKey, KEY_GROUPS) : 0 };
+      });
+      await producer.send({ topic, acks: -1, messages: chunk.map((c) => ({ value: c.value, partition: c.partition, timestamp: String(c.ingestTimeMs) })) });
+      produced.push(...chunk);
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  const ref = expected(j, produced);
+  assert.ok(ref.duplicates > 200, 'the input really has duplicates');
+  await assertCountsConverge(j, ref.rows);
+  assert.equal(await w!.metric('abacus_events_counted_total'), ref.counted);
+  assert.equal(await w!.metric('abacus_source_records_total'), produced.length, 'every input record was read once, straight from the input topic');
+  await stopAll([w!]);
+});
+
 test('two workers, key groups from an (uneven) assignment file', { timeout: 420_000 }, async () => {
   const topic = await newTopic('two');
   const j = job('two', 'account', topic);
@@ -276,7 +349,7 @@ test('Kafka broker restarted mid-stream', { timeout: 600_000 }, async () => {
   const produced: Produced[] = [];
   produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 18, ratePerSec: 3000 })));
   await waitFor('some counting', async () => (await ws[0]!.metric('abacus_events_counted_total')) > 0);
-  await serverControl('restart', 'kafka');
+  await serverControl('restart', env.kafkaServer);
   produced.push(...(await produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 19, ratePerSec: 3000 })));
   const ref = expected(j, produced);
   await assertCountsConverge(j, ref.rows);
@@ -300,4 +373,41 @@ test('an account-level and a customer-level job (delta mode) on one topic run in
   await assertDeadLetters(account, refAccount.invalid.map((i) => produced[i.index]!.value));
   await assertDeadLetters(customer, refCustomer.invalid.map((i) => produced[i.index]!.value));
   await stopAll(ws);
+});
+
+test('a worker\'s volume lost: restarted with an empty data dir, it restores its key groups from S3', { timeout: 600_000 }, async () => {
+  const topic = await newTopic('lost');
+  const s3 = requireTestS3(`worker-it/${runId}/lost/`);
+  const j = job('lost', 'account', topic, 'final', { checkpoints: { interval: '2s', retention: 2, s3 } });
+  const ws = await startWorkers(j, 2);
+  const input = inputFor(7, 8000);
+  const half = Math.floor(input.length / 2);
+  const produced: Produced[] = [];
+  produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 21, ratePerSec: 3000 })));
+  // Worker 1 has counted part of the input, and checkpointed after that.
+  await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0, 180_000);
+  const counting = Date.now() / 1000;
+  await waitFor('a checkpoint of worker 1 taken after it counted', async () => (await ws[1]!.metric('abacus_checkpoint_last_success_timestamp_seconds')) > counting + 1, 180_000);
+  const store = new S3ObjectStore(s3);
+  try {
+    // Input keeps flowing; worker 1 dies and its volume is gone.
+    const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 22, ratePerSec: 1000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    await ws[1]!.kill();
+    rmSync(join(scratch, `${j.name}-data-1`), { recursive: true, force: true });
+    const restarted = startWorker(j, 1, 2);
+    await restarted.waitReady(180_000);
+    assert.ok((await restarted.metric('abacus_restore_downloaded_bytes_total')) > 0, 'the restarted worker downloaded its key groups from S3');
+    produced.push(...(await producing));
+    const ref = expected(j, produced);
+    assert.ok(ref.duplicates > 500, 'copies straddle the restore: dedup state must have come back');
+    await assertCountsConverge(j, ref.rows);
+    // Its state came back as a restored chain; its next periodic checkpoint continues it.
+    await waitFor('the restarted worker checkpoints again', async () => (await restarted.metric('abacus_checkpoint_last_success_timestamp_seconds')) > 0, 120_000);
+    const writers = new Set((await readCatalog(store)).map((c) => c.manifest?.writer));
+    assert.deepEqual([...writers].sort(), ['w0', 'w1']);
+    await stopAll([ws[0]!, restarted]);
+  } finally {
+    store.close();
+  }
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { test } from 'node:test';
-import { resolveJobConfig } from '../../worker/config';
+import { resolveJobConfig } from '../../common/job-config';
 import { BloomFilter } from '../../worker/state/bloom';
 import { StateCache } from '../../worker/state/cache';
 import { RocksStore } from '../../worker/state/rocks';
@@ -50,5 +50,37 @@ test('committed values are read back, evicted ones re-read from RocksDB, unloade
     assert.equal(cache.get('0000Cnever'), null);
     assert.ok(cache.size <= 100 + 3, 'clean entries are trimmed to the capacity');
     assert.throws(() => cache.get('0000Cnot-loaded-and-maybe-present'), /not loaded before use/);
+  });
+});
+
+test('staged counters go to the commit batch, are read back once committed, and are dropped with a failed commit', async () => {
+  await withCache(async (cache, store) => {
+    assert.deepEqual(await cache.readCommitted(['0000Cx', '0000Cy']), [null, null]);
+    cache.stage(['0000Cx', '0000Cy'], ['1,1', '2,0']);
+    cache.set('0000Uz', 'marker');
+    const { puts } = cache.changes();
+    assert.deepEqual(
+      puts.map(([k, v]) => `${k}=${v}`).sort(),
+      ['0000Cx=1,1', '0000Cy=2,0', '0000Uz=marker'],
+    );
+    await store.write(puts, [], true);
+    cache.markCommitted();
+    assert.equal(cache.changes().puts.length, 0, 'a commit unstages');
+    assert.deepEqual(await cache.readCommitted(['0000Cx', '0000Cy']), ['1,1', '2,0']);
+
+    // A failed commit: the staged totals are forgotten, the committed ones read again.
+    cache.stage(['0000Cx'], ['5,5']);
+    cache.discardUncommitted();
+    assert.equal(cache.changes().puts.length, 0);
+    assert.deepEqual(await cache.readCommitted(['0000Cx']), ['1,1']);
+
+    // Evicted from memory: read from RocksDB (the filter indexed them when they were first read).
+    for (let i = 0; i < 300; i++) {
+      cache.stage([`0001Cfill-${i}`], ['1,0']);
+      await store.write(cache.changes().puts, [], false);
+      cache.markCommitted();
+    }
+    assert.deepEqual(await cache.readCommitted(['0000Cx', '0000Cy', '0000Cnever']), ['1,1', '2,0', null]);
+    assert.ok(cache.stats.storeReads >= 2);
   });
 });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { rng, testInput } from '../support/events';
@@ -92,6 +94,38 @@ test('config errors name the field and the fix, with exit code 2', () => {
   assert.match(abacus(['run', '--input', job, '--data-dir', dir, '--config', job]).stderr, /levle: is not a known setting/);
   assert.match(abacus(['run', '--data-dir', dir]).stderr, /--input: is missing/);
   assert.equal(abacus(['frobnicate']).status, 2);
+  writeFileSync(job, '{"company_id":"a"}\n{"b":1}\n');
+  const notYaml = abacus(['run', '--input', job, '--data-dir', dir, '--config', job]);
+  assert.equal(notYaml.status, 2);
+  assert.match(notYaml.stderr, /--config: .*job\.yaml is not valid YAML: .*line 2.* — fix the YAML at that line/);
+  rmSync(dir, { recursive: true });
+});
+
+test('every command answers --help with its own usage, exit 0', () => {
+  const commands = ['run', 'restore', 'counts', 'demo', 'worker'];
+  for (const command of commands) {
+    const r = abacus([command, '--help']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.startsWith(`usage:\n  abacus ${command} `), r.stdout);
+    for (const other of commands.filter((c) => c !== command)) assert.ok(!r.stdout.includes(`  abacus ${other} `), `${command} --help shows ${other}`);
+  }
+  const operator = abacus(['operator', '--help']);
+  assert.equal(operator.status, 0);
+  assert.match(operator.stdout, /^usage: abacus operator .*--metrics-port/);
+});
+
+test('a metrics port in use is a named error before the data dir is created', async () => {
+  const dir = tempDir();
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const port = (taken.address() as AddressInfo).port;
+  const input = join(dir, 'events.jsonl');
+  writeFileSync(input, '');
+  const r = abacus(['run', '--input', input, '--data-dir', join(dir, 'data'), '--metrics-port', String(port)]);
+  taken.close();
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, new RegExp(`PortUnavailable.*cannot serve metrics on 127\\.0\\.0\\.1:${port}: another process listens there — free that port or choose another one with --metrics-port`));
+  assert.equal(existsSync(join(dir, 'data')), false);
   rmSync(dir, { recursive: true });
 });
 

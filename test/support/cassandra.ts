@@ -1,9 +1,25 @@
-import { Client, types } from 'cassandra-driver';
+import { auth, Client, types } from 'cassandra-driver';
 import { RefRow, sortRows } from './reference';
 
+/** A user name and password for a Cassandra node with PasswordAuthenticator. */
+export interface CassandraLogin {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** A plain driver client (independent of worker/io), logged in when `login` is given. */
+export function cassandraClient(contactPoint: string, login?: CassandraLogin): Client {
+  return new Client({
+    contactPoints: [contactPoint],
+    localDataCenter: 'datacenter1',
+    socketOptions: { readTimeout: 20000 },
+    ...(login === undefined ? {} : { authProvider: new auth.PlainTextAuthProvider(login.username, login.password) }),
+  });
+}
+
 /** Reads a job's counts straight from Cassandra with the plain driver (independent of worker/io). */
-export async function readCounts(contactPoint: string, keyspace: string, table: string, level: 'account' | 'customer'): Promise<RefRow[]> {
-  const client = new Client({ contactPoints: [contactPoint], localDataCenter: 'datacenter1', socketOptions: { readTimeout: 20000 } });
+export async function readCounts(contactPoint: string, keyspace: string, table: string, level: 'account' | 'customer', login?: CassandraLogin): Promise<RefRow[]> {
+  const client = cassandraClient(contactPoint, login);
   await client.connect();
   try {
     const rows: RefRow[] = [];
@@ -32,8 +48,8 @@ export async function readCounts(contactPoint: string, keyspace: string, table: 
 }
 
 /** Drops a test keyspace (best effort). */
-export async function dropKeyspace(contactPoint: string, keyspace: string): Promise<void> {
-  const client = new Client({ contactPoints: [contactPoint], localDataCenter: 'datacenter1' });
+export async function dropKeyspace(contactPoint: string, keyspace: string, login?: CassandraLogin): Promise<void> {
+  const client = cassandraClient(contactPoint, login);
   await client.connect();
   try {
     await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);

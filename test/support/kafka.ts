@@ -17,8 +17,9 @@ export async function createTopic(broker: string, topic: string, partitions: num
   }
 }
 
-export interface Produced {
-  readonly value: string;
+export interface Produced<V extends string | Buffer = string> {
+  /** The record value as given: text, or raw bytes (which need not be UTF-8). */
+  readonly value: V;
   /** The record timestamp we set: the ingest time the contract's retention uses. */
   readonly ingestTimeMs: number;
   readonly partition: number;
@@ -28,11 +29,11 @@ export interface Produced {
  * Produces `values` in order, each to a pseudo-random partition of `partitions` (so copies of
  * one event land on different partitions), with an explicit record timestamp. Batches of 500.
  */
-export async function produce(broker: string, topic: string, values: readonly string[], opts: { partitions: number; seed: number; ratePerSec?: number }): Promise<Produced[]> {
+export async function produce<V extends string | Buffer = string>(broker: string, topic: string, values: readonly V[], opts: { partitions: number; seed: number; ratePerSec?: number }): Promise<Array<Produced<V>>> {
   const r = rng(opts.seed);
   const producer = kafkaClient(broker, 'abacus-test-producer').producer({ allowAutoTopicCreation: false });
   await producer.connect();
-  const out: Produced[] = [];
+  const out: Array<Produced<V>> = [];
   try {
     const started = Date.now();
     for (let i = 0; i < values.length; i += 500) {
@@ -53,7 +54,10 @@ export async function produce(broker: string, topic: string, values: readonly st
 }
 
 export interface DeadLetter {
+  /** The value decoded as UTF-8 (invalid sequences replaced): for records that are text. */
   readonly value: string;
+  /** The value's exact bytes. */
+  readonly bytes: Buffer;
   readonly headers: Record<string, string>;
 }
 
@@ -74,7 +78,8 @@ export async function readTopic(broker: string, topic: string, enough: number | 
       eachMessage: ({ message }) => {
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-        out.push({ value: message.value?.toString('utf8') ?? '', headers });
+        const bytes = message.value ?? Buffer.alloc(0);
+        out.push({ value: bytes.toString('utf8'), bytes, headers });
         if (isEnough(out)) done();
         return Promise.resolve();
       },

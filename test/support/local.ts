@@ -1,8 +1,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveJobConfig, type JobConfig } from '../../worker/config';
-import { countLine, type CountLine } from '../../worker/io/counter-id';
+import { resolveJobConfig, type JobConfig } from '../../common/job-config';
+import { countLine, type CountLine } from '../../common/counter-id';
 import { LocalSink } from '../../worker/io/local-sink';
 import type { Source, SourceRecord } from '../../worker/io/types';
 import { localPaths } from '../../worker/runtime/local';

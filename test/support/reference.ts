@@ -63,12 +63,12 @@ const DAY_MS = 24 * 3600 * 1000;
 const YEAR_10000_S = 253402300800;
 
 /** Counts `events` the way the contract says; rows sorted by their identity. */
-export function referenceCounts(events: ReadonlyArray<{ value: string; ingestTimeMs: number }>, opts: RefOptions): RefRow[] {
+export function referenceCounts(events: ReadonlyArray<{ value: string | Buffer; ingestTimeMs: number }>, opts: RefOptions): RefRow[] {
   return referenceRun(events, opts).rows;
 }
 
 /** Like referenceCounts, with the invalid events and totals too. */
-export function referenceRun(events: ReadonlyArray<{ value: string; ingestTimeMs: number }>, opts: RefOptions): RefResult {
+export function referenceRun(events: ReadonlyArray<{ value: string | Buffer; ingestTimeMs: number }>, opts: RefOptions): RefResult {
   const granularities = opts.granularities ?? ['hour', 'day', 'month'];
   const maxBytes = opts.maxEventBytes ?? 1024 * 1024;
   const dedupMs = opts.dedupRetentionMs ?? 7 * DAY_MS;
@@ -81,7 +81,7 @@ export function referenceRun(events: ReadonlyArray<{ value: string; ingestTimeMs
   let duplicates = 0;
 
   events.forEach((ev, index) => {
-    const parsed = parse(ev.value, maxBytes);
+    const parsed = parse(ev.value, maxBytes, opts.facets, opts.level);
     if (typeof parsed === 'string') {
       invalid.push({ index, reason: parsed });
       return;
@@ -102,14 +102,7 @@ export function referenceRun(events: ReadonlyArray<{ value: string; ingestTimeMs
     counted++;
 
     const scope = opts.level === 'account' ? parsed.company : parsed.customer;
-    const facetPairs: Array<[string, string]> = [['*', '*']];
-    for (const [name, raw] of Object.entries(parsed.object)) {
-      if (RESERVED.has(name)) continue;
-      if (opts.facets?.include !== undefined && !opts.facets.include.includes(name)) continue;
-      if (opts.facets?.exclude?.includes(name)) continue;
-      const text = facetText(raw);
-      if (text !== undefined) facetPairs.push([name, text]);
-    }
+    const facetPairs: Array<[string, string]> = [['*', '*'], ...parsed.facets];
     for (const g of granularities) {
       const [startMs, endMs] = bucketOf(parsed.seconds, g);
       const bucket = isoSeconds(startMs);
@@ -137,6 +130,28 @@ export function referenceRun(events: ReadonlyArray<{ value: string; ingestTimeMs
   return { rows: sortRows(rows), invalid, counted, duplicates };
 }
 
+/**
+ * The records of a JSONL file, as docs/semantics.md defines them: lines end at LF (a last
+ * line without one still counts), one CR before the LF is not part of the line, a UTF-8
+ * byte-order mark at the very start of the file is ignored, and lines made only of JSON
+ * whitespace (space, tab, CR) are not records.
+ */
+export function jsonlRecords(file: Buffer): Buffer[] {
+  let bytes = file;
+  if (bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+  const out: Buffer[] = [];
+  let start = 0;
+  while (start < bytes.length) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end === -1) end = bytes.length;
+    let line = bytes.subarray(start, end);
+    if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
+    if (!line.every((b) => b === 0x20 || b === 0x09 || b === 0x0d)) out.push(line);
+    start = end + 1;
+  }
+  return out;
+}
+
 /** Sorts rows by (scope, statistic, granularity, facet, value, bucket); returns the array. */
 export function sortRows<T extends RefRow>(rows: T[]): T[] {
   const k = (r: RefRow): string => JSON.stringify([r.scope, r.statistic_id, r.granularity, r.facet, r.value, r.bucket]);
@@ -144,7 +159,8 @@ export function sortRows<T extends RefRow>(rows: T[]): T[] {
 }
 
 interface Parsed {
-  object: Record<string, unknown>;
+  /** Counted facets as [facet column, value]. */
+  facets: Array<[string, string]>;
   company: string;
   statistic: string;
   customer: string;
@@ -152,8 +168,18 @@ interface Parsed {
   eventId?: string;
 }
 
-function parse(text: string, maxBytes: number): Parsed | string {
-  if (Buffer.byteLength(text, 'utf8') > maxBytes) return 'too large';
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function parse(value: string | Buffer, maxBytes: number, selection: RefOptions['facets'], level: RefOptions['level']): Parsed | string {
+  const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+  if (bytes.length > maxBytes) return 'too large';
+  // JSON text is UTF-8 (RFC 8259 section 8.1): bytes that are not are no JSON text at all.
+  let text: string;
+  try {
+    text = strictUtf8.decode(bytes);
+  } catch {
+    return 'not UTF-8';
+  }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -164,13 +190,34 @@ function parse(text: string, maxBytes: number): Parsed | string {
   const o = doc as Record<string, unknown>;
   for (const f of ['company_id', 'statistic_id', 'customer_id']) {
     if (typeof o[f] !== 'string' || o[f] === '') return `bad ${f}`;
+    if (hasLoneSurrogate(o[f])) return `lone surrogate in ${f}`;
   }
-  const seconds = timestampSeconds(o.timestamp);
+  // The sink's key (a Cassandra partition key, 65,535 bytes) holds the statistic and the
+  // scope: each at most 16 KiB of UTF-8.
+  for (const f of ['statistic_id', level === 'account' ? 'company_id' : 'customer_id']) {
+    if (new TextEncoder().encode(o[f] as string).length > 16 * 1024) return `${f} too long for the key`;
+  }
+  const seconds = timestampSeconds(o.timestamp, text);
   if (seconds === undefined) return 'bad timestamp';
   const id = o.event_id;
-  const eventId = typeof id === 'string' && id !== '' ? id : typeof id === 'number' ? JSON.stringify(id) : undefined;
+  // A number's canonical text is JSON.stringify's; that of a non-finite number (1e400) is `null`, which is absent.
+  const idText = typeof id === 'string' ? id : typeof id === 'number' ? JSON.stringify(id) : '';
+  const eventId = idText === '' || (typeof id === 'number' && idText === 'null') ? undefined : idText;
+  if (eventId !== undefined && hasLoneSurrogate(eventId)) return 'lone surrogate in event_id';
+  const facets: Array<[string, string]> = [];
+  for (const [name, raw] of Object.entries(o)) {
+    if (RESERVED.has(name)) continue;
+    if (selection?.include !== undefined && !selection.include.includes(name)) continue;
+    if (selection?.exclude?.includes(name)) continue;
+    const text = facetText(raw);
+    if (text === undefined) continue;
+    if (hasLoneSurrogate(name) || hasLoneSurrogate(text)) return 'lone surrogate in a facet';
+    // A facet whose name and value pass 32,000 bytes would not fit the sink's key: not counted as a facet.
+    if (new TextEncoder().encode(name).length + new TextEncoder().encode(text).length > 32_000) continue;
+    facets.push([facetColumnOf(name), text]);
+  }
   return {
-    object: o,
+    facets,
     company: o.company_id as string,
     statistic: o.statistic_id as string,
     customer: o.customer_id as string,
@@ -179,27 +226,69 @@ function parse(text: string, maxBytes: number): Parsed | string {
   };
 }
 
-/** Unix seconds of a contract timestamp, or undefined when it is not one. */
-function timestampSeconds(t: unknown): number | undefined {
+/** A UTF-16 surrogate without its partner: JSON can escape one (`"\ud800"`), Unicode text cannot hold it. */
+function hasLoneSurrogate(s: string): boolean {
+  return /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+}
+
+/**
+ * The text a top-level number member was written with (a double may have rounded it). Every
+ * number token outside strings is rewritten as a string holding its text, and the rewritten
+ * JSON parsed again: JSON.parse itself then picks the member (last one of a repeated name,
+ * escaped names decoded).
+ */
+function topLevelNumberText(json: string, name: string): string {
+  const asStrings = json.replace(/("[^"\\]*(?:\\.[^"\\]*)*")|-?\d[\d.eE+-]*/g, (token, str: string | undefined) => str ?? JSON.stringify(token));
+  return (JSON.parse(asStrings) as Record<string, string>)[name]!;
+}
+
+/** The floor of a JSON number's text, exactly, in BigInt arithmetic. */
+function floorOfNumber(text: string): bigint {
+  const m = /^(-?)(\d+)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text)!;
+  const fraction = m[3] ?? '';
+  const mantissa = BigInt(m[2]! + fraction);
+  const exponent = Number(m[4] ?? '0') - fraction.length;
+  // mantissa × 10^exponent; far beyond the years 1970..9999 either way, the size is all that matters.
+  if (mantissa === 0n) return 0n;
+  if (exponent > 40) return m[1] === '-' ? -(10n ** 40n) : 10n ** 40n;
+  if (exponent < -(m[2]!.length + fraction.length + 40)) return m[1] === '-' ? -1n : 0n;
+  const magnitude = exponent >= 0 ? mantissa * 10n ** BigInt(exponent) : mantissa / 10n ** BigInt(-exponent);
+  const exact = exponent >= 0 || mantissa % 10n ** BigInt(-exponent) === 0n;
+  return m[1] === '-' ? -magnitude - (exact ? 0n : 1n) : magnitude;
+}
+
+/**
+ * The whole Unix second of a contract timestamp, or undefined when it is not one: a number is
+ * floored from the text it was written with; an ISO-8601 text is read from its integer parts
+ * (any fractional digits are dropped, never rounded), with its zone applied.
+ */
+function timestampSeconds(t: unknown, json: string): number | undefined {
   let s: number;
   if (typeof t === 'number') {
-    s = t;
+    const whole = floorOfNumber(topLevelNumberText(json, 'timestamp'));
+    if (whole < 0n || whole >= BigInt(YEAR_10000_S)) return undefined;
+    s = Number(whole);
   } else if (typeof t === 'string') {
-    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.exec(t);
+    // RFC 3339 (`t`/`z` in either case, or a space between date and time), and the offsets
+    // `±hh:mm`, `±hhmm` and `±hh`.
+    const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}(?::?\d{2})?)$/.exec(t);
     if (m === null) return undefined;
-    const [, y, mo, d, h, mi, se, frac, zone] = m;
-    const local = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(se));
+    const [y, mo, d, h, mi, se] = m.slice(1, 7).map((x) => Number(x ?? '0')) as [number, number, number, number, number, number];
+    const zone = m[7]!;
+    // Years below 100 would be read as 19xx by Date.UTC; they are out of range anyway.
+    if (y < 100) return undefined;
+    const localMs = Date.UTC(y, mo - 1, d, h, mi, se);
     // Reject impossible dates (Feb 30 and the like) by round-tripping the fields.
-    const back = new Date(local);
-    if (back.getUTCFullYear() !== Number(y) || back.getUTCMonth() !== Number(mo) - 1 || back.getUTCDate() !== Number(d) || Number(h) > 23 || Number(mi) > 59 || Number(se) > 59) {
-      return undefined;
-    }
+    const back = new Date(localMs);
+    if (back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || se > 59) return undefined;
     let offsetMin = 0;
-    if (zone !== 'Z') {
-      const sign = zone!.startsWith('-') ? -1 : 1;
-      offsetMin = sign * (Number(zone!.slice(1, 3)) * 60 + Number(zone!.slice(4, 6)));
+    if (zone.toUpperCase() !== 'Z') {
+      const digits = zone.slice(1).replace(':', '');
+      const [oh, om] = [Number(digits.slice(0, 2)), Number(digits.slice(2) || '0')];
+      if (oh > 23 || om > 59) return undefined;
+      offsetMin = (zone.startsWith('-') ? -1 : 1) * (oh * 60 + om);
     }
-    s = local / 1000 - offsetMin * 60 + (frac === undefined ? 0 : Number(`0${frac}`));
+    s = localMs / 1000 - offsetMin * 60;
   } else {
     return undefined;
   }
@@ -207,9 +296,21 @@ function timestampSeconds(t: unknown): number | undefined {
   return s;
 }
 
+/**
+ * How a facet's name appears in a counter (docs/semantics.md): `*`/`*` is reserved for the
+ * total, so a name made only of asterisks is written with one asterisk more.
+ */
+function facetColumnOf(name: string): string {
+  let stars = name.length > 0;
+  for (const ch of name) if (ch !== '*') stars = false;
+  return stars ? `*${name}` : name;
+}
+
 function facetText(v: unknown): string | undefined {
   if (typeof v === 'string') return v === '' ? undefined : v;
-  if (typeof v === 'number' || typeof v === 'boolean') return JSON.stringify(v);
+  if (typeof v === 'boolean') return JSON.stringify(v);
+  // JSON.stringify writes a non-finite number (1e400 parses to Infinity) as `null`: not a value.
+  if (typeof v === 'number') return Number.isFinite(v) ? JSON.stringify(v) : undefined;
   return undefined;
 }
 

@@ -25,11 +25,13 @@ export class WorkerProcess {
     readonly name: string,
     args: readonly string[],
     logFile: string,
+    /** Added to the worker's environment (credentials, NODE_EXTRA_CA_CERTS: what the operator sets from Secrets). */
+    env: Readonly<Record<string, string>> = {},
   ) {
     this.log = createWriteStream(logFile, { flags: 'a' });
     // ABACUS_TEST_NODE_ARGS: extra node flags for the workers, e.g. `--cpu-prof --cpu-prof-dir=DIR`.
     const nodeArgs = (process.env.ABACUS_TEST_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-    this.child = spawn(process.execPath, [...nodeArgs, ...entry(), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [...nodeArgs, ...entry(), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.pipe(this.log, { end: false });
     this.child.stderr!.on('data', (chunk: Buffer) => {
       this.log.write(chunk);

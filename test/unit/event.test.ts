@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { parseEvent, type ParseOptions, type ParseResult } from '../../worker/engine/event';
 
 const base = { company_id: 'c1', statistic_id: 'email open', customer_id: 'u1', timestamp: 1544220000 };
-const opts: ParseOptions = { maxEventBytes: 1024 * 1024, facets: { exclude: [] } };
+const opts: ParseOptions = { maxEventBytes: 1024 * 1024, facets: { exclude: [] }, level: 'account' };
 const parse = (doc: unknown, o = opts): ParseResult => parseEvent(Buffer.from(typeof doc === 'string' ? doc : JSON.stringify(doc)), o);
 
 function ok(doc: unknown, o = opts) {
@@ -88,4 +88,63 @@ test('facet selection: include list, or all minus an exclude list', () => {
     ['campaign', 'x'],
     ['country', 'DE'],
   ]);
+});
+
+test('bytes that are not UTF-8 are invalid, never decoded to U+FFFD (issue 11 #2)', () => {
+  const head = Buffer.from('{"company_id":"c","statistic_id":"s","timestamp":1544220000,"customer_id":"b');
+  const tail = Buffer.from('"}');
+  for (const bytes of [[0xff], [0xfe], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xf4, 0x90, 0x80, 0x80], [0x80]]) {
+    const r = parseEvent(Buffer.concat([head, Buffer.from(bytes), tail]), opts);
+    assert.ok(!r.ok, `bytes ${bytes.map((b) => b.toString(16)).join(' ')}`);
+    assert.equal(r.code, 'invalid_utf8');
+    assert.match(r.reason, /not valid UTF-8/);
+  }
+  // Well-formed multi-byte UTF-8 is fine.
+  assert.equal(ok(Buffer.concat([head, Buffer.from('é😀'), tail]).toString()).customerId, 'bé😀');
+});
+
+test('lone UTF-16 surrogate escapes in the strings Abacus uses are invalid; elsewhere they are ignored', () => {
+  for (const field of ['company_id', 'statistic_id', 'customer_id', 'event_id']) {
+    bad(`{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1,${JSON.stringify(field)}:"a\\ud800"}`, 'invalid_unicode', new RegExp(`${field} holds a lone UTF-16 surrogate`));
+  }
+  bad('{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1,"city":"\\udc00x"}', 'invalid_unicode', /facet "city"/);
+  bad('{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1,"\\ud800":"x"}', 'invalid_unicode', /facet/);
+  // A pair is a character; an unused field may hold anything JSON allows.
+  assert.equal(ok('{"company_id":"c","statistic_id":"s","customer_id":"\\ud83d\\ude00","timestamp":1}').customerId, '😀');
+  assert.deepEqual(ok('{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1,"nested":{"x":"\\ud800"},"city":"\\ud800"}', { ...opts, facets: { exclude: ['city'] } }).facets, []);
+});
+
+test('numeric timestamps are floored; ISO fractions never move the second (issue 11 #3)', () => {
+  assert.equal(ok({ ...base, timestamp: '2018-12-01T09:59:59.9999999Z' }).seconds, Date.UTC(2018, 11, 1, 9, 59, 59) / 1000);
+  assert.equal(ok({ ...base, timestamp: '2018-11-30T23:59:59.999999999Z' }).identity, `t${Date.UTC(2018, 10, 30, 23, 59, 59) / 1000}`);
+  assert.equal(ok({ ...base, timestamp: '9999-12-31T23:59:59.999999Z' }).seconds, 253402300799);
+  assert.equal(ok({ ...base, timestamp: 253402300799.999 }).seconds, 253402300799);
+  assert.equal(ok({ ...base, timestamp: 1544220000.999 }).seconds, 1544220000);
+  assert.equal(ok('{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":-0}').seconds, 0);
+  bad({ ...base, timestamp: -0.001 }, 'timestamp_out_of_range', /1970 through 9999/);
+  bad('{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1e400}', 'timestamp_out_of_range', /1970 through 9999/);
+  bad({ ...base, timestamp: '10000-01-01T00:00:00Z' }, 'wrong_type', /not an ISO-8601/);
+  bad({ ...base, timestamp: '9999-12-31T23:30:00-01:00' }, 'timestamp_out_of_range', /1970 through 9999/);
+});
+
+test('a facet listed twice in include is still one facet of the event', () => {
+  assert.deepEqual(ok({ ...base, a: 'x', b: 'y' }, { ...opts, facets: { include: ['a', 'a'], exclude: [] } }).facets, [['a', 'x']]);
+});
+
+test('ids and facets that cannot fit the sink key: long scope or statistic is invalid, a long facet is not counted (the event is)', () => {
+  const base = { company_id: 'acme', statistic_id: 'open', customer_id: 'u', timestamp: 1543622400 };
+  const long = 'é'.repeat(8193); // 16,386 bytes of UTF-8 in 8,193 UTF-16 units
+  const customer: ParseOptions = { ...opts, level: 'customer' };
+  bad({ ...base, statistic_id: long }, 'id_too_long', /statistic_id is 16386 bytes of UTF-8, more than the 16384 that fit a counter's key in the sink/);
+  bad({ ...base, company_id: long }, 'id_too_long', /company_id is 16386 bytes/);
+  // The scope is what the key holds: customer_id at customer level, company_id at account level.
+  assert.equal(parse({ ...base, customer_id: long }).ok, true, 'account level: customer_id is not in the key');
+  const atCustomer = parse({ ...base, customer_id: long }, customer);
+  assert.equal(atCustomer.ok ? 'ok' : atCustomer.code, 'id_too_long');
+  assert.equal(parse({ ...base, company_id: long }, customer).ok, true, 'customer level: company_id is not in the key');
+  const exactly = 'x'.repeat(16_384);
+  assert.equal(parse({ ...base, statistic_id: exactly, company_id: exactly }).ok, true, '16 KiB each is allowed');
+  const r = parse({ ...base, small: 'v', big: 'y'.repeat(31_997), bigger: 'y'.repeat(32_000) });
+  assert.ok(r.ok);
+  assert.deepEqual(r.event.facets.map(([n]) => n), ['small', 'big'], 'name + value up to 32,000 bytes is a facet; beyond is not counted');
 });

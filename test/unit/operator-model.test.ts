@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { parseAssignment } from '../../common/assignment';
-import { resolveJobConfig } from '../../worker/config';
-import { assignedWorkers, desiredAssignmentConfigMap, nextAssignment, publishedAssignment } from '../../operator/model/assignment';
+import { evenAssignment, parseAssignment } from '../../common/assignment';
+import { resolveJobConfig } from '../../common/job-config';
+import { assignedWorkers, desiredAssignmentConfigMap, publishedAssignment } from '../../operator/model/assignment';
 import { CONFIG_KEY, desiredConfigMap, stateFingerprintHash } from '../../operator/model/config';
 import { selectorString } from '../../operator/model/names';
 import { desiredHeadlessService, desiredMetricsService, desiredPodDisruptionBudget } from '../../operator/model/services';
@@ -40,6 +40,15 @@ test('job.yaml: facets, retention, rocksdb and window map field by field', () =>
     { spec: { rocksdb: { blockCacheSize: '1Gi' } }, check: (c) => assert.equal(c.rocksdb.blockCacheSize, 2 ** 30) },
     { spec: { level: 'customer' }, check: (c) => assert.equal(c.level, 'customer') },
     {
+      spec: { checkpoints: { s3: { endpoint: 'http://s3:9000', bucket: 'ckpt', prefix: 'abacus', region: 'eu-west-1', forcePathStyle: true }, interval: '30s', retention: 5 } },
+      check: (c) =>
+        assert.deepEqual(c.checkpoints, {
+          intervalMs: 30_000,
+          retention: 5,
+          s3: { endpoint: 'http://s3:9000', region: 'eu-west-1', bucket: 'ckpt', prefix: 'abacus/ns/j/', forcePathStyle: true },
+        }),
+    },
+    {
       spec: { source: { kafka: { brokers: ['a:1'], topic: 't', sasl: { mechanism: 'plain', credentialsSecretRef: { name: 's' } } } } },
       check: (c) => assert.equal(c.kafka?.saslMechanism, 'plain'),
     },
@@ -61,7 +70,7 @@ test('StatefulSet: worker command, pod identity, probes, volumes, claim template
   const c = spec.template.spec!.containers[0]!;
   assert.deepEqual(
     [...c.command!, ...c.args!].join(' '),
-    'abacus worker --config /etc/abacus/config/job.yaml --assignment /etc/abacus/assignment/assignment.json --ordinal $(POD_INDEX) --data-dir /var/lib/abacus',
+    'abacus worker --config /etc/abacus/config/job.yaml --assignment /etc/abacus/assignment/assignment.json --ordinal $(POD_INDEX) --data-dir /var/lib/abacus --kube-namespace $(POD_NAMESPACE)',
   );
   const env = new Map(c.env!.map((e) => [e.name, e]));
   assert.equal(env.get('POD_INDEX')!.valueFrom!.fieldRef!.fieldPath, "metadata.labels['apps.kubernetes.io/pod-index']");
@@ -70,7 +79,7 @@ test('StatefulSet: worker command, pod identity, probes, volumes, claim template
   assert.deepEqual(env.get('ABACUS_CASSANDRA_PASSWORD')!.valueFrom!.secretKeyRef, { name: 'cassandra-abacus', key: 'password' });
   assert.deepEqual(env.get('AWS_ACCESS_KEY_ID')!.valueFrom!.secretKeyRef, { name: 's3-abacus', key: 'AWS_ACCESS_KEY_ID' });
   assert.deepEqual(env.get('AWS_SECRET_ACCESS_KEY')!.valueFrom!.secretKeyRef, { name: 's3-abacus', key: 'AWS_SECRET_ACCESS_KEY' });
-  assert.equal(env.get('ABACUS_CHECKPOINT_URL')!.value, 's3://abacus-checkpoints/abacus/team-a/accounts/');
+  assert.equal(env.has('ABACUS_CHECKPOINT_URL'), false, 'checkpoint settings travel in the job document, not as env vars');
   assert.equal(env.get('NODE_EXTRA_CA_CERTS')!.value, '/etc/abacus/kafka-ca/ca.crt');
   assert.deepEqual(c.livenessProbe!.httpGet, { path: '/healthz', port: 'http' });
   assert.deepEqual(c.readinessProbe!.httpGet, { path: '/readyz', port: 'http' });
@@ -127,15 +136,9 @@ test('services and PDB select the workers', () => {
   assert.deepEqual(pdb.spec!.selector!.matchLabels, sel);
 });
 
-test('assignment: generation moves only when ownership changes; the document parses', () => {
-  const a1 = nextAssignment(undefined, 128, 3);
-  assert.equal(a1.generation, 1);
-  assert.equal(nextAssignment(a1, 128, 3), a1);
-  const a2 = nextAssignment(a1, 128, 5);
-  assert.equal(a2.generation, 2);
-  assert.equal(assignedWorkers(a2), 5);
-  const a3 = nextAssignment(a2, 128, 2);
-  assert.equal(a3.generation, 3);
+test('assignment ConfigMap: the document round-trips; a damaged one reads as none', () => {
+  const a3 = evenAssignment(128, 2, 3);
+  assert.equal(assignedWorkers(a3), 2);
   const cm = desiredAssignmentConfigMap(minimalJob(), a3);
   assert.equal(cm.metadata!.name, 'j-assignment');
   const parsed = parseAssignment(cm.data!['assignment.json']!);
@@ -146,4 +149,19 @@ test('assignment: generation moves only when ownership changes; the document par
   // every key group owned exactly once
   const owned = parsed.workers.flatMap((w) => w.ranges.flatMap((r) => Array.from({ length: r.end - r.start + 1 }, (_, i) => r.start + i)));
   assert.deepEqual(owned, Array.from({ length: 128 }, (_, i) => i));
+});
+
+test('job.yaml carries the namespace: same-named jobs of two namespaces get their own topics, groups and table', () => {
+  const configOf = (namespace: string) => {
+    const job = minimalJob({}, 'opens');
+    job.metadata.namespace = namespace;
+    return resolveJobConfig(parse(desiredConfigMap(job).data![CONFIG_KEY]!) as Record<string, unknown>);
+  };
+  const [a, b] = [configOf('team-a'), configOf('team-b')];
+  assert.equal(a.name, 'opens', 'the job name itself stays (it names the job\'s ConfigMaps)');
+  assert.equal(a.namespace, 'team-a');
+  assert.equal(a.kafka?.keyedTopic, 'team-a.opens-keyed');
+  assert.equal(b.kafka?.routeGroup, 'team-b.opens-route');
+  assert.notEqual(a.cassandra?.table, b.cassandra?.table);
+  assert.match(a.cassandra?.table ?? '', /^team_a_opens_[0-9a-f]{12}_counts$/);
 });

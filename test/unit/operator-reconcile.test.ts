@@ -4,11 +4,11 @@ import type { V1StatefulSet } from '@kubernetes/client-node';
 import type { AbacusJob, AbacusJobStatus, Condition } from '../../operator/api/abacusjob';
 import { classifySpecChange, type Applied } from '../../operator/reconcile/classify';
 import { setCondition } from '../../operator/reconcile/conditions';
-import { reconcile, type Cluster, type KubeObject } from '../../operator/reconcile/reconciler';
+import { reconcile } from '../../operator/reconcile/reconciler';
 import { computeStatus, derivePhase, rolloutState, type ObservedWorkers } from '../../operator/reconcile/status';
 import { validateJob } from '../../operator/reconcile/validate';
 import { WorkQueue } from '../../operator/k8s/queue';
-import { minimalJob } from './operator-fixtures';
+import { minimalJob, RecordingCluster } from './operator-fixtures';
 
 const T0 = new Date('2025-01-01T00:00:00Z');
 const T1 = new Date('2025-01-01T00:05:00Z');
@@ -141,53 +141,26 @@ test('derivePhase follows the conditions only', () => {
 });
 
 /** An in-memory recorder of what reconcile asks for: enough to check phase ordering. */
-class RecordingCluster implements Cluster {
-  readonly applied: string[] = [];
-  readonly events: string[] = [];
-  status?: AbacusJobStatus;
-  readonly objects = new Map<string, KubeObject>();
-  constructor(public job: AbacusJob) {}
-  getJob() {
-    return Promise.resolve(this.job);
-  }
-  getStatefulSet(_ns: string, name: string) {
-    return Promise.resolve(this.objects.get(`StatefulSet/${name}`));
-  }
-  getConfigMap(_ns: string, name: string) {
-    return Promise.resolve(this.objects.get(`ConfigMap/${name}`));
-  }
-  apply(o: KubeObject) {
-    const key = `${o.kind}/${o.metadata!.name}`;
-    const had = this.objects.has(key);
-    this.objects.set(key, o);
-    this.applied.push(key);
-    return Promise.resolve(had ? ('Configured' as const) : ('Created' as const));
-  }
-  applyStatus(_j: AbacusJob, s: AbacusJobStatus) {
-    this.status = s;
-    this.job = { ...this.job, status: s };
-    return Promise.resolve();
-  }
-  event(_j: AbacusJob, type: string, reason: string) {
-    this.events.push(`${type}/${reason}`);
-    return Promise.resolve();
-  }
-}
-
 test('reconcile: phase order, scale direction, invalid spec applies nothing, state-incompatible refused', async () => {
   const cluster = new RecordingCluster(minimalJob({ replicas: 3 }));
   await reconcile(cluster, 'ns', 'j', () => T0);
-  assert.deepEqual(cluster.applied, ['ConfigMap/j-config', 'Service/j-workers', 'Service/j-metrics', 'StatefulSet/j', 'ConfigMap/j-assignment', 'PodDisruptionBudget/j']);
+  assert.deepEqual(cluster.applied, [
+    'Finalizer/add', 'ConfigMap/j-config', 'Service/j-workers', 'Service/j-metrics',
+    'ServiceAccount/j-worker', 'Role/j-worker', 'RoleBinding/j-worker', 'ConfigMap/j-worker-0', 'ConfigMap/j-worker-1', 'ConfigMap/j-worker-2',
+    'ConfigMap/j-assignment', 'StatefulSet/j', 'PodDisruptionBudget/j',
+  ]);
   assert.equal(cluster.status!.assignment!.generation, 1);
   assert.equal(cluster.status!.lastApplied!.replicas, 3);
 
-  // scale down: the assignment shrinks before the StatefulSet
+  // scale down without checkpoints: nothing moves, and the status says why
   cluster.applied.length = 0;
   cluster.job = { ...cluster.job, metadata: { ...cluster.job.metadata, generation: 2 }, spec: { ...cluster.job.spec, replicas: 2 } };
   await reconcile(cluster, 'ns', 'j', () => T0);
-  assert.ok(cluster.applied.indexOf('ConfigMap/j-assignment') < cluster.applied.indexOf('StatefulSet/j'));
   assert.ok(cluster.events.includes('Normal/Scaling'));
-  assert.equal(cluster.status!.assignment!.generation, 2);
+  assert.ok(cluster.events.includes('Warning/RescaleNeedsCheckpoints'));
+  assert.equal(cluster.status!.assignment!.generation, 1);
+  assert.equal((cluster.objects.get('StatefulSet/j') as V1StatefulSet).spec!.replicas, 3, 'pods stay while they own key groups');
+  assert.equal(cluster.status!.conditions!.find((c) => c.type === 'Rescaling')!.reason, 'NeedsCheckpoints');
 
   // invalid: nothing applied, warning event, Ready=False
   cluster.applied.length = 0;

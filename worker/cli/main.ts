@@ -4,17 +4,21 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AbacusError, ConfigError } from '../../common/errors';
 import { parseIsoSeconds } from '../engine/time';
-import { loadJobConfig, type JobConfig } from '../config';
-import { countLine } from '../io/counter-id';
-import { FileSource } from '../io/file-source';
+import { loadJobConfig, type JobConfig } from '../../common/job-config';
+import { countLine } from '../../common/counter-id';
+import { FileSource, parseFilePosition, StreamSource } from '../io/file-source';
 import { DEFAULT_GENERATOR, GeneratorSource } from '../io/generator';
 import { LocalSink } from '../io/local-sink';
 import { startHttpServer } from '../runtime/http';
-import { localPaths, runLocal } from '../runtime/local';
+import { LocalObjectStore } from '../checkpoint/object-store';
+import { objectStoreFor } from '../checkpoint/s3-object-store';
+import { localPaths, restoreLocal, runLocal } from '../runtime/local';
+import type { TaskCheckpoints } from '../runtime/task';
 import { registry } from '../runtime/metrics';
 import type { TaskProgress } from '../runtime/task';
 import { runCountsFromCassandra, runWorkerCommand } from '../runtime/worker-process';
 import { bytes, int, ProgressLine, rate, table } from './format';
+import { standardOutput } from '../io/line-output';
 
 /**
  * `abacus` — the command line. Exit codes: 0 done, 1 failed while running, 2 bad usage or
@@ -25,20 +29,33 @@ const USAGE = `abacus — exact real-time counting
 usage:
   abacus demo [--events N] [--data-dir DIR] [--metrics-port N]
       Generate realistic events, count them, show the results.
-  abacus run --input FILE.jsonl --data-dir DIR [--config JOB.yaml] [--level account|customer]
+  abacus run --input FILE.jsonl|- --data-dir DIR [--config JOB.yaml] [--level account|customer]
              [--window DURATION] [--key-groups K] [--ingest-time ISO] [--metrics-port N]
-      Count a JSONL file into a local data dir; resumable after a crash.
+             [--memory-budget SIZE]
+             [--checkpoint-dir DIR [--checkpoint-interval 30s] [--checkpoint-retention N]]
+      Count a JSONL file (or standard input: --input -) into a local data dir; a file's
+      count resumes where it stopped after a crash.
+      With a checkpoint dir, checkpoints the state there periodically and once at the end.
+  abacus restore --checkpoint-dir DIR --data-dir DIR [--checkpoint ID]
+      Rebuild a lost data dir from the newest complete checkpoint (or the one named);
+      then \`abacus run\` on the same input resumes from the restored positions.
   abacus counts --data-dir DIR
   abacus counts --cassandra HOST:PORT --keyspace KS [--level account|customer]
       Print every counter as one JSON object per line.
   abacus worker --config JOB.yaml --ordinal I --replicas N [...]
       Run one worker of a job on Kafka and Cassandra (see docs/worker.md).
+  abacus cleanup --config JOB.yaml
+      Delete a stopped job's checkpoints and job-named Kafka topic and groups (what the
+      operator runs for spec.whenDeleted: Delete; see docs/operator.md).
   abacus operator [--kubeconfig PATH]
       Run the Kubernetes operator (see docs/operator.md).
 
-Durations are written like 500ms, 2s, 5m, 1h, 7d.`;
+Durations are written like 500ms, 2s, 5m, 1h, 7d; sizes like 512Mi, 2Gi.
+--memory-budget (run, demo, worker) bounds the state's memory (cache, Bloom filter, RocksDB
+block cache and write buffers) and sizes them from it (state.memoryBudget in the job file).`;
 
 export function main(argv: string[]): void {
+  standardOutput(); // from here on, a reader that goes away (EPIPE) ends output quietly
   run(argv).then(
     (code) => {
       process.exitCode = code;
@@ -52,27 +69,51 @@ export function main(argv: string[]): void {
 
 async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // The operator parses its own flags and prints its own, longer usage.
+  if (command !== undefined && command !== 'operator' && (rest.includes('--help') || rest.includes('-h'))) {
+    const usage = usageOf(command);
+    if (usage !== undefined) {
+      await standardOutput().write(`${usage}\n`);
+      return 0;
+    }
+  }
   switch (command) {
     case 'run':
       return runCommand(rest);
+    case 'restore':
+      return restoreCommand(rest);
     case 'counts':
       return rest.includes('--cassandra') ? runCountsFromCassandra(rest) : countsCommand(rest);
     case 'demo':
       return demoCommand(rest);
     case 'worker':
       return runWorkerCommand(rest);
+    case 'cleanup':
+      return cleanupCommand(rest);
     case 'operator':
       return operatorCommand(rest);
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(`${USAGE}\n`);
+      await standardOutput().write(`${USAGE}\n`);
       return command === undefined ? 2 : 0;
     default:
       process.stderr.write(`abacus: unknown command "${command}"\n\n${USAGE}\n`);
       return 2;
   }
+}
+
+async function cleanupCommand(argv: string[]): Promise<number> {
+  const { runCleanupCommand } = await import('../runtime/cleanup');
+  return runCleanupCommand(argv);
+}
+
+/** The part of USAGE about one command (`abacus run --help`), or undefined for an unknown one. */
+function usageOf(command: string): string | undefined {
+  const blocks = USAGE.split(/\n(?=  abacus )/).filter((b) => b.startsWith(`  abacus ${command} `) || b.startsWith(`  abacus ${command}\n`));
+  if (blocks.length === 0) return undefined;
+  return `usage:\n${blocks.map((b) => b.replace(/\n\nDurations[\s\S]*$/, '')).join('\n')}\n\nDurations are written like 500ms, 2s, 5m, 1h, 7d.`;
 }
 
 async function operatorCommand(argv: string[]): Promise<number> {
@@ -103,29 +144,55 @@ const JOB_FLAGS = {
   window: { type: 'string' },
   'key-groups': { type: 'string' },
   'metrics-port': { type: 'string' },
+  'memory-budget': { type: 'string' },
 } as const;
 
-function jobConfigFrom(values: { config?: string; level?: string; window?: string; 'key-groups'?: string; 'metrics-port'?: string }): JobConfig {
-  return loadJobConfig(values.config, {
+type JobFlagValues = { config?: string; level?: string; window?: string; 'key-groups'?: string; 'metrics-port'?: string; 'memory-budget'?: string };
+
+function jobOverrides(values: JobFlagValues): Record<string, unknown> {
+  return {
     level: values.level,
     window: values.window,
     keyGroups: values['key-groups'],
     metrics: values['metrics-port'] === undefined ? undefined : { port: values['metrics-port'] },
-  });
+    state: values['memory-budget'] === undefined ? undefined : { memoryBudget: values['memory-budget'] },
+  };
+}
+
+function jobConfigFrom(values: JobFlagValues): JobConfig {
+  return loadJobConfig(values.config, jobOverrides(values));
 }
 
 async function runCommand(argv: string[]): Promise<number> {
-  const values = parse(argv, { ...JOB_FLAGS, input: { type: 'string' }, 'data-dir': { type: 'string' }, 'ingest-time': { type: 'string' }, quiet: { type: 'boolean' } });
-  if (values.input === undefined) throw new ConfigError('--input', 'is missing', 'give the JSONL file to count, e.g. --input events.jsonl');
+  const values = parse(argv, {
+    ...JOB_FLAGS,
+    input: { type: 'string' },
+    'data-dir': { type: 'string' },
+    'ingest-time': { type: 'string' },
+    quiet: { type: 'boolean' },
+    'checkpoint-dir': { type: 'string' },
+    'checkpoint-interval': { type: 'string' },
+    'checkpoint-retention': { type: 'string' },
+  });
+  if (values.input === undefined) throw new ConfigError('--input', 'is missing', 'give the JSONL file to count, e.g. --input events.jsonl, or --input - for standard input');
   if (values['data-dir'] === undefined) throw new ConfigError('--data-dir', 'is missing', 'give a directory for state and counts, e.g. --data-dir ./abacus-data');
-  const config = jobConfigFrom(values);
+  const config = loadJobConfig(values.config, {
+    ...jobOverrides(values),
+    checkpoints:
+      values['checkpoint-dir'] === undefined
+        ? checkpointFlagsWithoutDir(values)
+        : { dir: values['checkpoint-dir'], interval: values['checkpoint-interval'] ?? '30s', retention: values['checkpoint-retention'] },
+  });
+  const checkpoints = localCheckpoints(config);
   let ingestTimeMs: number | undefined;
   if (values['ingest-time'] !== undefined) {
     const s = parseIsoSeconds(values['ingest-time']);
     if (Number.isNaN(s)) throw new ConfigError('--ingest-time', `"${values['ingest-time']}" is not an ISO-8601 date-time with a zone`, 'write it like 2026-11-27T06:00:00Z');
     ingestTimeMs = s * 1000;
   }
-  const source = new FileSource(values.input, { maxLineBytes: config.maxEventBytes + 1, ...(ingestTimeMs === undefined ? {} : { ingestTimeMs }) });
+  // The input is opened first: a wrong --input is reported before the data dir is created.
+  const lineOptions = { maxLineBytes: config.maxEventBytes + 1, ...(ingestTimeMs === undefined ? {} : { ingestTimeMs }) };
+  const source = values.input === '-' ? new StreamSource(process.stdin, lineOptions) : await FileSource.open(values.input, lineOptions);
   const started = Date.now();
   const progress = new ProgressLine();
   const quiet = values.quiet === true;
@@ -136,8 +203,9 @@ async function runCommand(argv: string[]): Promise<number> {
       source,
       onProgress: quiet ? undefined : (p) => progress.update(progressText(p, started)),
       log: (line) => process.stderr.write(`abacus: ${line}\n`),
+      ...(checkpoints === undefined ? {} : { checkpoints }),
     }),
-  );
+  ).finally(() => checkpoints?.objectStore.close?.());
   if (!quiet) {
     progress.done(progressText(result, started));
     process.stderr.write(
@@ -145,8 +213,54 @@ async function runCommand(argv: string[]): Promise<number> {
         (result.invalid > 0 ? ` (see ${result.deadLetterPath})` : '') +
         `; state ${bytes(result.stateBytes)}\n`,
     );
+    const cp = result.lastCheckpoint;
+    if (cp !== undefined) {
+      process.stderr.write(
+        `checkpoint ${cp.manifestId} in ${checkpoints!.objectStore.description}: ${cp.base.length + cp.delta.length + cp.unchanged.length} key groups ` +
+          `(${cp.base.length} full, ${cp.delta.length} incremental, ${cp.unchanged.length} unchanged), ${bytes(cp.bytes)} written in ${cp.durationMs} ms\n`,
+      );
+    }
   }
   return 0;
+}
+
+function checkpointFlagsWithoutDir(values: { 'checkpoint-interval'?: string; 'checkpoint-retention'?: string }): undefined {
+  for (const flag of ['checkpoint-interval', 'checkpoint-retention'] as const) {
+    if (values[flag] !== undefined) throw new ConfigError(`--${flag}`, 'needs --checkpoint-dir', 'give the directory to checkpoint into with --checkpoint-dir DIR');
+  }
+  return undefined;
+}
+
+/** Local mode's checkpoint settings: the whole job (every group, ~meta, the file position) in each checkpoint, and one at the end. */
+function localCheckpoints(config: JobConfig): (TaskCheckpoints & { objectStore: { close?(): void } }) | undefined {
+  const cp = config.checkpoints;
+  if (cp === undefined) return undefined;
+  return { objectStore: objectStoreFor(cp), writer: 'local', intervalMs: cp.intervalMs, retention: cp.retention, includeUnkeyed: true, restoreMissing: false, finalCheckpoint: true };
+}
+
+async function restoreCommand(argv: string[]): Promise<number> {
+  const values = parse(argv, { 'checkpoint-dir': { type: 'string' }, 'data-dir': { type: 'string' }, checkpoint: { type: 'string' } });
+  if (values['checkpoint-dir'] === undefined) throw new ConfigError('--checkpoint-dir', 'is missing', 'give the directory `abacus run --checkpoint-dir` wrote to');
+  if (values['data-dir'] === undefined) throw new ConfigError('--data-dir', 'is missing', 'give the data dir to rebuild (it must not exist or be empty)');
+  const dataDir = values['data-dir'];
+  const store = new LocalObjectStore(values['checkpoint-dir']);
+  const r = await restoreLocal(dataDir, store, values.checkpoint, (line) => process.stderr.write(`abacus: ${line}\n`));
+  const m = r.manifest;
+  const lines = [
+    `restored ${dataDir} from checkpoint ${m.id} (${m.reason}, written ${new Date(m.createdAtMs).toISOString()}) in ${store.description}`,
+    `  ${int(r.groups)} key groups, ${int(r.records)} state records, ${bytes(r.bytes)} read, in ${r.durationMs} ms; ${int(r.counters)} counters in the sink`,
+    ...Object.entries(r.positions).map(([partition, position]) => `  input ${partition.replace(/^file:/, '')} resumes at ${describePosition(position)}`),
+  ];
+  if (r.skipped.length > 0) lines.push(`  newer checkpoints skipped: ${r.skipped.map((s) => `${s.manifestId} (${s.problem})`).join('; ')}`);
+  lines.push('next: `abacus run` with the same --input and this --data-dir counts the rest (the dead-letter file is not part of a checkpoint)');
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+/** A file position in words. */
+function describePosition(position: string): string {
+  const p = parseFilePosition(position);
+  return p === undefined ? position : `byte ${int(p.offset)} (ingest time ${new Date(p.ingestTimeMs).toISOString()})`;
 }
 
 function progressText(p: TaskProgress, started: number, total?: number): string {
@@ -172,10 +286,9 @@ async function countsCommand(argv: string[]): Promise<number> {
   const sink = await LocalSink.openExisting(localPaths(values['data-dir']).sink, loadJobConfig(undefined).rocksdb);
   try {
     const account = sink.hasUniques;
+    const out = standardOutput();
     for await (const row of sink.scan()) {
-      if (!process.stdout.write(`${JSON.stringify(countLine(row, account))}\n`)) {
-        await new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()));
-      }
+      if (!(await out.write(`${JSON.stringify(countLine(row, account))}\n`))) break; // the reader has gone: stop quietly
     }
   } finally {
     await sink.close();
@@ -203,7 +316,7 @@ async function demoCommand(argv: string[]): Promise<number> {
     );
     progress.done(progressText(result, started, events));
     const seconds = (Date.now() - started) / 1000;
-    process.stdout.write(await demoReport(dataDir, result, seconds, config));
+    await standardOutput().write(await demoReport(dataDir, result, seconds, config));
   } finally {
     if (ownDir) rmSync(dataDir, { recursive: true, force: true });
   }

@@ -1,9 +1,10 @@
-import { counterStem, facetToken } from '../io/counter-id';
+import { counterStem, facetToken, TOTAL_TOKEN } from '../../common/counter-id';
 import type { Granularity } from '../io/types';
-import { bucketKey, counterKeyFromParts, dedupKey, markerKey } from '../state/keys';
-import { addMarker, decodeBucket, emptyMarkers, encodeBucket, markerEpoch, markerNeedle, type CounterRecord } from '../state/records';
+import { bucketKey, counterKeyFromParts, dedupKey, markerKey, markerShardKey, overflowMarkerStem, tokenMarkerKey } from '../state/keys';
+import { decodeBucket, emptyMarkers, encodeBucket, MARKER_LIMITS, MarkerAppend, markerEntries, markerEntry, markerEpoch, markerNeedle, markersFull, markersSharded, markerShard, tokenMarker, type CounterRecord, type MarkerLimits } from '../state/records';
 import type { CountableEvent } from './event';
-import { bucketEnd, bucketStart } from './time';
+import { bucketHorizon, pastHorizon, withinDedupRetention } from '../state/expiry';
+import { bucketStart } from './time';
 
 /**
  * The counting step for one valid event: deduplicate, judge uniqueness, fan out into the
@@ -26,11 +27,15 @@ export interface CountingSettings {
   readonly granularities: readonly Granularity[];
   readonly dedupRetentionSec: number;
   readonly uniquesRetentionSec: number;
+  /** Bounds of the marker records (default MARKER_LIMITS). */
+  readonly markerLimits?: MarkerLimits;
 }
 
 export interface StateView {
   /** The encoded record (see state/records.ts), or null when there is none. */
   get(key: string): string | null;
+  /** Like get(), but a key that was not loaded reads as absent (for records that provably cannot exist unless loaded or set in this batch). */
+  getIfLoaded(key: string): string | null;
   set(key: string, value: string): void;
 }
 
@@ -70,11 +75,9 @@ export class WindowAccumulator {
     return this.counters;
   }
 
-  /** Every touched counter as [counter state key, delta]. */
-  *entries(): IterableIterator<[string, CounterRecord]> {
-    for (const [stemKey, tokens] of this.stems) {
-      for (const [token, delta] of tokens) yield [stemKey + token, delta];
-    }
+  /** The touched counters grouped by stem: stem key → facet token → delta (the state key of a counter is stem key + token). */
+  byStem(): ReadonlyMap<string, ReadonlyMap<string, CounterRecord>> {
+    return this.stems;
   }
 
   clear(): void {
@@ -92,6 +95,8 @@ export interface CountingTally {
 
 /** The state keys and counter stems of one event, built once and used to load and to count. */
 export interface EventKeys {
+  readonly ev: CountableEvent;
+  readonly kgPrefix: string;
   readonly dedup: string;
   /** Per configured granularity: the counter stem key (state-key prefix of its counters). */
   readonly stems: string[];
@@ -105,6 +110,12 @@ export interface EventKeys {
   readonly tokens: string[];
   /** Per token (account level only): its search needle in a marker record. */
   readonly needles: string[];
+  /**
+   * Per granularity, the stem of the customer's overflow (W, V) keys, and per token its
+   * shard: built on first use, which only events of a customer whose marker record is full make.
+   */
+  overflowStems: Array<string | undefined> | undefined;
+  shards: number[] | undefined;
 }
 
 /** Builds the keys of an event and appends the state keys to load to `toLoad`. */
@@ -113,7 +124,7 @@ export function eventKeys(ev: CountableEvent, kgPrefix: string, s: CountingSetti
   toLoad.push(dedup);
   const account = s.level === 'account';
   const scope = account ? ev.companyId : ev.customerId;
-  const keys: EventKeys = { dedup, stems: [], buckets: [], markers: [], bucketStarts: [], tokens: ['*'], needles: [] };
+  const keys: EventKeys = { ev, kgPrefix, dedup, stems: [], buckets: [], markers: [], bucketStarts: [], tokens: [TOTAL_TOKEN], needles: [], overflowStems: undefined, shards: undefined };
   for (const [facet, value] of ev.facets) keys.tokens.push(facetToken(facet, value));
   if (account) for (const token of keys.tokens) keys.needles.push(markerNeedle(token));
   for (const g of s.granularities) {
@@ -131,10 +142,88 @@ export function eventKeys(ev: CountableEvent, kgPrefix: string, s: CountingSetti
   return keys;
 }
 
+function overflowStemOf(keys: EventKeys, i: number, s: CountingSettings): string {
+  keys.overflowStems ??= [];
+  let stem = keys.overflowStems[i];
+  if (stem === undefined) {
+    const { ev } = keys;
+    stem = overflowMarkerStem(s.granularities[i]!, keys.bucketStarts[i]!, ev.companyId, ev.statisticId, ev.customerId);
+    keys.overflowStems[i] = stem;
+  }
+  return stem;
+}
+
+function shardsOf(keys: EventKeys, limits: MarkerLimits): number[] {
+  if (keys.shards === undefined) keys.shards = keys.tokens.map((token) => markerShard(token, limits.shards));
+  return keys.shards;
+}
+
+/**
+ * Membership of a token in a marker record. A full record never changes (tokens go on to the
+ * next tier), so its entries are kept as a set, looked up by the record text itself (the
+ * same string object on every use, so its hash is computed once): a heavy customer's full
+ * records are split once per batch, not searched once per token. Bounded; cleared when full.
+ */
+const fullRecordEntries = new Map<string, Set<string>>();
+const FULL_RECORD_ENTRIES_MAX = 4096;
+
+function holds(record: string, keys: EventKeys, t: number): boolean {
+  if (!markersFull(record)) return record.includes(keys.needles[t]!);
+  let entries = fullRecordEntries.get(record);
+  if (entries === undefined) {
+    if (fullRecordEntries.size >= FULL_RECORD_ENTRIES_MAX) fullRecordEntries.clear();
+    entries = markerEntries(record);
+    fullRecordEntries.set(record, entries);
+  }
+  return entries.has(markerEntry(keys.tokens[t]!, keys.needles[t]!));
+}
+
+/**
+ * The second load of an event (after its keys from eventKeys are loaded): for each bucket
+ * whose marker record is full, the records its other tokens may be in — their shard (W)
+ * records, or their V records when the record is of older state (`+`). Only customers whose
+ * record is full have any, so a normal event adds nothing here. A record that becomes full
+ * while its batch is counted needs nothing loaded: overflow records of its epoch can only
+ * have been written since.
+ */
+export function overflowKeys(keys: EventKeys, s: CountingSettings, state: StateView, toLoad: string[]): void {
+  const limits = s.markerLimits ?? MARKER_LIMITS;
+  for (let i = 0; i < keys.markers.length; i++) {
+    const record = state.get(keys.markers[i]!);
+    if (record === null || !markersFull(record)) continue;
+    const stem = overflowStemOf(keys, i, s);
+    const sharded = markersSharded(record);
+    const shards = sharded ? shardsOf(keys, limits) : undefined;
+    for (let t = 0; t < keys.tokens.length; t++) {
+      if (holds(record, keys, t)) continue;
+      toLoad.push(shards !== undefined ? markerShardKey(keys.kgPrefix, stem, shards[t]!) : tokenMarkerKey(keys.kgPrefix, stem, keys.tokens[t]!));
+    }
+  }
+}
+
+/**
+ * The third load (after overflowKeys' keys are loaded): the V records of tokens whose shard
+ * record is full. As above, a shard that becomes full during the batch needs none.
+ */
+export function shardOverflowKeys(keys: EventKeys, state: StateView, toLoad: string[]): void {
+  if (keys.shards === undefined || keys.overflowStems === undefined) return;
+  for (let i = 0; i < keys.markers.length; i++) {
+    const stem = keys.overflowStems[i];
+    if (stem === undefined) continue;
+    const record = state.get(keys.markers[i]!);
+    if (record === null || !markersSharded(record)) continue;
+    for (let t = 0; t < keys.tokens.length; t++) {
+      if (holds(record, keys, t)) continue;
+      const shard = state.get(markerShardKey(keys.kgPrefix, stem, keys.shards[t]!));
+      if (shard !== null && markersFull(shard) && !holds(shard, keys, t)) toLoad.push(tokenMarkerKey(keys.kgPrefix, stem, keys.tokens[t]!));
+    }
+  }
+}
+
 /** Counts one event whose keys were built by eventKeys and loaded; returns false when it is a duplicate. */
 export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettings, state: StateView, window: WindowAccumulator, tally: CountingTally): boolean {
   const firstSeen = state.get(keys.dedup);
-  if (firstSeen !== null && ingestSec - Number(firstSeen) <= s.dedupRetentionSec) {
+  if (firstSeen !== null && withinDedupRetention(Number(firstSeen), ingestSec, s.dedupRetentionSec)) {
     tally.duplicates++;
     return false;
   }
@@ -142,6 +231,7 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
   tally.counted++;
 
   const { tokens, needles } = keys;
+  const limits = s.markerLimits ?? MARKER_LIMITS;
   for (let i = 0; i < s.granularities.length; i++) {
     const counters = window.stem(keys.stems[i]!);
     if (s.level !== 'account') {
@@ -150,21 +240,90 @@ export function countEvent(keys: EventKeys, ingestSec: number, s: CountingSettin
     }
     const epoch = touchBucket(keys.buckets[i]!, s.granularities[i]!, keys.bucketStarts[i]!, ingestSec, s, state);
     const mk = keys.markers[i]!;
-    let markers = state.get(mk);
-    if (markers === null || markerEpoch(markers) !== epoch) markers = emptyMarkers(epoch);
-    const before = markers;
+    const stored = state.get(mk);
+    const markers = new MarkerAppend(stored === null || markerEpoch(stored) !== epoch ? emptyMarkers(epoch) : stored, limits.recordMax);
+    // Every record is bounded (recordMax), so each search costs O(1) per token; where a full
+    // record's overflow goes is worked out once per event and bucket, not per token.
+    let overflow: Overflow | undefined;
     for (let t = 0; t < tokens.length; t++) {
       let isNew = 0;
-      if (!markers.includes(needles[t]!)) {
-        markers = addMarker(markers, needles[t]!);
-        isNew = 1;
-        if (epoch > 0) tally.beyondHorizon++;
+      if (!holds(markers.found, keys, t)) {
+        if (markers.tryAdd(needles[t]!)) isNew = 1;
+        else {
+          markers.markFull(limits.shards > 0);
+          overflow ??= new Overflow(keys, i, s, limits, epoch, markers.found, state);
+          isNew = overflow.add(t);
+        }
+        if (isNew === 1 && epoch > 0) tally.beyondHorizon++;
       }
       window.add(counters, tokens[t]!, isNew);
     }
-    if (markers !== before) state.set(mk, markers);
+    const changed = markers.result();
+    if (changed !== undefined) state.set(mk, changed);
+    overflow?.commit();
   }
   return true;
+}
+
+/**
+ * The markers of one event in one bucket beyond its customer's full U record: in shard
+ * records (changed ones set once at the end of the event, not once per token), then in V
+ * records for tokens whose shard is full; or straight in V records for a U record of older
+ * state (`+`). Records are read with getIfLoaded: the loads of overflowKeys and
+ * shardOverflowKeys brought in every one that can exist (see there).
+ */
+class Overflow {
+  private readonly stem: string;
+  private readonly marker: string;
+  private readonly shards: number[] | undefined;
+  /** The shard records this event touched. */
+  private readonly touched = new Map<number, MarkerAppend>();
+
+  /** `found`: the U record as the event found it (full already, or about to be marked full by this event). */
+  constructor(
+    private readonly keys: EventKeys,
+    i: number,
+    s: CountingSettings,
+    private readonly limits: MarkerLimits,
+    private readonly epoch: number,
+    found: string,
+    private readonly state: StateView,
+  ) {
+    this.stem = overflowStemOf(keys, i, s);
+    this.marker = tokenMarker(epoch);
+    const sharded = markersFull(found) ? markersSharded(found) : limits.shards > 0;
+    this.shards = sharded ? shardsOf(keys, limits) : undefined;
+  }
+
+  /** Marks token t, which the U record does not hold; 1 when it was not marked yet. */
+  add(t: number): number {
+    if (this.shards === undefined) return this.addToken(t);
+    const shard = this.shards[t]!;
+    let record = this.touched.get(shard);
+    if (record === undefined) {
+      const stored = this.state.getIfLoaded(markerShardKey(this.keys.kgPrefix, this.stem, shard));
+      record = new MarkerAppend(stored === null || markerEpoch(stored) !== this.epoch ? emptyMarkers(this.epoch) : stored, this.limits.recordMax);
+      this.touched.set(shard, record);
+    }
+    if (holds(record.found, this.keys, t)) return 0;
+    if (record.tryAdd(this.keys.needles[t]!)) return 1;
+    record.markFull(false);
+    return this.addToken(t);
+  }
+
+  private addToken(t: number): number {
+    const vk = tokenMarkerKey(this.keys.kgPrefix, this.stem, this.keys.tokens[t]!);
+    if (this.state.getIfLoaded(vk) === this.marker) return 0;
+    this.state.set(vk, this.marker);
+    return 1;
+  }
+
+  commit(): void {
+    for (const [shard, record] of this.touched) {
+      const changed = record.result();
+      if (changed !== undefined) this.state.set(markerShardKey(this.keys.kgPrefix, this.stem, shard), changed);
+    }
+  }
 }
 
 /** Updates the bucket's last-touched time; drops its markers (new epoch) once it has outlived its horizon. Returns the epoch in force. */
@@ -178,8 +337,8 @@ function touchBucket(bk: string, g: Granularity, bucket: number, ingestSec: numb
     return 0;
   }
   const record = decodeBucket(text);
-  const horizon = Math.max(bucketEnd(g, bucket), record.lastIngest) + s.uniquesRetentionSec;
-  if (ingestSec > horizon) {
+  const horizon = bucketHorizon(g, bucket, record.lastIngest, s.uniquesRetentionSec);
+  if (pastHorizon(ingestSec, horizon)) {
     state.set(bk, encodeBucket({ lastIngest: ingestHour, epoch: record.epoch + 1 }));
     return record.epoch + 1;
   }

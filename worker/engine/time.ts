@@ -49,12 +49,20 @@ export function parseBucket(text: string): number {
   return Date.parse(text) / 1000;
 }
 
-const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
+/**
+ * RFC 3339's date-time plus what common producers write beside it: the separator `T`, `t`
+ * or a space (RFC 3339 §5.6 allows lower case and a space), the zone `Z`, `z`, `±hh:mm`,
+ * `±hhmm` (Java's and Python's `%z`) or `±hh`. Extended date and time only.
+ */
+const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(?:[Zz]|([+-])(\d{2})(?::?(\d{2}))?)$/;
 
 /**
- * Parses an ISO-8601 date-time with a zone (`Z` or `±hh:mm`) to seconds since the epoch
- * (fractions kept). Returns NaN for anything malformed, including impossible calendar
- * values such as February 30th or hour 24, which Date.parse would silently roll over.
+ * Parses an ISO-8601 date-time with a zone (see ISO_DATE_TIME) to **whole** seconds since the
+ * epoch, computed from the text's integer parts only: fractional digits, however many, are
+ * dropped (truncated toward the whole second, never rounded — `23:59:59.9999999Z` is still
+ * 23:59:59). Offsets are whole minutes, so the result is exact. Returns NaN for anything
+ * malformed, including impossible calendar values such as February 30th, hour 24 or second
+ * 60, which Date.parse would silently roll over.
  */
 export function parseIsoSeconds(text: string): number {
   const m = ISO_DATE_TIME.exec(text);
@@ -62,19 +70,29 @@ export function parseIsoSeconds(text: string): number {
   const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number, number];
   const second = m[6] === undefined ? 0 : Number(m[6]);
   if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return NaN;
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  const daysInMonth = new Date(Date.UTC(2000, month, 0)).getUTCDate() - (month === 2 && !isLeapYear(year) ? 1 : 0);
   if (day < 1 || day > daysInMonth) return NaN;
   let offsetSeconds = 0;
-  const zone = m[8]!;
-  if (zone !== 'Z') {
-    const oh = Number(zone.slice(1, 3));
-    const om = Number(zone.slice(4, 6));
+  const [sign, offsetHours, offsetMinutes] = [m[8], m[9], m[10]];
+  if (sign !== undefined) {
+    const oh = Number(offsetHours);
+    const om = offsetMinutes === undefined ? 0 : Number(offsetMinutes);
     if (oh > 23 || om > 59) return NaN;
-    offsetSeconds = (zone[0] === '-' ? -1 : 1) * (oh * HOUR + om * 60);
+    offsetSeconds = (sign === '-' ? -1 : 1) * (oh * HOUR + om * 60);
   }
-  // Date.UTC maps years 0-99 to 1900-1999; setUTCFullYear does not.
-  const date = new Date(Date.UTC(2000, month - 1, day, hour, minute, second));
-  date.setUTCFullYear(year);
-  const fraction = m[7] === undefined ? 0 : Number(m[7]);
-  return date.getTime() / 1000 + fraction - offsetSeconds;
+  return daysFromCivil(year, month, day) * DAY + hour * HOUR + minute * 60 + second - offsetSeconds;
+}
+
+function isLeapYear(y: number): boolean {
+  return (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+}
+
+/** Days from 1970-01-01 to a proleptic Gregorian date, in integer arithmetic (H. Hinnant's days_from_civil). */
+function daysFromCivil(year: number, month: number, day: number): number {
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yoe = y - era * 400;
+  const doy = Math.floor((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) + day - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
 }

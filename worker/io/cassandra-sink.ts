@@ -1,10 +1,10 @@
 import { auth, Client, policies, types } from 'cassandra-driver';
 import { Counter, Histogram } from 'prom-client';
-import { ConfigError } from '../../common/errors';
-import type { CassandraConfig, Level } from '../config';
+import { ConfigError, errorChain } from '../../common/errors';
+import type { CassandraConfig, Level } from '../../common/job-config';
 import type { SeriesPoint, SeriesQuery } from '../runtime/http';
 import { registry } from '../runtime/metrics';
-import { counterId, idOf } from './counter-id';
+import { counterId, idOf } from '../../common/counter-id';
 import type { CounterKey, CounterRow, CounterValue, CountSink, Granularity } from './types';
 import { backoffMs, LogFn, sleep, stderrLog } from './kafka-client';
 
@@ -95,12 +95,42 @@ export async function connectCassandra(config: CassandraConfig, log: LogFn, sign
       return client;
     } catch (err) {
       await client.shutdown().catch(() => undefined);
+      const refused = cassandraCredentialsError(err);
+      if (refused !== undefined) throw refused;
       if (signal?.aborted === true) throw err;
       const wait = backoffMs(attempt, 500, 5000);
       log('warn', 'cannot connect to Cassandra; retrying', { contactPoints: config.contactPoints, attempt, waitMs: wait, error: (err as Error).message });
       await sleep(wait, signal);
     }
   }
+}
+
+/**
+ * Cassandra refused the worker's credentials, or wants some and got none: a ConfigError naming
+ * the fix (retrying with the same ones cannot help); undefined for anything else. Cassandra's
+ * "Unable to perform authentication" (its auth tables unreachable, e.g. while starting) is not
+ * a refusal and is retried. The message never holds the password.
+ */
+export function cassandraCredentialsError(err: unknown): ConfigError | undefined {
+  for (const e of errorChain(err)) {
+    if (e.name !== 'AuthenticationError') continue;
+    const user = process.env.ABACUS_CASSANDRA_USERNAME;
+    if (/no authenticator found|authentication provider not set/i.test(e.message)) {
+      return new ConfigError(
+        'ABACUS_CASSANDRA_USERNAME/ABACUS_CASSANDRA_PASSWORD',
+        `Cassandra requires a user name and password, and none were given (${e.message})`,
+        'name a Secret with them in spec.sink.cassandra.credentialsSecretRef (outside Kubernetes: set these environment variables)',
+      );
+    }
+    if (/incorrect|bad credentials|invalid credentials/i.test(e.message)) {
+      return new ConfigError(
+        'ABACUS_CASSANDRA_USERNAME/ABACUS_CASSANDRA_PASSWORD',
+        `Cassandra refused the credentials of user ${JSON.stringify(user ?? '')} (${e.message})`,
+        'put the right user name and password in the Secret named by spec.sink.cassandra.credentialsSecretRef (outside Kubernetes: in these environment variables)',
+      );
+    }
+  }
+  return undefined;
 }
 
 function credentials(): { authProvider?: auth.PlainTextAuthProvider } {

@@ -1,6 +1,7 @@
-import { Admin, Consumer, Kafka, KafkaConfig as KafkaJsConfig, logLevel, LogEntry, SASLOptions } from 'kafkajs';
-import { ConfigError } from '../../common/errors';
-import type { KafkaConfig } from '../config';
+import { Admin, Consumer, Kafka, KafkaConfig as KafkaJsConfig, logLevel, LogEntry, SASLOptions, ConfigResourceTypes } from 'kafkajs';
+import { ConfigError, errorChain } from '../../common/errors';
+import type { KafkaConfig } from '../../common/job-config';
+import { sleep } from '../../common/sleep';
 
 /**
  * What the Kafka edges of the worker share: the client factory (TLS, SASL from the
@@ -19,15 +20,18 @@ export const stderrLog: LogFn = (level, message, fields) => {
 };
 
 /**
- * Names of the job's Kafka objects. Everything is derived from the job name, so an
- * account-level and a customer-level job reading the same input topic never share a
- * consumer group, a keyed topic or a dead-letter topic.
+ * The job-named Kafka objects that spec.whenDeleted=Delete removes: the keyed topic (unless the
+ * input is already keyed: then it is the user's topic) and, among `groupIds`, the route group
+ * and the count groups (`<countGroupPrefix>-<ordinal>-<random hex>`, kafka-source.ts). The input
+ * and dead-letter topics are shared or audit data: never.
  */
-export function kafkaNames(jobName: string, ordinal: number): { routeGroup: string; countGroupPrefix: string } {
-  return {
-    routeGroup: `${jobName}-route`,
-    countGroupPrefix: `${jobName}-count-${ordinal}`,
-  };
+export function jobKafkaObjects(
+  kafka: Pick<KafkaConfig, 'keyedTopic' | 'inputKeyed' | 'routeGroup' | 'countGroupPrefix'>,
+  groupIds: readonly string[],
+): { topics: string[]; groups: string[] } {
+  const countPrefix = `${kafka.countGroupPrefix}-`;
+  const groups = groupIds.filter((g) => g === kafka.routeGroup || (g.startsWith(countPrefix) && /^\d+-[0-9a-f]+$/.test(g.slice(countPrefix.length))));
+  return { topics: kafka.inputKeyed ? [] : [kafka.keyedTopic], groups };
 }
 
 const CLIENT_RETRY = { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 };
@@ -156,6 +160,46 @@ function saslFromEnv(config: KafkaConfig): SASLOptions | undefined {
   return options;
 }
 
+/** Node's codes for a TLS peer certificate that does not verify against the trusted CAs. */
+const TLS_TRUST_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Failures that retrying with the same settings cannot fix — the brokers refused the SASL
+ * credentials, or their TLS certificate does not verify — as a ConfigError that names what to
+ * fix (the worker then exits with code 2 instead of retrying forever); undefined for anything
+ * else (an outage, a timeout), which the caller retries. The message never holds the password.
+ */
+export function kafkaSetupError(err: unknown, config: KafkaConfig): ConfigError | undefined {
+  for (const e of errorChain(err)) {
+    if (e.name === 'KafkaJSSASLAuthenticationError') {
+      const user = process.env.ABACUS_KAFKA_USERNAME ?? '';
+      return new ConfigError(
+        'ABACUS_KAFKA_USERNAME/ABACUS_KAFKA_PASSWORD',
+        `the Kafka brokers refused the ${config.saslMechanism ?? 'SASL'} credentials of user ${JSON.stringify(user)} (${e.message})`,
+        'put the right user name and password in the Secret named by spec.source.kafka.sasl.credentialsSecretRef (outside Kubernetes: in these environment variables)',
+      );
+    }
+    if (typeof e.code === 'string' && TLS_TRUST_CODES.has(e.code)) {
+      return new ConfigError(
+        'kafka.tls',
+        `the Kafka brokers' TLS certificate does not verify (${e.code}: ${e.message})`,
+        'give the CA bundle that signs the brokers\' certificates in spec.source.kafka.tls.caSecretRef (outside Kubernetes: NODE_EXTRA_CA_CERTS=FILE), and name the brokers as their certificates do',
+      );
+    }
+  }
+  return undefined;
+}
+
 export interface TopicSpec {
   readonly topic: string;
   readonly partitions: number;
@@ -212,21 +256,36 @@ export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], lo
   }
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted === true) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
+export { sleep };
 
 /** Exponential backoff with full jitter, capped. */
 export function backoffMs(attempt: number, baseMs = 200, capMs = 10_000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 20));
   return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+/**
+ * A topic's retention.ms as the broker reports it (-1 = unlimited); undefined when the
+ * broker does not say. A restored key group replays its keyed partition from the
+ * checkpoint's position, so the keyed topic must keep records at least that long.
+ */
+export async function topicRetentionMs(admin: Admin, topic: string): Promise<number | undefined> {
+  const out = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['retention.ms'] }] });
+  const value = out.resources[0]?.configEntries.find((e) => e.configName === 'retention.ms')?.configValue;
+  return value === undefined || value === null ? undefined : Number(value);
+}
+
+/**
+ * Whether the keyed topic keeps records long enough for a restore: a checkpoint can be up to
+ * one interval old (longer while the object store is down), and its groups replay from there.
+ * Returns the problem in words, or undefined when retention covers twice the interval.
+ */
+export function keyedRetentionProblem(topic: string, retentionMs: number | undefined, checkpointIntervalMs: number): string | undefined {
+  if (retentionMs === undefined || retentionMs < 0) return undefined;
+  if (retentionMs >= 2 * checkpointIntervalMs) return undefined;
+  return (
+    `the keyed topic ${topic} keeps records for ${retentionMs} ms (retention.ms), less than twice the checkpoint interval (${checkpointIntervalMs} ms): ` +
+    'a key group restored from its last checkpoint may find the records it must replay already deleted, and its counts would then miss them; ' +
+    `raise retention.ms of ${topic} (e.g. kafka-configs --alter --entity-type topics --entity-name ${topic} --add-config retention.ms=${4 * checkpointIntervalMs}) or shorten checkpoints.interval`
+  );
 }

@@ -1,5 +1,5 @@
 import { IHeaders, Partitioners, Producer } from 'kafkajs';
-import type { KafkaConfig } from '../config';
+import type { KafkaConfig } from '../../common/job-config';
 import type { DeadLetterSink, SourceRecord } from './types';
 import { backoffMs, createKafka, LogFn, sleep, stderrLog } from './kafka-client';
 import { kafkaMetrics } from './kafka-metrics';

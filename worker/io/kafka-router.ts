@@ -1,13 +1,14 @@
 import { EachBatchPayload, IHeaders, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
-import type { JobConfig, KafkaConfig } from '../config';
+import type { JobConfig, KafkaConfig } from '../../common/job-config';
 import { keyGroupOf } from '../../common/keygroups';
-import { backoffMs, createKafka, kafkaNames, LogFn, NO_RESTART_RETRY, sleep, stderrLog, SupervisedConsumer } from './kafka-client';
+import { backoffMs, createKafka, LogFn, NO_RESTART_RETRY, sleep, stderrLog, SupervisedConsumer } from './kafka-client';
 import { KafkaDeadLetterSink } from './kafka-dead-letter';
 import { kafkaMetrics } from './kafka-metrics';
+import { metrics } from '../runtime/metrics';
 import type { SourceRecord } from './types';
 
 /** The router's verdict on one record: its routing key, or why it is invalid. */
-export type RouteDecision = { readonly ok: true; readonly routingKey: string } | { readonly ok: false; readonly reason: string };
+export type RouteDecision = { readonly ok: true; readonly routingKey: string } | { readonly ok: false; readonly reason: string; readonly code?: string };
 
 /** Validates a raw record value (the engine's parser in production; anything in tests). */
 export type RouteValidator = (value: Buffer) => RouteDecision;
@@ -51,11 +52,11 @@ export class KafkaRouter {
   }
 
   async start(): Promise<void> {
-    const { kafka, job } = this.opts;
+    const { kafka } = this.opts;
     const client = createKafka(kafka, 'route', this.log);
     this.producer = client.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 5, createPartitioner: Partitioners.DefaultPartitioner });
     await this.producer.connect();
-    const groupId = kafkaNames(job.name, 0).routeGroup;
+    const groupId = kafka.routeGroup;
     this.consumer = new SupervisedConsumer(
       'router',
       () =>
@@ -96,7 +97,7 @@ export class KafkaRouter {
     for (let i = 0; i < batch.messages.length; i += chunkSize) {
       const chunk = batch.messages.slice(i, i + chunkSize);
       const keyed: Message[] = [];
-      const invalid: Array<{ record: SourceRecord; reason: string }> = [];
+      const invalid: Array<{ record: SourceRecord; reason: string; code: string }> = [];
       for (const m of chunk) {
         const origin = `${batch.topic}/${batch.partition}@${m.offset}`;
         const value = m.value ?? Buffer.alloc(0);
@@ -106,7 +107,7 @@ export class KafkaRouter {
           const headers: IHeaders = { ...(m.headers ?? {}), [ROUTED_FROM_HEADER]: origin };
           keyed.push({ partition: keyGroupOf(verdict.routingKey, job.keyGroups), key: m.key, value, timestamp: String(timestamp), headers });
         } else {
-          invalid.push({ record: { value, ingestTimeMs: timestamp, partition: `${batch.topic}/${batch.partition}`, nextPosition: String(BigInt(m.offset) + 1n), origin }, reason: verdict.reason });
+          invalid.push({ record: { value, ingestTimeMs: timestamp, partition: `${batch.topic}/${batch.partition}`, nextPosition: String(BigInt(m.offset) + 1n), origin }, reason: verdict.reason, code: verdict.code ?? 'invalid' });
         }
       }
       const sent = await this.produceWithRetry(kafka.keyedTopic, keyed, () => isRunning() && !isStale(), heartbeat);
@@ -115,6 +116,8 @@ export class KafkaRouter {
       resolveOffset(chunk[chunk.length - 1]!.offset);
       kafkaMetrics.routed.inc({ outcome: 'routed' }, keyed.length);
       if (invalid.length > 0) kafkaMetrics.routed.inc({ outcome: 'invalid' }, invalid.length);
+      // Invalid input is found here, before the count task: the same metric, by reason.
+      for (const { code } of invalid) metrics.invalid.inc({ reason: code });
       await heartbeat();
     }
     const lag = Number(batch.offsetLag());

@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { AssignerProtocol, EachBatchPayload, PartitionAssigner } from 'kafkajs';
-import type { JobConfig, KafkaConfig } from '../config';
+import type { JobConfig, KafkaConfig } from '../../common/job-config';
 import { metrics } from '../runtime/metrics';
-import { createKafka, kafkaNames, LogFn, NO_RESTART_RETRY, stderrLog, SupervisedConsumer } from './kafka-client';
+import { createKafka, LogFn, NO_RESTART_RETRY, stderrLog, SupervisedConsumer } from './kafka-client';
 import { kafkaMetrics } from './kafka-metrics';
 import type { Source, SourceRecord } from './types';
 
 export interface KafkaKeyedSourceOptions {
   readonly job: JobConfig;
   readonly kafka: KafkaConfig;
-  /** The key groups (= keyed-topic partitions) this worker owns. */
+  /** The key groups (= keyed-topic partitions) this worker owns at start; addGroups/removeGroups change them while running. */
   readonly keyGroups: readonly number[];
   /** The worker's ordinal, used in its consumer group name. */
   readonly ordinal: number;
@@ -42,6 +42,12 @@ const ASSIGNER_NAME = 'AbacusOwnedKeyGroups';
  *   the seek) are dropped, so the task never sees a record twice from one source instance,
  *   and never misses one.
  *
+ * - **Every partition is claimed, the unowned ones paused**: the member is alone in its group,
+ *   so it is assigned all K partitions once and never rejoins when the assignment document
+ *   changes. `addGroups` seeks a partition to its restored position and resumes it;
+ *   `removeGroups` pauses it and drops what was buffered for it. The groups the worker keeps
+ *   never stop for a rebalance (docs/adr/0005-rescale-hand-over.md).
+ *
  * Backpressure: kafkajs pushes batches; they wait in a bounded buffer that `poll` drains.
  * Fetching pauses when the buffer is full, and when the task calls `pause()` (e.g. while the
  * sink is failing), and resumes when both allow. Paused fetches do not lose records: kafkajs
@@ -50,7 +56,7 @@ const ASSIGNER_NAME = 'AbacusOwnedKeyGroups';
 export class KafkaKeyedSource implements Source {
   private supervisor?: SupervisedConsumer;
   private readonly log: LogFn;
-  private readonly owned: ReadonlySet<number>;
+  private readonly owned: Set<number>;
   /** Next offset to hand out, per partition; absent = from the beginning. */
   private readonly expected = new Map<number, bigint>();
   private readonly highWatermark = new Map<number, bigint>();
@@ -74,21 +80,18 @@ export class KafkaKeyedSource implements Source {
       const g = keyGroupOfPartition(partition);
       if (g !== undefined && this.owned.has(g)) this.expected.set(g, BigInt(position));
     }
-    if (this.owned.size === 0) {
-      this.log('info', 'keyed source owns no key groups; idle');
-      return;
-    }
     const { kafka, job, ordinal } = this.opts;
     const client = createKafka(kafka, `count-${ordinal}`, this.log);
-    const owned = [...this.owned].sort((a, b) => a - b);
+    // Claim every partition: ownership changes are pauses and seeks, never a rejoin.
+    const all = Array.from({ length: job.keyGroups }, (_, g) => g);
     this.supervisor = new SupervisedConsumer(
       'keyed source',
       () => {
         // A fresh group per consumer: it never waits for a predecessor's session to expire.
-        const groupId = `${kafkaNames(job.name, ordinal).countGroupPrefix}-${randomBytes(4).toString('hex')}`;
+        const groupId = `${kafka.countGroupPrefix}-${ordinal}-${randomBytes(4).toString('hex')}`;
         const consumer = client.consumer({
           groupId,
-          partitionAssigners: [ownedPartitionsAssigner(owned)],
+          partitionAssigners: [ownedPartitionsAssigner(all)],
           sessionTimeout: 30_000,
           heartbeatInterval: 3_000,
           maxBytesPerPartition: 1024 * 1024,
@@ -102,11 +105,11 @@ export class KafkaKeyedSource implements Source {
           kafkaMetrics.rejoins.inc();
           for (const partition of assigned) {
             const next = this.expected.get(partition);
-            if (next !== undefined) consumer.seek({ topic: kafka.keyedTopic, partition, offset: next.toString() });
+            if (next !== undefined && this.owned.has(partition)) consumer.seek({ topic: kafka.keyedTopic, partition, offset: next.toString() });
           }
           // Pauses belong to the subscription state, which a join resets: apply ours again.
-          if (this.pausedForBuffer || this.pausedByTask) consumer.pause([{ topic: kafka.keyedTopic }]);
-          const missing = owned.filter((g) => !assigned.includes(g));
+          this.applyPause(consumer);
+          const missing = [...this.owned].filter((g) => !assigned.includes(g));
           this.log(missing.length === 0 ? 'info' : 'error', 'keyed source joined its group', { groupId, partitions: assigned.length, missing });
         });
         return consumer;
@@ -128,9 +131,57 @@ export class KafkaKeyedSource implements Source {
     this.log('info', 'keyed source started', { topic: kafka.keyedTopic, keyGroups: this.owned.size, resumed: this.expected.size });
   }
 
+  /**
+   * Starts reading more key groups from the given positions (absent = from the beginning),
+   * without disturbing the others: seek, then resume those partitions.
+   */
+  addGroups(groups: readonly number[], positions: ReadonlyMap<string, string>): void {
+    for (const g of groups) {
+      if (!Number.isInteger(g) || g < 0 || g >= this.opts.job.keyGroups) throw new RangeError(`key group ${g} is outside 0..${this.opts.job.keyGroups - 1}`);
+      const position = positions.get(`kg:${g}`);
+      const next = position === undefined ? 0n : BigInt(position);
+      this.owned.add(g);
+      this.expected.set(g, next);
+      // Offset 0 below the log start is reset to the earliest offset (the consumer reads from the beginning).
+      this.seek(g, next);
+    }
+    this.applyPause();
+  }
+
+  /** Stops reading key groups: pause their partitions and forget what was buffered for them. */
+  removeGroups(groups: readonly number[]): void {
+    const gone = new Set(groups);
+    for (const g of groups) {
+      this.owned.delete(g);
+      this.expected.delete(g);
+      metrics.inputLagRecords.remove({ partition: `kg:${g}` });
+    }
+    this.applyPause();
+    const kept = this.buffer.slice(this.head).filter((r) => r.keyGroup === undefined || !gone.has(r.keyGroup));
+    this.buffer = kept;
+    this.head = 0;
+    kafkaMetrics.sourceBuffered.set(this.buffer.length);
+  }
+
+  /** Key groups read now. */
+  groups(): number[] {
+    return [...this.owned].sort((a, b) => a - b);
+  }
+
+  private seek(partition: number, offset: bigint): void {
+    const consumer = this.supervisor?.consumer;
+    if (consumer === undefined) return; // the next join seeks
+    try {
+      consumer.seek({ topic: this.opts.kafka.keyedTopic, partition, offset: offset.toString() });
+    } catch (err) {
+      // Not joined yet: the GROUP_JOIN handler seeks every owned partition to its expected offset.
+      this.log('debug', 'seek deferred to the next join', { partition, error: (err as Error).message });
+    }
+  }
+
   private accept({ batch }: EachBatchPayload): void {
     const p = batch.partition;
-    if (!this.owned.has(p)) return; // cannot happen with our assigner; never count a foreign group
+    if (!this.owned.has(p)) return; // a fetch that raced removeGroups: never count a group this worker gave up
     this.highWatermark.set(p, BigInt(batch.highWatermark));
     const topic = batch.topic;
     let next = this.expected.get(p);
@@ -165,7 +216,7 @@ export class KafkaKeyedSource implements Source {
 
   async poll(max: number): Promise<SourceRecord[] | null> {
     if (this.closed) return [];
-    if (this.head === this.buffer.length && this.owned.size > 0) {
+    if (this.head === this.buffer.length) {
       // Nothing buffered: wait briefly for a batch rather than letting the task spin.
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, 100);
@@ -209,14 +260,19 @@ export class KafkaKeyedSource implements Source {
     this.applyPause();
   }
 
-  private applyPause(): void {
+  /** Pauses everything (backpressure), or exactly the partitions this worker does not own. */
+  private applyPause(consumer = this.supervisor?.consumer): void {
     const paused = this.pausedByTask || this.pausedForBuffer;
     kafkaMetrics.paused.set(paused ? 1 : 0);
-    const consumer = this.supervisor?.consumer;
     if (consumer === undefined) return; // re-applied on the next join
-    const topics = [{ topic: this.opts.kafka.keyedTopic }];
-    if (paused) consumer.pause(topics);
-    else consumer.resume(topics);
+    const topic = this.opts.kafka.keyedTopic;
+    if (paused) {
+      consumer.pause([{ topic }]);
+      return;
+    }
+    consumer.resume([{ topic }]);
+    const unowned = Array.from({ length: this.opts.job.keyGroups }, (_, g) => g).filter((g) => !this.owned.has(g));
+    if (unowned.length > 0) consumer.pause([{ topic, partitions: unowned }]);
   }
 
   private updateLag(p: number): void {

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { AbacusError } from '../../common/errors';
-import type { RocksDbTuning } from '../config';
+import type { RocksDbTuning } from '../../common/job-config';
 import { RocksStore } from '../state/rocks';
-import { counterId, idOf, parseCounterId } from './counter-id';
+import { idOf, parseCounterId } from '../../common/counter-id';
 import type { CountSink, CounterKey, CounterRow, CounterValue } from './types';
 
 /** Sink metadata; `~` sorts after every counter id (they start with a digit). */
@@ -16,29 +17,31 @@ const LEVEL_KEY = '~level';
 export class LocalSink implements CountSink {
   private constructor(
     private readonly store: RocksStore,
-    private readonly withUniques: boolean,
+    /** The level of the job whose counts these are. */
+    readonly level: 'account' | 'customer',
   ) {}
 
   /** True for an account-level job's counts (rows carry uniques). */
   get hasUniques(): boolean {
-    return this.withUniques;
+    return this.level === 'account';
   }
 
   /** Opens for a job of `level`, recorded in the sink so readers know whether rows carry uniques. */
   static async open(dir: string, tuning: RocksDbTuning, level: 'account' | 'customer'): Promise<LocalSink> {
+    // The caller checked an existing sink's level first (worker/runtime/data-dir.ts): this only records it in a new one.
     const store = await RocksStore.open(dir, tuning);
-    await store.write([[LEVEL_KEY, level]], [], true);
-    return new LocalSink(store, level === 'account');
+    if ((await store.get(LEVEL_KEY)) !== level) await store.write([[LEVEL_KEY, level]], [], true);
+    return new LocalSink(store, level);
   }
 
-  /** Opens an existing sink for reading; fails when `dir` holds none. */
+  /** Opens an existing sink read-only (nothing in `dir` changes); fails when `dir` holds none. */
   static async openExisting(dir: string, tuning: RocksDbTuning): Promise<LocalSink> {
-    if (!existsSync(dir)) {
+    if (!existsSync(join(dir, 'CURRENT'))) {
       throw new AbacusError('NoCounts', `no counts in ${dir}`, 'run `abacus run --input FILE --data-dir DIR` first, or check --data-dir');
     }
-    const store = await RocksStore.open(dir, tuning);
+    const store = await RocksStore.openReadOnly(dir, tuning);
     const level = await store.get(LEVEL_KEY);
-    return new LocalSink(store, level !== 'customer');
+    return new LocalSink(store, level === 'customer' ? 'customer' : 'account');
   }
 
   async write(rows: readonly CounterRow[]): Promise<void> {
@@ -50,7 +53,7 @@ export class LocalSink implements CountSink {
   }
 
   async read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>> {
-    const ids = keys.map(counterId);
+    const ids = keys.map(idOf);
     const values = await this.store.getMany(ids);
     const out = new Map<string, CounterValue>();
     ids.forEach((id, i) => {
@@ -60,16 +63,25 @@ export class LocalSink implements CountSink {
     return out;
   }
 
+  /** True when the sink holds no counter (a new data dir): hydrating from it would find nothing the state lacks. */
+  async holdsNoCounters(): Promise<boolean> {
+    const reader = this.store.reader({ gte: '', lt: LEVEL_KEY }, true);
+    try {
+      return !(await reader.first());
+    } finally {
+      await reader.end();
+    }
+  }
+
+  /** Every counter in id order, streamed from the store (never all in memory). */
   async *scan(): AsyncIterable<CounterRow> {
-    const rows: CounterRow[] = [];
-    await this.store.scan({ gte: '', lt: LEVEL_KEY }, (key, value) => rows.push({ ...parseCounterId(key), ...this.decode(value) }));
-    yield* rows;
+    for await (const [key, value] of this.store.entries({ gte: '', lt: LEVEL_KEY })) yield { ...parseCounterId(key), ...this.decode(value) };
   }
 
   private decode(text: string): CounterValue {
     const comma = text.indexOf(',');
     const count = Number(text.slice(0, comma));
-    return this.withUniques ? { count, uniques: Number(text.slice(comma + 1)) } : { count };
+    return this.hasUniques ? { count, uniques: Number(text.slice(comma + 1)) } : { count };
   }
 
   close(): Promise<void> {

@@ -42,23 +42,15 @@ export interface Source {
   /** Pauses fetching (backpressure) until resume(); records already returned stay valid. */
   pause?(): void;
   resume?(): void;
+  /** Sources split by key group (the keyed topic): start reading more groups from these positions while running. */
+  addGroups?(groups: readonly number[], positions: ReadonlyMap<string, string>): void;
+  /** Stop reading these groups; records of them not yet returned by poll() are dropped. */
+  removeGroups?(groups: readonly number[]): void;
   close(): Promise<void>;
 }
 
-export type Granularity = 'hour' | 'day' | 'month';
-
-/** Identifies one counter: (scope, statistic_id, granularity, facet, value, bucket). */
-export interface CounterKey {
-  readonly scope: string;
-  readonly statisticId: string;
-  readonly granularity: Granularity;
-  /** `*` for the statistic's total. */
-  readonly facet: string;
-  /** `*` for the statistic's total. */
-  readonly value: string;
-  /** Bucket start, seconds since the epoch (UTC). */
-  readonly bucket: number;
-}
+export type { CounterKey, Granularity } from '../../common/counter-id';
+import type { CounterKey } from '../../common/counter-id';
 
 export interface CounterValue {
   readonly count: number;
@@ -82,6 +74,12 @@ export interface CountSink {
   read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>>;
   /** Every counter, for `abacus counts`. */
   scan(): AsyncIterable<CounterRow>;
+  /**
+   * True only when the sink provably holds no counter at all (optional: a sink that cannot
+   * tell cheaply leaves it out). A task that opens over such a sink hydrates nothing: every
+   * counter the sink gets afterwards is committed to the task's state first.
+   */
+  holdsNoCounters?(): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -1,7 +1,9 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { listen } from '../../common/listen';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { formatBucket, parseIsoSeconds } from '../engine/time';
+import { TOTAL } from '../../common/counter-id';
 import type { Granularity } from '../io/types';
 
 /**
@@ -67,13 +69,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<RunningH
     });
   });
   server.keepAliveTimeout = 5000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, opts.port, opts.host, '--metrics-port (metrics.port in the job file)');
   const port = (server.address() as AddressInfo).port;
   return {
     port,
@@ -131,14 +127,17 @@ export function parseSeriesQuery(params: URLSearchParams): SeriesQuery | string 
   if (scope === null || scope === '') return 'scope is required';
   if (statisticId === null || statisticId === '') return 'statistic is required';
   if (granularity !== 'hour' && granularity !== 'day' && granularity !== 'month') return 'granularity must be hour, day or month';
-  const facet = params.get('facet') ?? '*';
-  const value = params.get('value') ?? '*';
-  if ((facet === '*') !== (value === '*')) return 'facet and value go together: both `*` (the total) or both set';
+  const facet = params.get('facet');
+  const value = params.get('value');
+  // `*` as the facet is the total; a facet named `*` is asked for as `**` (see common/counter-id.ts).
+  const total = facet === null || facet === TOTAL;
+  if (total && value !== null && value !== TOTAL) return 'facet `*` (or no facet) is the statistic\'s total, whose value is `*`; a facet named `*` is written `**`';
+  if (!total && (value === null || value === '')) return 'value is required with a facet';
   const fromSec = timeParam(params.get('from'));
   const toSec = timeParam(params.get('to'));
   if (fromSec === null) return 'from must be an ISO-8601 date-time with a zone or Unix seconds';
   if (toSec === null) return 'to must be an ISO-8601 date-time with a zone or Unix seconds';
-  return { scope, statisticId, granularity, facet, value, ...(fromSec === undefined ? {} : { fromSec }), ...(toSec === undefined ? {} : { toSec }) };
+  return { scope, statisticId, granularity, facet: facet ?? TOTAL, value: value ?? TOTAL, ...(fromSec === undefined ? {} : { fromSec }), ...(toSec === undefined ? {} : { toSec }) };
 }
 
 /** undefined when absent, null when malformed. */

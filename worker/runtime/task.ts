@@ -1,16 +1,23 @@
 import { keyGroupOf, routingKey } from '../../common/keygroups';
 import { AbacusError } from '../../common/errors';
-import { stateFingerprint, type JobConfig } from '../config';
-import { countEvent, eventKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
+import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
+import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
-import { parseCounterId } from '../io/counter-id';
-import { counterIdOfKey, counterOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
+import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
+import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
-import { metrics } from './metrics';
+import { expiryStep, sweepCutoff } from '../state/expiry';
+import { findExpired, type PendingChanges } from '../state/sweep';
+import { Checkpointer, CheckpointPreempted, type CheckpointerSettings, type CheckpointResult } from '../checkpoint/checkpointer';
+import type { ObjectStore } from '../checkpoint/object-store';
+import { encodePresence, groupsWithLocalState, presenceKey, readPresence, type Presence } from '../checkpoint/presence';
+import { restoreGroups, type RestoreOptions, type RestoreResult } from '../checkpoint/restore';
+import { inputLagObserved, metrics } from './metrics';
+import { sleep } from '../../common/sleep';
 
 /**
  * The count task: one loop over a source, for a set of owned key groups.
@@ -24,14 +31,38 @@ import { metrics } from './metrics';
  *      the input position after the last record processed, and the outbox (the list of
  *      counters whose totals the sink has not confirmed yet);
  *   3. the totals are written to the sink (idempotent: they are totals, not increments),
- *      retried with backoff while the sink fails — the loop does not poll meanwhile, which is
- *      the backpressure;
- *   4. the next commit replaces or deletes the outbox.
+ *      retried with backoff while the sink fails. The loop goes on polling and counting the
+ *      next window meanwhile (flush(true) returns at the commit point);
+ *   4. the next commit waits for that sink write to be confirmed — at most one is
+ *      outstanding, which is the backpressure while the sink fails — then replaces or
+ *      deletes the outbox.
  * A crash before 2 loses nothing: the input is re-read from the old position and decisions
  * (made on ingest time carried by the records) come out the same. A crash between 2 and 3
  * leaves the outbox, which open() sends to the sink before anything else. So the sink never
  * holds a value that the state has not committed, and hydration can trust it.
+ *
+ * Checkpoints (worker/checkpoint/) are snapshots taken between two flushes — after step 3
+ * of one, before step 2 of the next: the commit points — and uploaded while counting goes
+ * on. A commit does not start while a checkpoint waits for a commit point (commitPoint), so
+ * back-to-back windows cannot starve it. The outbox is not in them: a snapshot is taken
+ * after the sink confirmed the commit whose outbox it would hold, and re-sending those older
+ * totals after a restore could move a Cassandra counter backwards over newer totals written
+ * since.
  */
+
+/**
+ * Checkpoint settings of a task (see TaskOptions.checkpoints): the checkpointer's own settings
+ * (job name, fingerprint, clock and log come from the task) plus when to take them.
+ */
+export interface TaskCheckpoints
+  extends Pick<CheckpointerSettings, 'objectStore' | 'writer' | 'retention' | 'includeUnkeyed' | 'generation' | 'pinned' | 'keepChains' | 'maxChainLength' | 'maxPendingBytes'> {
+  /** Time between periodic checkpoints; 0 = only on demand (and the final one). */
+  readonly intervalMs: number;
+  /** Cluster: at open, restore every owned group that has no local state from the newest complete checkpoint holding it. */
+  readonly restoreMissing: boolean;
+  /** Local mode: one last checkpoint after the final flush of run(). */
+  readonly finalCheckpoint: boolean;
+}
 
 export interface TaskOptions {
   readonly config: JobConfig;
@@ -43,14 +74,24 @@ export interface TaskOptions {
   readonly keyGroups?: readonly number[];
   /** Milliseconds since the epoch; injected so windows can be tested without sleeping. */
   readonly clock?: () => number;
+  /**
+   * The latest ingest time (ms) a sweep believes: a key group's newest ingest time is capped by
+   * it before its expiry cutoff is taken. Kafka record timestamps come from producers' clocks,
+   * and one record stamped years ahead would otherwise move the cutoff past every record and
+   * delete dedup state that later copies still need. Capping only delays deletions, which is
+   * always safe. Unset (local mode, whose ingest time is given): no cap.
+   */
+  readonly sweepCeilingMs?: () => number;
   /** Records per poll (a micro-batch). */
   readonly batchSize?: number;
-  /** Bloom filter size in bits (default 2^27 = 16 MiB). */
+  /** Bloom filter size in bits (default: from the memory budget, else 2^27 = 16 MiB). */
   readonly filterBits?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: TaskProgress) => void;
   /** Extra log lines (sink retries, recovery) go here. */
   readonly log?: (line: string) => void;
+  /** Checkpointing; none when absent. */
+  readonly checkpoints?: TaskCheckpoints;
 }
 
 export interface TaskProgress {
@@ -62,23 +103,87 @@ export interface TaskProgress {
   beyondHorizon: number;
   /** Counter rows written to the sink. */
   rowsWritten: number;
+  /** State records deleted past their retention (worker/state/expiry.ts). */
+  expired: number;
 }
+
+/** A flush stops looking for expired records once it has this many to delete; the other groups' sweeps wait for the next flushes. */
+const SWEEP_BATCH = 200_000;
 
 export class CountTask {
   private readonly window = new WindowAccumulator();
   private readonly tally: CountingTally = { counted: 0, duplicates: 0, beyondHorizon: 0 };
-  readonly progress: TaskProgress = { read: 0, counted: 0, duplicates: 0, invalid: 0, windows: 0, beyondHorizon: 0, rowsWritten: 0 };
+  readonly progress: TaskProgress = { read: 0, counted: 0, duplicates: 0, invalid: 0, windows: 0, beyondHorizon: 0, rowsWritten: 0, expired: 0 };
   private readonly positions = new Map<string, SourceRecord>();
   private readonly settings: CountingSettings;
   private readonly parseOptions: ParseOptions;
+  /** Groups counted now (undefined = all of them, local mode); changed only at consistent points. */
   private readonly owned: Set<number> | undefined;
+  /** Work that must run between two iterations of the loop (ownership changes, see atConsistentPoint). */
+  private readonly between: Array<() => Promise<void>> = [];
+  private looping = false;
   private readonly clock: () => number;
   private windowStartedAt: number;
   private outboxWritten = false;
+  /** The committed outbox's totals are in the sink (its write returned): close() may drop it. */
+  private outboxConfirmed = false;
   private lastSizeUpdate = 0;
   private recordsInWindow = 0;
   /** Newest ingest time among the records of the current window. */
   private newestIngestMs = 0;
+  /** Per key group: the newest ingest second counted in it since this task took it (-Infinity: none), which moves its expiry cutoff. */
+  private readonly watermarks: Float64Array;
+  /** Per key group: the cutoff of its last sweep, as committed in its expiry record (read on first use). */
+  private readonly sweptAt = new Map<number, number>();
+  /** Where the next flush starts looking for groups to sweep, so that a capped flush does not starve the later groups. */
+  private sweepFrom = 0;
+  private readonly expiryStepSec: number;
+  private readonly pendingChanges: PendingChanges = {
+    get: (key) => this.cache.pending(key),
+    withPrefix: (prefix) => this.cache.pendingWithPrefix(prefix),
+  };
+  /** Owned groups with local state (presence record written or to be written with their next commit). */
+  private readonly present = new Set<number>();
+  /** Groups exactly as a restore left them: their first commit clears the presence record's chain. */
+  private readonly restoredClean = new Map<number, Presence>();
+  /**
+   * Groups whose missing counters are hydrated from the sink: those that had no local state
+   * when the task took them (and no checkpoint to restore). A group with local state is
+   * authoritative: a counter it lacks was first counted after that state, and the replay
+   * from the state's positions counts it from zero (see checkpoint/presence.ts).
+   */
+  private readonly hydrate = new Set<number>();
+  /**
+   * Groups not counted whose every key is in the cache's index since a restore wrote them
+   * (nothing else writes a group that is not counted): starting them needs no scan of their
+   * range. A pre-copy indexes the whole group while the old owner still counts; the final
+   * delta then only adds its own keys.
+   */
+  private readonly indexed = new Set<number>();
+  /**
+   * The sink held no counter when the task opened (CountSink.holdsNoCounters: a new local
+   * data dir), so no group needs hydrating: a brand-new counter then costs no sink read.
+   */
+  private sinkHeldNothing = false;
+  /** Resolves when the state write in flight (if any) is done: checkpoints snapshot only between writes. */
+  private writing: Promise<void> | undefined;
+  /** The last commit's sink write while the next window fills (step 3 of the protocol); at most one. */
+  private sinkWrite: Promise<void> | undefined;
+  /** Callers of commitPoint() that have not yet run the code they waited for (see commitPoint). */
+  private commitPointWaiters = 0;
+  private checkpointer: Checkpointer | undefined;
+  /** The checkpoint in flight (periodic or on demand): one at a time. */
+  private checkpointing: Promise<unknown> = Promise.resolve();
+  private checkpointBusy = false;
+  /** Checkpoints in flight or queued that an urgent one may preempt (see checkpoint()). */
+  private readonly preemptible = new Set<AbortController>();
+  /** Retention after the last commit, off the checkpoints' critical path; `retainAgain` when another commit came meanwhile. */
+  private retaining: Promise<void> | undefined;
+  private retainAgain = false;
+  private nextCheckpointAt = 0;
+  private checkpointFailuresInARow = 0;
+  /** What the last committed checkpoint wrote. */
+  lastCheckpoint: CheckpointResult | undefined;
 
   private constructor(
     private readonly options: TaskOptions,
@@ -92,7 +197,9 @@ export class CountTask {
       dedupRetentionSec: c.dedupRetentionMs / 1000,
       uniquesRetentionSec: c.uniquesRetentionMs / 1000,
     };
-    this.parseOptions = { maxEventBytes: c.maxEventBytes, facets: c.facets };
+    this.parseOptions = { maxEventBytes: c.maxEventBytes, facets: c.facets, level: c.level };
+    this.watermarks = new Float64Array(c.keyGroups).fill(Number.NEGATIVE_INFINITY);
+    this.expiryStepSec = expiryStep(this.settings.dedupRetentionSec, this.settings.uniquesRetentionSec);
     this.owned = options.keyGroups === undefined ? undefined : new Set(options.keyGroups);
     this.clock = options.clock ?? Date.now;
     this.windowStartedAt = this.clock();
@@ -103,8 +210,12 @@ export class CountTask {
     const store = await RocksStore.open(`${options.dataDir}/state`, options.config.rocksdb);
     try {
       await checkFingerprint(store, options.config, options.dataDir);
-      const cache = new StateCache(store, new BloomFilter(options.filterBits ?? 2 ** 27), options.config.stateCacheEntries);
+      const memory = options.config.memory;
+      const filter = new BloomFilter(options.filterBits ?? memory?.filterBits ?? 2 ** 27);
+      const cache = new StateCache(store, filter, { entries: options.config.stateCacheEntries, bytes: memory?.cacheBytes ?? Number.POSITIVE_INFINITY });
       const task = new CountTask(options, store, cache);
+      task.sinkHeldNothing = (await options.sink.holdsNoCounters?.()) === true;
+      await task.openCheckpoints();
       for (const g of task.ownedGroups()) await cache.indexRange(keyGroupRange(g));
       await task.replayOutbox();
       return task;
@@ -114,8 +225,81 @@ export class CountTask {
     }
   }
 
+  /** Presence of owned groups; restores the ones without local state (cluster); opens the checkpointer. */
+  private async openCheckpoints(): Promise<void> {
+    const owned = this.ownedGroups();
+    const local = await groupsWithLocalState(this.store, owned);
+    const cp = this.options.checkpoints;
+    if (cp !== undefined) {
+      if (cp.restoreMissing) {
+        const missing = owned.filter((g) => !local.has(g));
+        if (missing.length > 0) {
+          const result = await this.retryStore(`restore ${missing.length} key groups without local state`, () => this.restoreFrom(cp.objectStore, missing, {}));
+          for (const r of result.groups) local.add(r.group);
+        }
+      }
+      this.checkpointer = new Checkpointer({
+        objectStore: cp.objectStore,
+        writer: cp.writer,
+        job: this.options.config.name,
+        fingerprint: stateFingerprint(this.options.config),
+        retention: cp.retention,
+        includeUnkeyed: cp.includeUnkeyed,
+        ...(cp.generation ? { generation: cp.generation } : {}),
+        ...(cp.pinned ? { pinned: cp.pinned } : {}),
+        ...(cp.keepChains ? { keepChains: cp.keepChains } : {}),
+        ...(cp.maxChainLength !== undefined ? { maxChainLength: cp.maxChainLength } : {}),
+        ...(cp.maxPendingBytes !== undefined ? { maxPendingBytes: cp.maxPendingBytes } : {}),
+        clock: this.clock,
+        ...(this.options.log ? { log: this.options.log } : {}),
+      });
+      this.nextCheckpointAt = this.clock() + cp.intervalMs;
+    }
+    await this.adoptGroups(owned, local);
+  }
+
+  /**
+   * Decides, for groups the task takes (at open, or started later), whether their local state
+   * is authoritative (present) or their missing counters are hydrated from the sink, and
+   * continues a restored checkpoint chain.
+   */
+  private async adoptGroups(groups: readonly number[], local: ReadonlySet<number>): Promise<void> {
+    const presence = await readPresence(this.store, groups);
+    for (const g of groups) {
+      if (!local.has(g)) {
+        if (!this.sinkHeldNothing) this.hydrate.add(g);
+        continue;
+      }
+      this.present.add(g);
+      const p = presence.get(g);
+      if (p === undefined) continue;
+      if (p.restored !== null) {
+        this.restoredClean.set(g, p);
+        this.checkpointer?.adopt(g, p.restored);
+      }
+    }
+  }
+
+  /**
+   * Runs an object-store call until it succeeds (the store may be down at start): a group
+   * without its state must not be counted from scratch. A damaged checkpoint is not retried
+   * here: restoreGroups already fell back past it.
+   */
+  private async retryStore<T>(what: string, call: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (err instanceof AbacusError || this.options.signal?.aborted === true) throw err;
+        const wait = Math.min(30_000, 500 * 2 ** attempt);
+        this.options.log?.(`${what} failed (attempt ${attempt}; retrying in ${wait} ms): ${(err as Error).message}`);
+        await sleep(wait);
+      }
+    }
+  }
+
   private ownedGroups(): number[] {
-    if (this.options.keyGroups !== undefined) return [...this.options.keyGroups];
+    if (this.owned !== undefined) return [...this.owned];
     return Array.from({ length: this.options.config.keyGroups }, (_, g) => g);
   }
 
@@ -132,20 +316,127 @@ export class CountTask {
     return positions;
   }
 
-  /** Runs until the source is exhausted (bounded sources) or the signal aborts; always ends with a flush. */
+  /**
+   * Runs until the source is exhausted (bounded sources) or the signal aborts; always ends
+   * with a flush. When the signal aborts while the sink is failing, the flush gives up
+   * instead of retrying: a window not yet committed is read again from the source by the
+   * next run (its positions were not committed), and a committed one is in the outbox,
+   * which the next run sends first. So a stop is prompt even with Cassandra unreachable.
+   */
   async run(): Promise<TaskProgress> {
     const { source, signal } = this.options;
     await source.start(await this.committedPositions());
     const batchSize = this.options.batchSize ?? 4096;
-    while (!signal?.aborted) {
-      const records = await source.poll(batchSize);
-      if (records === null) break;
-      if (records.length > 0) await this.process(records);
-      else await sleep(Math.min(50, this.options.config.windowMs));
-      if (this.clock() - this.windowStartedAt >= this.options.config.windowMs) await this.flush();
+    this.looping = true;
+    try {
+      while (!signal?.aborted) {
+        await this.runBetween();
+        const records = await source.poll(batchSize);
+        if (records === null) break;
+        if (records.length > 0) await this.process(records);
+        else await sleep(Math.min(50, this.options.config.windowMs));
+        if (this.clock() - this.windowStartedAt >= this.options.config.windowMs) await this.flush(true);
+        this.maybeCheckpoint();
+      }
+      await this.flush();
+    } catch (err) {
+      if (!(err instanceof SinkGaveUp)) throw err;
+      this.options.log?.(`stopping with the sink unavailable: ${err.message}`);
+      return this.progress;
+    } finally {
+      this.looping = false;
+      await this.runBetween();
     }
-    await this.flush();
+    if (this.options.checkpoints?.finalCheckpoint === true) await this.checkpoint(undefined, 'final');
     return this.progress;
+  }
+
+  private async runBetween(): Promise<void> {
+    while (this.between.length > 0) await this.between.shift()!();
+  }
+
+  /**
+   * Runs `fn` at a consistent point: between two micro-batches of the loop (or at once when
+   * the loop is not running), so nothing is half-counted while it changes what the task owns.
+   */
+  atConsistentPoint<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.looping) return fn();
+    return new Promise<T>((resolve, reject) => this.between.push(() => fn().then(resolve, reject)));
+  }
+
+  /** Groups counted now. */
+  groups(): number[] {
+    return this.ownedGroups().sort((a, b) => a - b);
+  }
+
+  /**
+   * Stops counting key groups at a consistent point: the window is flushed (state and positions
+   * committed, the sink has confirmed the totals), then the groups leave the source and the
+   * cache. Resolves with the times the groups' last records were counted (`stop`: the
+   * consistent point) and their flush committed (`flushed`). Other groups only wait for that one flush.
+   */
+  stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
+    return this.atConsistentPoint(async () => {
+      const owned = this.requireOwnedSet();
+      const stop = this.clock();
+      await this.flush();
+      for (const g of groups) owned.delete(g);
+      this.options.source.removeGroups?.(groups);
+      for (const g of groups) {
+        this.cache.forgetPrefix(keyGroupPrefix(g));
+        this.indexed.delete(g);
+        this.forgetExpiry(g);
+        this.present.delete(g);
+        this.hydrate.delete(g);
+        this.restoredClean.delete(g);
+      }
+      return { stop, flushed: this.clock() };
+    });
+  }
+
+  /**
+   * Starts counting key groups from their committed state and positions (already restored
+   * into the store when they came from another worker). Resolves with the time counting resumed.
+   */
+  startGroups(groups: readonly number[]): Promise<number> {
+    return this.atConsistentPoint(async () => {
+      const owned = this.requireOwnedSet();
+      const fresh = groups.filter((g) => !owned.has(g));
+      if (fresh.length === 0) return this.clock();
+      const positions = new Map<string, string>();
+      const local = await groupsWithLocalState(this.store, fresh);
+      const cp = this.options.checkpoints;
+      const missing = fresh.filter((g) => !local.has(g));
+      if (cp?.restoreMissing === true && missing.length > 0) {
+        // A group this worker has no state for (first start, lost volume): the newest checkpoint holding it.
+        const result = await this.restoreFrom(cp.objectStore, missing, {});
+        for (const r of result.groups) local.add(r.group);
+      }
+      // Groups a restore just wrote are already adopted (restoreFrom); the rest decide from their presence records.
+      await this.adoptGroups(fresh.filter((g) => !this.present.has(g)), local);
+      for (const g of fresh) {
+        if (!this.indexed.delete(g)) {
+          this.cache.forgetPrefix(keyGroupPrefix(g));
+          await this.cache.indexRange(keyGroupRange(g));
+        }
+        this.forgetExpiry(g);
+        const prefix = `${keyGroupPrefix(g)}P`;
+        await this.store.scan({ gte: prefix, lt: `${keyGroupPrefix(g)}Q` }, (key, value) => positions.set(key.slice(prefix.length), value));
+        owned.add(g);
+      }
+      this.options.source.addGroups?.(fresh, positions);
+      return this.clock();
+    });
+  }
+
+  /** The RocksDB store, for restores into it (only at consistent points, for groups not counted). */
+  get stateStore(): RocksStore {
+    return this.store;
+  }
+
+  private requireOwnedSet(): Set<number> {
+    if (this.owned === undefined) throw new Error('this task counts every key group (local mode); it cannot hand groups over');
+    return this.owned;
   }
 
   /** Counts a micro-batch into the current window (no commit). */
@@ -167,9 +458,19 @@ export class CountTask {
         await this.rejectRecord(record, 'wrong_key_group', `event belongs to key group ${group}, which this worker does not own; check that the router and workers use the same keyGroups and level`);
         continue;
       }
-      pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec: Math.floor(record.ingestTimeMs / 1000) });
+      const ingestSec = Math.floor(record.ingestTimeMs / 1000);
+      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
+      pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
     }
     await this.cache.load(keys);
+    const more: string[] = [];
+    for (const p of pending) overflowKeys(p.keys, this.settings, this.cache, more);
+    if (more.length > 0) {
+      await this.cache.loadMore(more);
+      more.length = 0;
+      for (const p of pending) shardOverflowKeys(p.keys, this.cache, more);
+      if (more.length > 0) await this.cache.loadMore(more);
+    }
     const before = { ...this.tally };
     for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
     this.recordsInWindow += records.length;
@@ -190,66 +491,352 @@ export class CountTask {
     await this.options.deadLetter.send(record, reason);
   }
 
-  /** Closes the window: finalise, commit, write the sink (see the protocol above). */
-  async flush(): Promise<void> {
+  /**
+   * Closes the window: finalise, commit, write the sink (see the protocol above). Resolves
+   * once the sink has confirmed the totals; with `overlap`, as soon as the window is
+   * committed, its sink write going on while the loop fills the next window.
+   */
+  async flush(overlap = false): Promise<void> {
     this.windowStartedAt = this.clock();
-    if (this.recordsInWindow === 0) return;
+    if (this.recordsInWindow === 0) {
+      if (!overlap) await this.sinkConfirmed();
+      return;
+    }
     const timer = metrics.windowFlushSeconds.startTimer();
+    // Finalising may overlap the previous window's sink write: that window's counters are
+    // committed and in the cache, so none of them is hydrated from the sink.
     const { keys: counterKeys, rows } = await this.finalise();
+    // The outbox holds one commit's counters: this commit replaces it only once the sink has
+    // the previous one's totals. A checkpoint waiting for a commit point goes first.
+    await this.sinkConfirmed();
+    while (this.commitPointWaiters > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    const sweep = await this.sweepDue();
 
     const { puts, deletes } = this.cache.changes();
+    for (const key of sweep.keys) deletes.push(key);
+    for (const [g, cutoff] of sweep.cutoffs) puts.push([expiryKey(keyGroupPrefix(g)), String(cutoff)]);
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
       puts.push([OUTBOX_KEY, JSON.stringify(counterKeys)]);
       this.outboxWritten = true;
+      this.outboxConfirmed = false;
     } else if (this.outboxWritten) {
       deletes.push(OUTBOX_KEY);
       this.outboxWritten = false;
     }
+    this.presencePuts(puts, deletes);
+    // From the commit until the sink confirmed its totals, no snapshot may be taken: a
+    // checkpoint must never hold totals the sink may not have (its outbox is not restored).
+    let written!: () => void;
+    this.writing = new Promise<void>((resolve) => (written = resolve));
+    const done = (): void => {
+      this.writing = undefined;
+      written();
+    };
     try {
       await this.store.write(puts, deletes, true);
+      this.checkpointer?.recordCommit(puts, deletes);
     } catch (err) {
       this.cache.discardUncommitted();
+      done();
       throw new AbacusError('CommitFailed', `committing the window to ${this.store.location} failed: ${(err as Error).message}`, 'check the volume (space, permissions); the task restarts from the last committed position');
     }
     this.cache.markCommitted();
+    for (const [g, cutoff] of sweep.cutoffs) this.sweptAt.set(g, cutoff);
+    metrics.stateExpired.inc({ kind: 'dedup' }, sweep.dedup);
+    metrics.stateExpired.inc({ kind: 'marker' }, sweep.markers);
+    this.progress.expired += sweep.keys.length + sweep.expiredInWindow;
     metrics.countersTouched.observe(this.window.size);
-    metrics.inputLagSeconds.set(Math.max(0, (this.clock() - this.newestIngestMs) / 1000));
+    inputLagObserved(Math.max(0, (this.clock() - this.newestIngestMs) / 1000));
     this.window.clear();
     this.positions.clear();
     this.recordsInWindow = 0;
     this.progress.windows++;
-
-    await this.writeSink(rows);
-    this.progress.rowsWritten += rows.length;
-    timer();
     this.updateGauges();
+
+    const write = this.writeSink(rows)
+      .then(() => {
+        this.outboxConfirmed = true;
+        this.progress.rowsWritten += rows.length;
+        timer();
+      })
+      .finally(done);
+    write.catch(() => undefined); // a failure is thrown by the next sinkConfirmed(), not left unhandled
+    this.sinkWrite = write;
+    if (!overlap) await this.sinkConfirmed();
+  }
+  /** Waits for the sink write of the last commit (if one is outstanding); throws its failure (SinkGaveUp). */
+  private async sinkConfirmed(): Promise<void> {
+    const write = this.sinkWrite;
+    if (write === undefined) return;
+    try {
+      await write;
+    } finally {
+      if (this.sinkWrite === write) this.sinkWrite = undefined;
+    }
+  }
+  /**
+   * The records of owned groups whose expiry cutoff moved since their last sweep (one step of
+   * ingest time, see worker/state/expiry.ts), up to SWEEP_BATCH keys, to delete with this
+   * flush's commit, and the groups' new cutoffs. They are dropped from the cache here: a
+   * cached copy would decide the same way, but would hold memory for nothing.
+   */
+  private async sweepDue(): Promise<{ keys: string[]; cutoffs: Array<[number, number]>; dedup: number; markers: number; expiredInWindow: number }> {
+    const out = { keys: [] as string[], cutoffs: [] as Array<[number, number]>, dedup: 0, markers: 0, expiredInWindow: 0 };
+    const K = this.watermarks.length;
+    const from = this.sweepFrom;
+    for (let i = 0; i < K && out.keys.length < SWEEP_BATCH; i++) {
+      const g = (from + i) % K;
+      const watermark = this.watermarks[g]!;
+      if (watermark === Number.NEGATIVE_INFINITY || (this.owned !== undefined && !this.owned.has(g))) continue;
+      const ceiling = this.options.sweepCeilingMs === undefined ? Number.POSITIVE_INFINITY : Math.floor(this.options.sweepCeilingMs() / 1000);
+      const cutoff = sweepCutoff(Math.min(watermark, ceiling), this.expiryStepSec);
+      const previous = await this.lastSweep(g);
+      if (cutoff <= previous) continue;
+      const found = await findExpired(this.store, keyGroupPrefix(g), cutoff, previous, this.settings, this.pendingChanges);
+      for (const key of found.keys) {
+        this.cache.forget(key);
+        out.keys.push(key);
+      }
+      for (const key of found.pending) this.cache.delete(key);
+      out.expiredInWindow += found.pending.length;
+      out.cutoffs.push([g, cutoff]);
+      out.dedup += found.dedup;
+      out.markers += found.markers;
+      this.sweepFrom = (g + 1) % K;
+    }
+    return out;
   }
 
-  /** New totals for every counter the window touched: local value, or hydrated value, plus delta. */
-  private async finalise(): Promise<{ keys: string[]; rows: CounterRow[] }> {
-    const deltas = [...this.window.entries()];
-    const keys = deltas.map(([key]) => key);
-    await this.cache.load(keys);
-    const missing = keys.filter((k) => this.cache.get(k) === null);
-    const hydrated: Map<string, CounterValue> =
-      missing.length === 0 ? new Map<string, CounterValue>() : await this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing.map(counterOfKey)));
-    const rows: CounterRow[] = [];
-    for (const [key, delta] of deltas) {
-      const local = this.cache.get(key);
-      const base = local !== null ? decodeCounter(local) : (hydrated.get(counterIdOfKey(key)) ?? { count: 0, uniques: 0 });
-      const total: CounterRecord = { count: base.count + delta.count, uniques: (base.uniques ?? 0) + delta.uniques };
-      this.cache.set(key, encodeCounter(total));
-      rows.push(this.rowOf(key, total));
+  /** The cutoff of a group's last committed sweep; -Infinity when it was never swept. */
+  private async lastSweep(g: number): Promise<number> {
+    let at = this.sweptAt.get(g);
+    if (at === undefined) {
+      const text = await this.store.get(expiryKey(keyGroupPrefix(g)));
+      at = text === undefined ? Number.NEGATIVE_INFINITY : Number(text);
+      this.sweptAt.set(g, at);
     }
+    return at;
+  }
+
+  /** Forgets what the task knows of a group's expiry (it left, or its state was replaced by a restore). */
+  private forgetExpiry(g: number): void {
+    this.sweptAt.delete(g);
+    this.watermarks[g] = Number.NEGATIVE_INFINITY;
+  }
+
+  /**
+   * Adds to a commit the presence record of each group it touches for the first time (the
+   * group now has local state) or for the first time since a restore (the state no longer
+   * equals the restored chain).
+   */
+  private presencePuts(puts: Array<[string, string]>, deletes: readonly string[]): void {
+    const prefixes = new Set<string>();
+    for (const [key] of puts) if (key.charCodeAt(0) !== 0x7e) prefixes.add(key.slice(0, KEY_GROUP_PREFIX_WIDTH));
+    for (const key of deletes) if (key.charCodeAt(0) !== 0x7e) prefixes.add(key.slice(0, KEY_GROUP_PREFIX_WIDTH));
+    for (const prefix of prefixes) {
+      const g = keyGroupOfKey(prefix);
+      const restored = this.restoredClean.get(g);
+      if (restored !== undefined) {
+        puts.push([presenceKey(g), encodePresence({ ...restored, restored: null })]);
+        this.restoredClean.delete(g);
+      } else if (!this.present.has(g)) {
+        puts.push([presenceKey(g), encodePresence({ sinceMs: this.clock(), restoredFrom: null, restored: null })]);
+        this.present.add(g);
+      }
+    }
+  }
+
+  /**
+   * Waits until no commit is in flight (state write through sink confirmation): the store then
+   * holds exactly the last commit, and the sink has its totals. The caller must use that
+   * point synchronously after its await (a snapshot). Until then no commit starts: flush()
+   * yields to the event loop while a waiter is registered, and the count drops only in the
+   * next turn of the loop, after the caller's continuation (a microtask) has run.
+   */
+  private async commitPoint(): Promise<void> {
+    this.commitPointWaiters++;
+    try {
+      while (this.writing !== undefined) await this.writing;
+    } finally {
+      setImmediate(() => this.commitPointWaiters--);
+    }
+  }
+
+  /**
+   * Writes a checkpoint of `groups` (default: every owned group) and resolves once its
+   * manifest is committed. The snapshot is taken at the next commit point; counting goes on
+   * during the upload. Checkpoints run one at a time (a call waits for the one in flight).
+   * For a hand-over: stop feeding the group, flush(), then checkpoint([group], 'handover').
+   * Rejects when the checkpoint failed (the caller may retry; nothing is lost).
+   */
+  checkpoint(groups?: readonly number[], reason = 'on-demand', options: { urgent?: boolean } = {}): Promise<CheckpointResult> {
+    const checkpointer = this.checkpointer;
+    if (checkpointer === undefined) return Promise.reject(new AbacusError('NoCheckpoints', 'this task has no checkpoint settings', 'configure checkpoints (checkpoints: in the job config, or --checkpoint-dir)'));
+    // Urgent (a hand-over's release: its group is paused until this commits): the checkpoints
+    // in flight or queued give way — they stop before their manifest and hand their changes
+    // back — instead of this one waiting for their uploads. It is a delta on the chain the
+    // new owner pre-copied, never a compaction.
+    const urgent = options.urgent === true;
+    if (urgent) for (const c of this.preemptible) c.abort();
+    const preempt = urgent ? undefined : new AbortController();
+    if (preempt !== undefined) this.preemptible.add(preempt);
+    const run = this.checkpointing.then(async () => {
+      this.checkpointBusy = true;
+      try {
+        if (preempt?.signal.aborted === true) throw new CheckpointPreempted(reason);
+        await this.commitPoint();
+        const snapshot = checkpointer.snapshot(this.store, groups ?? this.ownedGroups(), reason, { urgent, carry: this.ownedGroups() });
+        const result = await checkpointer.write(snapshot, preempt?.signal);
+        this.lastCheckpoint = result;
+        this.checkpointFailuresInARow = 0;
+        this.options.log?.(
+          `checkpoint ${result.manifestId} (${reason}) committed: ${result.base.length} base, ${result.delta.length} delta, ${result.unchanged.length} unchanged groups; ${result.bytes} bytes in ${result.durationMs} ms`,
+        );
+        this.retainSoon(checkpointer);
+        return result;
+      } finally {
+        this.checkpointBusy = false;
+        if (preempt !== undefined) this.preemptible.delete(preempt);
+      }
+    });
+    this.checkpointing = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Runs retention after a commit, one run at a time; a commit during a run asks for one more. */
+  private retainSoon(checkpointer: Checkpointer): void {
+    if (this.retaining !== undefined) {
+      this.retainAgain = true;
+      return;
+    }
+    this.retaining = (async () => {
+      do {
+        this.retainAgain = false;
+        await checkpointer.retain();
+      } while (this.retainAgain);
+    })().finally(() => (this.retaining = undefined));
+  }
+
+  /** Starts a periodic checkpoint in the background when one is due; a failed one is retried with backoff. */
+  private maybeCheckpoint(): void {
+    const cp = this.options.checkpoints;
+    if (cp === undefined || cp.intervalMs <= 0 || this.checkpointBusy || this.clock() < this.nextCheckpointAt) return;
+    this.nextCheckpointAt = Number.POSITIVE_INFINITY; // until this one ends
+    this.checkpoint(undefined, 'periodic').then(
+      () => {
+        this.nextCheckpointAt = this.clock() + cp.intervalMs;
+      },
+      (err: unknown) => {
+        if (err instanceof CheckpointPreempted) {
+          this.options.log?.(err.message);
+          this.nextCheckpointAt = this.clock() + Math.min(cp.intervalMs, 1000); // not a failure: taken again shortly
+          return;
+        }
+        this.checkpointFailuresInARow++;
+        const wait = Math.min(cp.intervalMs, 1000 * 2 ** Math.min(this.checkpointFailuresInARow, 6));
+        this.nextCheckpointAt = this.clock() + wait;
+        this.options.log?.(`checkpoint failed (attempt ${this.checkpointFailuresInARow}; counting goes on, retrying in ${wait} ms): ${(err as Error).message}`);
+      },
+    );
+  }
+
+  /**
+   * Replaces the local records of `groups` by a checkpoint (see restoreGroups) while the task
+   * runs for its other groups; the caller must not feed these groups' records meanwhile.
+   * Afterwards the groups are indexed, counted from the restored positions, and their next
+   * checkpoint continues the restored chain.
+   */
+  async restoreGroups(objectStore: ObjectStore, groups: readonly number[], options: Pick<RestoreOptions, 'manifestId' | 'concurrency' | 'background'> = {}): Promise<RestoreResult> {
+    // Groups the task does not count are written by no commit: their restore need not wait
+    // for the one in flight (a hand-over's acquire would wait for another group's sink write).
+    if (groups.some((g) => this.owned?.has(g) !== false)) await this.commitPoint();
+    return this.restoreFrom(objectStore, groups, options);
+  }
+
+  private async restoreFrom(objectStore: ObjectStore, groups: readonly number[], options: Pick<RestoreOptions, 'manifestId' | 'concurrency' | 'background'>): Promise<RestoreResult> {
+    const result = await restoreGroups(this.store, objectStore, groups, {
+      ...options,
+      fingerprint: stateFingerprint(this.options.config),
+      clock: this.clock,
+      ...(this.options.log ? { log: this.options.log } : {}),
+    });
+    for (const r of result.groups) {
+      this.cache.forgetPrefix(keyGroupPrefix(r.group));
+      this.forgetExpiry(r.group);
+      if (r.put !== undefined && this.indexed.has(r.group)) this.cache.index(r.put);
+      else await this.cache.indexRange(keyGroupRange(r.group));
+      if (this.owned?.has(r.group) !== true) this.indexed.add(r.group);
+      this.present.add(r.group);
+      this.hydrate.delete(r.group);
+      this.restoredClean.set(r.group, { sinceMs: this.clock(), restoredFrom: r.manifestId, restored: r.entry });
+      this.checkpointer?.adopt(r.group, r.entry);
+    }
+    if (result.groups.length > 0 || result.missing.length > 0) {
+      this.options.log?.(
+        `restored ${result.groups.length} key groups (${result.records} records, ${result.bytes} bytes) in ${result.durationMs} ms` +
+          (result.missing.length > 0 ? `; no checkpoint holds key groups ${result.missing.join(',')}` : ''),
+      );
+    }
+    return result;
+  }
+
+  /**
+   * New totals for every counter the window touched: local value, or hydrated value, plus
+   * delta. A window of a wide event touches tens of thousands of counters no earlier window
+   * had, so the cost per counter is kept to one state read (answered by the filter for a new
+   * one), one update and one row; the stem's fields are parsed once for all its counters.
+   */
+  private async finalise(): Promise<{ keys: string[]; rows: CounterRow[] }> {
+    const keys: string[] = [];
+    const deltas: CounterRecord[] = [];
+    const rows: MutableRow[] = [];
+    const account = this.settings.level === 'account';
+    for (const [stemKey, tokens] of this.window.byStem()) {
+      const stem = parseCounterStem(stemKey, KIND_OFFSET + 1).parts;
+      for (const [token, delta] of tokens) {
+        const key = stemKey + token;
+        const { facet, value } = parseCounterToken(token);
+        keys.push(key);
+        deltas.push(delta);
+        const id = counterIdOfKey(key);
+        const { scope, statisticId, granularity, bucket } = stem;
+        rows.push(account ? { scope, statisticId, granularity, bucket, facet, value, id, count: 0, uniques: 0 } : { scope, statisticId, granularity, bucket, facet, value, id, count: 0 });
+      }
+    }
+    const locals = await this.cache.readCommitted(keys);
+    const hydrated = await this.hydrated(keys, locals, rows);
+    const totals = new Array<string>(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const local = locals[i]!;
+      const delta = deltas[i]!;
+      const row = rows[i]!;
+      const base = local !== null ? decodeCounter(local) : (hydrated?.get(row.id) ?? ZERO);
+      row.count = base.count + delta.count;
+      const uniques = (base.uniques ?? 0) + delta.uniques;
+      if (account) row.uniques = uniques;
+      totals[i] = encodeCounter({ count: row.count, uniques });
+    }
+    this.cache.stage(keys, totals);
     return { keys, rows };
+  }
+
+  /** The sink's values of the counters that have no local value and belong to groups hydrated from the sink. */
+  private async hydrated(keys: readonly string[], locals: ReadonlyArray<string | null>, rows: readonly CounterRow[]): Promise<Map<string, CounterValue> | undefined> {
+    if (this.hydrate.size === 0) return undefined;
+    const missing: CounterRow[] = [];
+    for (let i = 0; i < keys.length; i++) if (locals[i] === null && this.hydrate.has(keyGroupOfKey(keys[i]!))) missing.push(rows[i]!);
+    if (missing.length === 0) return undefined;
+    return this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing));
   }
 
   /** The sink row of a counter state key and its total (uniques at account level only). */
   private rowOf(stateKey: string, total: CounterRecord): CounterRow {
     const id = counterIdOfKey(stateKey);
-    const key = parseCounterId(id);
-    return this.settings.level === 'account' ? { ...key, id, count: total.count, uniques: total.uniques } : { ...key, id, count: total.count };
+    const { scope, statisticId, granularity, bucket, facet, value } = parseCounterId(id);
+    return this.settings.level === 'account'
+      ? { scope, statisticId, granularity, bucket, facet, value, id, count: total.count, uniques: total.uniques }
+      : { scope, statisticId, granularity, bucket, facet, value, id, count: total.count };
   }
 
   /** Writes rows to the sink, retrying until it succeeds (see withSinkRetry). */
@@ -260,10 +847,11 @@ export class CountTask {
 
   /**
    * Runs a sink call until it succeeds, with capped exponential backoff. While it fails the
-   * source is paused and the loop does not poll: that is the backpressure, and nothing is
-   * dropped — the window's changes wait in memory, uncommitted or committed-with-outbox.
+   * source is paused and the next commit waits for it: that is the backpressure, and nothing
+   * is dropped — the windows' changes wait in memory, uncommitted or committed-with-outbox.
    */
   private async withSinkRetry<T>(what: string, call: () => Promise<T>): Promise<T> {
+    const { signal } = this.options;
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -272,9 +860,12 @@ export class CountTask {
         return result;
       } catch (err) {
         if (attempt === 1) this.options.source.pause?.();
+        if (signal?.aborted) {
+          throw new SinkGaveUp(`sink ${what} failed (attempt ${attempt}) after the stop was asked: ${(err as Error).message}; the next run replays it`);
+        }
         metrics.sinkWriteRetries.inc();
         this.options.log?.(`sink ${what} failed (attempt ${attempt}): ${(err as Error).message}; retrying in ${delay} ms`);
-        await sleep(delay);
+        await sleep(delay, signal);
         delay = Math.min(delay * 2, 10_000);
       }
     }
@@ -285,6 +876,9 @@ export class CountTask {
     const text = await this.store.get(OUTBOX_KEY);
     if (text === undefined) return;
     const keys = JSON.parse(text) as string[];
+    // The index only holds the groups owned at open — none for a worker that follows the
+    // assignment (it starts with none) — and would rule these keys out: they are read as is.
+    this.cache.index(keys);
     await this.cache.load(keys);
     const rows: CounterRow[] = [];
     for (const key of keys) {
@@ -313,33 +907,44 @@ export class CountTask {
     return this.cache.stats;
   }
 
+  /** Records and estimated bytes the state cache holds (benchmarks). */
+  get cacheSize(): number {
+    return this.cache.size;
+  }
+
+  get cacheBytes(): number {
+    return this.cache.bytes;
+  }
+
   async close(): Promise<void> {
+    await this.checkpointing; // never close the store under a snapshot being read
+    await this.retaining;
+    // The sink has the last commit's totals: without this, the next open would re-send them
+    // (harmless, they are totals) and say the previous run stopped before the sink had them.
+    if (this.outboxWritten && this.outboxConfirmed) {
+      await this.store.write([], [OUTBOX_KEY], true);
+      this.outboxWritten = false;
+    }
     await this.store.close();
   }
 }
 
 /** Refuses a data dir written with settings that change what its state means. */
 async function checkFingerprint(store: RocksStore, config: JobConfig, dataDir: string): Promise<void> {
-  const wanted = JSON.stringify(stateFingerprint(config));
   const stored = await store.get(META_KEY);
   if (stored === undefined) {
-    await store.write([[META_KEY, wanted]], [], true);
+    await store.write([[META_KEY, JSON.stringify(stateFingerprint(config))]], [], true);
     return;
   }
-  if (stored !== wanted) {
-    const before = JSON.parse(stored) as Record<string, unknown>;
-    const now = JSON.parse(wanted) as Record<string, unknown>;
-    const diffs = Object.keys(now)
-      .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]))
-      .map((k) => `${k} was ${JSON.stringify(before[k])}, now ${JSON.stringify(now[k])}`);
-    throw new AbacusError(
-      'StateMismatch',
-      `the data dir ${dataDir} holds state written with other settings (${diffs.join('; ')})`,
-      'run with the original settings, or start over with a fresh --data-dir',
-    );
-  }
+  const mismatch = fingerprintMismatch(stored, config, dataDir);
+  if (mismatch !== undefined) throw mismatch;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+/** A row finalise() fills in once the counter's total is known. */
+type MutableRow = Omit<CounterRow, 'count' | 'uniques' | 'id'> & { id: string; count: number; uniques?: number };
+
+const ZERO: CounterValue = { count: 0, uniques: 0 };
+
+/** A sink call abandoned because the task is stopping (see run()). */
+export class SinkGaveUp extends Error {}
+

@@ -2,32 +2,43 @@ import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { keyGroupsOfOrdinal, parseAssignment } from '../../common/assignment';
+import { keyGroupsOfOrdinal, parseAssignment, type Assignment } from '../../common/assignment';
+import { ASSIGNMENT_KEY, assignmentConfigMapName, parseReport, REPORT_KEY, workerStatusConfigMapName, type WorkerReport } from '../../common/handover';
 import { AbacusError, ConfigError } from '../../common/errors';
 import { rangeForWorker, keyGroupsIn, routingKey } from '../../common/keygroups';
-import { defaultTableName, JobConfig, loadJobConfig } from '../config';
+import { defaultTableName, jobIdentity, JobConfig, loadJobConfig } from '../../common/job-config';
 import { parseEvent } from '../engine/event';
 import { formatBucket } from '../engine/time';
 import { CassandraSink, connectCassandra, parseTableComment } from '../io/cassandra-sink';
-import { createKafka, ensureTopics, LogFn, sleep, stderrLog, backoffMs } from '../io/kafka-client';
+import { backoffMs, createKafka, ensureTopics, kafkaSetupError, keyedRetentionProblem, LogFn, sleep, stderrLog, topicRetentionMs } from '../io/kafka-client';
+import { objectStoreFor } from '../checkpoint/s3-object-store';
 import { KafkaDeadLetterSink } from '../io/kafka-dead-letter';
 import { KafkaRouter, RouteValidator } from '../io/kafka-router';
 import { KafkaKeyedSource } from '../io/kafka-source';
+import { KubeConfigMaps } from '../io/kube-channel';
+import type { ObjectStore } from '../checkpoint/object-store';
+import { HandoverAgent, type AssignmentSource, type GroupCheckpoints, type ReportStore } from './handover-agent';
+import { LineOutput, standardOutput } from '../io/line-output';
 import { startHttpServer, RunningHttpServer } from './http';
-import { registry } from './metrics';
-import { CountTask } from './task';
+import { progressFigures, registry } from './metrics';
+import { eventLoopLiveness } from '../../common/metrics';
+import { CountTask, SinkGaveUp, type TaskCheckpoints } from './task';
 
 /**
  * `abacus worker`: one worker process of a job on real Kafka and Cassandra.
  *
  *   abacus worker --config JOB.yaml --ordinal I --replicas N [--assignment FILE]
- *                 [--brokers H:P,..] [--topic T] [--key-groups K] [--level account|customer]
+ *                 [--kube-namespace NS [--kubeconfig FILE]] [--brokers H:P,..] [--topic T] [--key-groups K] [--level account|customer]
  *                 [--cassandra H:P,..] [--keyspace KS] [--table T] [--data-dir DIR]
  *                 [--create-schema] [--metrics-port P]
  *
  * It runs, side by side: the router (input topic → keyed topic, unless kafka.inputKeyed),
  * the count task for its key groups (keyed topic → RocksDB → Cassandra), and one HTTP port
- * with /metrics, /healthz, /readyz and /v1/series. SIGTERM/SIGINT stop it gracefully: the
+ * with /metrics, /healthz, /readyz and /v1/series. With --assignment or --kube-namespace it
+ * follows the published assignment while running (HandoverAgent): it counts exactly the key
+ * groups the newest document gives it, and with --kube-namespace it takes part in hand-overs,
+ * reading `<job>-assignment` and reporting into `<job>-worker-<ordinal>` through the API
+ * server (in a pod: its ServiceAccount; elsewhere --kubeconfig or $KUBECONFIG). SIGTERM/SIGINT stop it gracefully: the
  * router commits what was acknowledged, the task flushes its window, commits state and
  * positions, writes the sink, and everything is closed. Exit code 0 after a clean stop,
  * 2 for a configuration error, 1 for any other failure.
@@ -38,6 +49,9 @@ const WORKER_OPTIONS = {
   ordinal: { type: 'string' },
   replicas: { type: 'string' },
   assignment: { type: 'string' },
+  'kube-namespace': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'assignment-poll': { type: 'string' },
   name: { type: 'string' },
   brokers: { type: 'string' },
   topic: { type: 'string' },
@@ -49,19 +63,31 @@ const WORKER_OPTIONS = {
   'data-dir': { type: 'string' },
   'create-schema': { type: 'boolean' },
   'metrics-port': { type: 'string' },
+  'memory-budget': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 const WORKER_USAGE = `usage: abacus worker --config JOB.yaml --ordinal I --replicas N [--assignment FILE]
+  [--kube-namespace NS [--kubeconfig FILE]] [--assignment-poll MS]
   [--brokers HOST:PORT,...] [--topic TOPIC] [--key-groups K] [--level account|customer] [--name JOB]
   [--cassandra HOST:PORT,...] [--keyspace KS] [--table TABLE] [--create-schema]
-  [--data-dir DIR] [--metrics-port PORT]`;
+  [--data-dir DIR] [--metrics-port PORT] [--memory-budget SIZE]`;
 
 export interface WorkerSettings {
   readonly config: JobConfig;
   readonly ordinal: number;
+  /** The groups to count from the start when the assignment is static (no --assignment, no --kube-namespace). */
   readonly keyGroups: number[];
   readonly dataDir: string;
+  /** Follow this assignment file while running. */
+  readonly assignmentFile?: string;
+  /** Read the assignment and report hand-over steps through the API server, in this namespace. */
+  readonly kubeNamespace?: string;
+  readonly kubeconfig?: string;
+  /** How often the assignment is read, in ms (default 1000). */
+  readonly assignmentPollMs: number;
+  /** The assignment generation the key groups were read from (0 without an assignment file). */
+  readonly generation: number;
 }
 
 /** Parses the worker's flags into its settings (pure apart from reading the config and assignment files). */
@@ -74,6 +100,7 @@ export function workerSettings(argv: string[]): WorkerSettings {
   if (values['key-groups'] !== undefined) overrides.keyGroups = values['key-groups'];
   if (values.level !== undefined) overrides.level = values.level;
   if (values['metrics-port'] !== undefined) overrides.metrics = { port: values['metrics-port'] };
+  if (values['memory-budget'] !== undefined) overrides.state = { memoryBudget: values['memory-budget'] };
   if (values.brokers !== undefined) kafka.brokers = splitList(values.brokers);
   if (values.topic !== undefined) kafka.topic = values.topic;
   if (values.cassandra !== undefined) cassandra.contactPoints = splitList(values.cassandra);
@@ -89,12 +116,16 @@ export function workerSettings(argv: string[]): WorkerSettings {
 
   const ordinal = intFlag(values.ordinal, '--ordinal', 0);
   let keyGroups: number[];
+  let generation = 0;
   if (values.assignment !== undefined) {
     const assignment = parseAssignment(readFileSync(values.assignment, 'utf8'));
     if (assignment.keyGroups !== config.keyGroups) {
       throw new ConfigError('--assignment', `the assignment is for ${assignment.keyGroups} key groups but the job has keyGroups=${config.keyGroups}`, 'use the assignment published for this job');
     }
     keyGroups = keyGroupsOfOrdinal(assignment, ordinal);
+    generation = assignment.generation;
+  } else if (values['kube-namespace'] !== undefined) {
+    keyGroups = []; // the assignment read through the API server decides (HandoverAgent)
   } else {
     const replicas = intFlag(values.replicas, '--replicas', 1);
     if (replicas < 1 || replicas > config.keyGroups || ordinal >= replicas) {
@@ -103,7 +134,18 @@ export function workerSettings(argv: string[]): WorkerSettings {
     keyGroups = keyGroupsIn(rangeForWorker(config.keyGroups, replicas, ordinal));
   }
   const dataDir = values['data-dir'] ?? join('.abacus', `${config.name}-${ordinal}`);
-  return { config, ordinal, keyGroups, dataDir };
+  const assignmentPollMs = intFlag(values['assignment-poll'], '--assignment-poll', 1000);
+  return {
+    config,
+    ordinal,
+    keyGroups,
+    dataDir,
+    assignmentPollMs,
+    generation,
+    ...(values.assignment !== undefined ? { assignmentFile: values.assignment } : {}),
+    ...(values['kube-namespace'] !== undefined ? { kubeNamespace: values['kube-namespace'] } : {}),
+    ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
+  };
 }
 
 /** Runs `abacus worker`; resolves to the process exit code. */
@@ -132,6 +174,10 @@ export async function runWorkerCommand(argv: string[], log: LogFn = stderrLog): 
     await runWorker(settings, stop.signal, log);
     return 0;
   } catch (err) {
+    if (err instanceof SinkGaveUp) {
+      log('warn', 'stopped before the sink answered; the next start replays what was not confirmed', { error: err.message });
+      return 0;
+    }
     log('error', 'worker failed', { error: (err as Error).message, code: err instanceof AbacusError ? err.code : undefined, stack: (err as Error).stack });
     return err instanceof ConfigError ? 2 : 1;
   } finally {
@@ -174,6 +220,8 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
     http = await startHttpServer({
       port: config.metricsPort,
       registry,
+      live: eventLoopLiveness(),
+      // Ready = counting its key groups: the task runs and the count store answers.
       ready: async () => running && sink !== undefined && (await sink.ping()),
       series: (q) => (sink === undefined ? Promise.reject(new Error('not connected to Cassandra yet')) : sink.series(q)),
     });
@@ -181,11 +229,12 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
     closers.push(['http', () => server.close()]);
     log('info', 'http listening', { port: http.port });
 
-    sink = await CassandraSink.open({ config: cassandra, level: config.level, job: config.name, log, signal });
+    sink = await CassandraSink.open({ config: cassandra, level: config.level, job: jobIdentity(config.name, config.namespace), log, signal });
     const openedSink = sink;
     closers.push(['cassandra', () => openedSink.close()]);
     if (signal.aborted) return;
 
+    const kafkaFatal = (err: unknown): ConfigError | undefined => kafkaSetupError(err, kafka);
     await retryUntil('create topics', signal, log, async () => {
       const admin = createKafka(kafka, 'admin', log).admin();
       await admin.connect();
@@ -194,39 +243,65 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
           { topic: kafka.keyedTopic, partitions: config.keyGroups, exactPartitions: true, configEntries: [{ name: 'message.timestamp.type', value: 'CreateTime' }] },
           { topic: kafka.deadLetterTopic, partitions: 1, exactPartitions: false },
         ], log);
+        if (config.checkpoints !== undefined) {
+          const problem = keyedRetentionProblem(kafka.keyedTopic, await topicRetentionMs(admin, kafka.keyedTopic), config.checkpoints.intervalMs);
+          if (problem !== undefined) log('warn', problem, { topic: kafka.keyedTopic, checkpointIntervalMs: config.checkpoints.intervalMs });
+        }
       } finally {
         await admin.disconnect();
       }
-    });
+    }, kafkaFatal);
     if (signal.aborted) return;
 
-    const deadLetter = await retryUntil('connect dead-letter producer', signal, log, () => KafkaDeadLetterSink.connect(kafka, log));
+    const deadLetter = await retryUntil('connect dead-letter producer', signal, log, () => KafkaDeadLetterSink.connect(kafka, log), kafkaFatal);
     if (deadLetter === undefined) return;
     closers.push(['dead-letter', () => deadLetter.close()]);
 
     if (!kafka.inputKeyed) {
       const router = new KafkaRouter({ job: config, kafka, validate: routeValidator(config), deadLetter, log });
-      await retryUntil('start router', signal, log, () => router.start());
+      await retryUntil('start router', signal, log, () => router.start(), kafkaFatal);
       closers.push(['router', () => router.stop()]);
     }
 
-    const source = new KafkaKeyedSource({ job: config, kafka, keyGroups, ordinal, log });
+    // A worker that follows the assignment starts with no groups: the agent starts what the document gives it.
+    const follow = followAssignment(settings);
+    const initialGroups = follow === undefined ? keyGroups : [];
+    const source = new KafkaKeyedSource({ job: config, kafka, keyGroups: initialGroups, ordinal, log });
     closers.push(['keyed source', () => source.close()]);
+    let agent: HandoverAgent | undefined;
+    const checkpoints = workerCheckpoints(settings, () => agent);
+    const objectStore = checkpoints?.objectStore;
+    if (checkpoints !== undefined) {
+      const store = checkpoints.objectStore;
+      closers.push(['checkpoint store', () => Promise.resolve(store.close?.())]);
+      log('info', 'checkpoints on', { store: store.description, writer: checkpoints.writer, intervalMs: checkpoints.intervalMs, retention: checkpoints.retention });
+    }
     const task = await CountTask.open({
       config,
       dataDir,
       source,
       sink,
       deadLetter,
-      keyGroups,
+      keyGroups: initialGroups,
       signal,
       log: (line) => log('warn', line),
+      // Producers' clocks may run ahead; an hour is believed, a record stamped later does not move expiry past it.
+      sweepCeilingMs: () => Date.now() + 3_600_000,
+      ...(checkpoints === undefined ? {} : { checkpoints }),
     });
     closers.push(['state', () => task.close()]);
+    let agentDone: Promise<void> = Promise.resolve();
+    if (follow !== undefined) {
+      agent = new HandoverAgent({ ordinal, task, keyGroups: config.keyGroups, log, pollMs: settings.assignmentPollMs, checkpoints: groupCheckpoints(task, objectStore, log), progress: progressFigures, ...follow });
+      await agent.start(signal);
+      if (signal.aborted) return;
+      agentDone = agent.run(signal);
+    }
     running = true;
-    log('info', 'worker running', { job: config.name, ordinal, keyGroups: keyGroups.length });
+    log('info', 'worker running', { job: config.name, ordinal, keyGroups: describeGroups(task.groups()) });
     const progress = await task.run();
     running = false;
+    await agentDone;
     log('info', 'count task stopped', { ...progress });
   } finally {
     running = false;
@@ -243,25 +318,136 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
   }
 }
 
+/** Where the assignment is read and the report kept; undefined for a static assignment. */
+function followAssignment(settings: WorkerSettings): { assignment: AssignmentSource; reports: ReportStore } | undefined {
+  const { config, ordinal } = settings;
+  if (settings.kubeNamespace !== undefined) {
+    const kube = new KubeConfigMaps(settings.kubeNamespace, settings.kubeconfig);
+    const assignmentName = assignmentConfigMapName(config.name);
+    const reportName = workerStatusConfigMapName(config.name, ordinal);
+    return {
+      assignment: {
+        read: async () => {
+          const text = (await kube.read(assignmentName))?.[ASSIGNMENT_KEY];
+          return text === undefined ? undefined : checkedAssignment(text, config.keyGroups);
+        },
+        watch: (onChange, signal) =>
+          kube.watch(assignmentName, (data) => {
+            const text = data[ASSIGNMENT_KEY];
+            let doc: Assignment | undefined;
+            try {
+              doc = text === undefined ? undefined : checkedAssignment(text, config.keyGroups);
+            } catch {
+              doc = undefined; // the run loop reads it and reports the problem
+            }
+            onChange(doc);
+          }, signal),
+      },
+      reports: {
+        load: async () => {
+          const data = await kube.read(reportName);
+          if (data === undefined) throw new Error(`ConfigMap ${settings.kubeNamespace}/${reportName} does not exist yet (the operator creates it)`);
+          const text = data[REPORT_KEY];
+          return text === undefined ? undefined : parseReport(text);
+        },
+        save: (report: WorkerReport) => kube.write(reportName, REPORT_KEY, JSON.stringify(report)),
+      },
+    };
+  }
+  if (settings.assignmentFile !== undefined) {
+    const file = settings.assignmentFile;
+    // Nobody reads a report without the API server: the worker follows ownership, hand-overs cannot progress.
+    let kept: WorkerReport | undefined;
+    return {
+      assignment: { read: () => Promise.resolve(checkedAssignment(readFileSync(file, 'utf8'), config.keyGroups)) },
+      reports: { load: () => Promise.resolve(kept), save: (r) => Promise.resolve(void (kept = r)) },
+    };
+  }
+  return undefined;
+}
+
+function checkedAssignment(text: string, keyGroups: number): Assignment {
+  const doc = parseAssignment(text);
+  if (doc.keyGroups !== keyGroups) {
+    throw new ConfigError('assignment', `the assignment is for ${doc.keyGroups} key groups but the job has keyGroups=${keyGroups}`, 'use the assignment published for this job');
+  }
+  return doc;
+}
+
+/** The hand-over's use of checkpoints; without a checkpoint store, releasing and acquiring fail (and are retried) with the reason. */
+function groupCheckpoints(task: CountTask, objectStore: ObjectStore | undefined, log: LogFn): GroupCheckpoints {
+  if (objectStore === undefined) {
+    const missing = () => Promise.reject(new ConfigError('checkpoints', 'are not configured', 'a key group moves between workers through a checkpoint: set checkpoints in the job (spec.checkpoints)'));
+    return { checkpoint: missing, restore: missing };
+  }
+  return {
+    checkpoint: async (groups, reason) => {
+      const result = await task.checkpoint(groups, reason, { urgent: true });
+      return { manifest: result.manifestId, bytes: result.bytes };
+    },
+    restore: async (groups, manifest) => {
+      // Without a manifest it is a pre-copy (paced, see RestoreOptions.background); with one, an acquire its groups wait for.
+      const result = await task.restoreGroups(objectStore, groups, manifest === undefined ? { background: true } : { manifestId: manifest, concurrency: 4 });
+      if (manifest !== undefined && result.missing.length > 0) throw new Error(`checkpoint ${manifest} does not hold key groups ${result.missing.join(',')}`);
+    },
+    refresh: (groups) => {
+      // Urgent too: a periodic checkpoint in flight may be compacting these groups, and a new
+      // base committed now would not continue the chain the new owner is pre-copying.
+      task.checkpoint(groups, 'pre-release', { urgent: true }).catch((err: unknown) => log('info', 'checkpoint before a release did not complete; the release carries its changes', { error: (err as Error).message }));
+    },
+  };
+}
+
+/**
+ * A cluster worker's checkpoints: into its own namespace `w<ordinal>` of the job's root; at
+ * start, every owned key group without local state (a new pod, a lost volume) is restored
+ * from the newest complete checkpoint that holds it, by any writer.
+ */
+function workerCheckpoints(settings: WorkerSettings, agent: () => HandoverAgent | undefined): (TaskCheckpoints & { objectStore: { close?(): void } }) | undefined {
+  const cp = settings.config.checkpoints;
+  if (cp === undefined) return undefined;
+  return {
+    objectStore: objectStoreFor(cp),
+    writer: `w${settings.ordinal}`,
+    intervalMs: cp.intervalMs,
+    retention: cp.retention,
+    includeUnkeyed: false,
+    restoreMissing: true,
+    finalCheckpoint: false,
+    // Manifests carry the ownership epoch: a restore prefers the newest generation over a late write of an old owner.
+    generation: () => agent()?.epoch ?? settings.generation,
+    // A released group's final checkpoint stays until its new owner has acquired it.
+    pinned: () => agent()?.pinnedManifests() ?? [],
+    // A group being pre-copied by its next owner keeps its chain, so the final checkpoint is a delta on it.
+    keepChains: () => agent()?.movingOut() ?? [],
+  };
+}
+
 /** The router's validation: the engine's own parser, so the router and the task agree on validity. */
 export function routeValidator(config: JobConfig): RouteValidator {
-  const options = { maxEventBytes: config.maxEventBytes, facets: config.facets };
+  const options = { maxEventBytes: config.maxEventBytes, facets: config.facets, level: config.level };
   return (value) => {
     const parsed = parseEvent(value, options);
-    if (!parsed.ok) return { ok: false, reason: `${parsed.code}: ${parsed.reason}` };
+    if (!parsed.ok) return { ok: false, code: parsed.code, reason: `${parsed.code}: ${parsed.reason}` };
     const ev = parsed.event;
     return { ok: true, routingKey: routingKey(config.level, ev.companyId, ev.statisticId, ev.customerId) };
   };
 }
 
-/** Retries `fn` with backoff until it succeeds; undefined when `signal` aborts first. */
-async function retryUntil<T>(what: string, signal: AbortSignal, log: LogFn, fn: () => Promise<T>): Promise<T | undefined> {
+/**
+ * Retries `fn` with backoff until it succeeds; undefined when `signal` aborts first. A
+ * ConfigError, or a failure `fatal` turns into one (refused credentials, an untrusted
+ * certificate), ends the retries: the same settings would fail the same way.
+ */
+async function retryUntil<T>(what: string, signal: AbortSignal, log: LogFn, fn: () => Promise<T>, fatal: (err: unknown) => ConfigError | undefined): Promise<T | undefined> {
   for (let attempt = 0; ; attempt++) {
     if (signal.aborted) return undefined;
     try {
       return await fn();
     } catch (err) {
       if (err instanceof ConfigError) throw err;
+      const unfixable = fatal(err);
+      if (unfixable !== undefined) throw unfixable;
       const wait = backoffMs(attempt, 500, 10_000);
       log('warn', `${what} failed; retrying`, { attempt, waitMs: wait, error: (err as Error).message });
       await sleep(wait, signal);
@@ -314,9 +500,10 @@ const COUNTS_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const COUNTS_USAGE = `usage: abacus counts --cassandra HOST:PORT --keyspace KS [--level account|customer] [--table TABLE | --job NAME]
-  Prints every counter of a job's Cassandra table as JSON lines. Without --table/--job, the
-  keyspace's Abacus table of the given level is used (it must be the only one).`;
+const COUNTS_USAGE = `usage: abacus counts --cassandra HOST:PORT --keyspace KS [--level account|customer] [--table TABLE | --job [NAMESPACE/]NAME]
+  Prints every counter of a job's Cassandra table as JSON lines. --job names the job's default
+  table (an AbacusJob by its namespace and name). Without --table/--job, the keyspace's Abacus
+  table of the given level is used (it must be the only one).`;
 
 /**
  * `abacus counts` on Cassandra: every row as a JSON line
@@ -356,7 +543,8 @@ export async function runCountsFromCassandra(argv: string[], out: NodeJS.Writabl
     process.stderr.write(`abacus counts: cannot connect to Cassandra at ${contactPoints.join(',')}: ${(err as Error).message}\n`);
     return 1;
   }
-  let table = values.table ?? (values.job === undefined ? undefined : defaultTableName(values.job));
+  const job = values.job?.split('/');
+  let table = values.table ?? (job === undefined ? undefined : defaultTableName(job.length === 2 ? jobIdentity(job[1]!, job[0]) : values.job!));
   let level: 'account' | 'customer' | undefined = values.level === 'account' || values.level === 'customer' ? values.level : undefined;
   try {
     const rs = await client.execute('SELECT table_name, comment FROM system_schema.tables WHERE keyspace_name = ?', [keyspace], { prepare: true });
@@ -382,6 +570,7 @@ export async function runCountsFromCassandra(argv: string[], out: NodeJS.Writabl
   }
 
   const sink = await CassandraSink.open({ config: { ...base, table }, level, job: values.job ?? table, log, signal: AbortSignal.timeout(30_000) });
+  const lines = out === process.stdout ? standardOutput() : new LineOutput(out);
   try {
     for await (const row of sink.scan()) {
       const line = JSON.stringify({
@@ -394,7 +583,7 @@ export async function runCountsFromCassandra(argv: string[], out: NodeJS.Writabl
         count: row.count,
         ...(level === 'account' ? { uniques: row.uniques ?? 0 } : {}),
       });
-      if (!out.write(`${line}\n`)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      if (!(await lines.write(`${line}\n`))) break; // the reader has gone: stop quietly
     }
   } catch (err) {
     process.stderr.write(`abacus counts: reading ${keyspace}.${table} failed: ${(err as Error).message}\n`);

@@ -34,6 +34,22 @@ export class BloomFilter {
     }
   }
 
+  /** Adds `key`; true when every one of its bits was set already (it might have been added before). One hash for both questions. */
+  addReporting(key: string): boolean {
+    const [h1, h2] = hashPair(key);
+    let seen = true;
+    for (let i = 0; i < this.hashes; i++) {
+      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const word = bit >>> 5;
+      const m = 1 << (bit & 31);
+      if ((this.bits[word]! & m) === 0) {
+        seen = false;
+        this.bits[word]! |= m;
+      }
+    }
+    return seen;
+  }
+
   mightContain(key: string): boolean {
     const [h1, h2] = hashPair(key);
     for (let i = 0; i < this.hashes; i++) {

@@ -23,14 +23,28 @@ export class StateCache {
    * keys set since the load may have turned their bits on (a false positive born mid-batch).
    */
   private readonly absent = new Set<string>();
+  /** See stage(). */
+  private stagedKeys: readonly string[] = [];
+  private stagedValues: readonly string[] = [];
+  /** Estimated bytes of `clean` (entryBytes). */
+  private cleanBytes = 0;
   /** Reads that reached RocksDB / were answered by the filter / by memory, for metrics and benchmarks. */
   readonly stats = { storeReads: 0, filteredReads: 0, cacheHits: 0 };
+  private readonly capacity: CacheCapacity;
 
+  /** `capacity`: a number of records, or records and estimated bytes (the memory budget's share); `clean` is trimmed to both. */
   constructor(
     private readonly store: RocksStore,
     private readonly filter: BloomFilter,
-    private readonly capacity: number,
-  ) {}
+    capacity: number | CacheCapacity,
+  ) {
+    this.capacity = typeof capacity === 'number' ? { entries: capacity, bytes: Number.POSITIVE_INFINITY } : capacity;
+  }
+
+  /** Adds keys just written to the store to the index (see indexRange). */
+  index(keys: readonly string[]): void {
+    for (const key of keys) this.filter.add(key);
+  }
 
   /** Adds every existing key in `range` to the filter (start-up, or a key group restored). */
   async indexRange(range: KeyRange): Promise<number> {
@@ -46,15 +60,20 @@ export class StateCache {
     return n;
   }
 
-  /** Makes every key in `keys` available to get(). */
-  async load(keys: Iterable<string>): Promise<void> {
-    const toRead: string[] = [];
+  /** Makes every key in `keys` available to get(), for the next batch (keys of earlier loads may be evicted). */
+  load(keys: Iterable<string>): Promise<void> {
     this.absent.clear();
+    return this.loadMore(keys);
+  }
+
+  /** Makes `keys` available too, keeping what the last load() made available (a second round of the same batch). */
+  async loadMore(keys: Iterable<string>): Promise<void> {
+    const toRead: string[] = [];
     for (const key of keys) {
       if (this.dirty.has(key) || this.clean.has(key)) this.stats.cacheHits++;
       else if (this.filter.mightContain(key)) {
         // Marked absent until the read says otherwise; also keeps a key listed twice from being read twice.
-        this.clean.set(key, null);
+        this.setClean(key, null);
         toRead.push(key);
       } else {
         this.absent.add(key);
@@ -67,8 +86,49 @@ export class StateCache {
     const values = await this.store.getMany(toRead);
     for (let i = 0; i < toRead.length; i++) {
       const text = values[i];
-      if (text !== undefined) this.clean.set(toRead[i]!, text);
+      if (text !== undefined) this.setClean(toRead[i]!, text);
     }
+  }
+
+  /**
+   * The committed records of keys that are written only through stage() (a window's
+   * counters), in order, null where absent — without load()'s bookkeeping: no get() follows,
+   * and the one filter hash that rules a new key out also indexes it for its commit.
+   */
+  async readCommitted(keys: readonly string[]): Promise<Array<string | null>> {
+    const values = new Array<string | null>(keys.length);
+    const toRead: string[] = [];
+    const at: number[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const value = this.clean.get(key);
+      if (value !== undefined) {
+        values[i] = value;
+        this.stats.cacheHits++;
+        continue;
+      }
+      values[i] = null;
+      if (this.filter.addReporting(key)) {
+        toRead.push(key);
+        at.push(i);
+      } else this.stats.filteredReads++;
+    }
+    if (toRead.length === 0) return values;
+    this.stats.storeReads += toRead.length;
+    const read = await this.store.getMany(toRead);
+    for (let j = 0; j < toRead.length; j++) values[at[j]!] = read[j] ?? null;
+    return values;
+  }
+
+  /**
+   * Records to commit with the window that nothing reads before (the window's counters, read
+   * with readCommitted): they go to the commit batch and, once it is durable, to memory,
+   * without passing through the window's change map — a wide event's window holds tens of
+   * thousands of them. Replaces what an earlier stage() of the window staged.
+   */
+  stage(keys: readonly string[], values: readonly string[]): void {
+    this.stagedKeys = keys;
+    this.stagedValues = values;
   }
 
   /** The encoded record of a loaded key, or null when it does not exist. */
@@ -81,6 +141,13 @@ export class StateCache {
     throw new Error(`state key not loaded before use: ${JSON.stringify(key)}`);
   }
 
+  /** Like get(), but a key that was not loaded reads as absent. */
+  getIfLoaded(key: string): string | null {
+    const changed = this.dirty.get(key);
+    if (changed !== undefined) return changed;
+    return this.clean.get(key) ?? null;
+  }
+
   /** Records a change, to be committed with the window. */
   set(key: string, value: string): void {
     this.filter.add(key);
@@ -89,6 +156,21 @@ export class StateCache {
 
   delete(key: string): void {
     this.dirty.set(key, null);
+  }
+
+  /** The window's uncommitted value of a key (null = deleted), or undefined when the window did not change it. */
+  pending(key: string): string | null | undefined {
+    return this.dirty.get(key);
+  }
+
+  /** This window's changes whose key starts with `prefix` (null = deleted). */
+  *pendingWithPrefix(prefix: string): IterableIterator<[string, string | null]> {
+    for (const entry of this.dirty) if (entry[0].startsWith(prefix)) yield entry;
+  }
+
+  /** Drops a committed record from memory (it is being deleted from the store by the caller's commit). */
+  forget(key: string): void {
+    this.deleteClean(key);
   }
 
   get dirtyCount(): number {
@@ -107,6 +189,7 @@ export class StateCache {
       if (value === null) deletes.push(key);
       else puts.push([key, value]);
     }
+    for (let i = 0; i < this.stagedKeys.length; i++) puts.push([this.stagedKeys[i]!, this.stagedValues[i]!]);
     return { puts, deletes };
   }
 
@@ -117,25 +200,81 @@ export class StateCache {
    */
   markCommitted(): void {
     for (const [key, value] of this.dirty) {
-      if (kindOf(key) === 'D') this.clean.delete(key);
-      else this.clean.set(key, value);
+      if (kindOf(key) === 'D') this.deleteClean(key);
+      else this.setClean(key, value);
     }
+    for (let i = 0; i < this.stagedKeys.length; i++) this.clean.set(this.stagedKeys[i]!, this.stagedValues[i]!);
+    this.unstage();
     this.dirty.clear();
     this.evict();
   }
 
-  /** Forgets uncommitted changes (a failed commit); the next load re-reads RocksDB. */
-  discardUncommitted(): void {
-    for (const key of this.dirty.keys()) this.clean.delete(key);
-    this.dirty.clear();
+  /** Forgets every cached record of one key group (its records were replaced underneath, e.g. by a restore). */
+  forgetPrefix(prefix: string): void {
+    for (const key of this.clean.keys()) if (key.startsWith(prefix)) this.deleteClean(key);
+    for (const key of this.dirty.keys()) if (key.startsWith(prefix)) this.dirty.delete(key);
   }
 
+  /** Forgets uncommitted changes (a failed commit); the next load re-reads RocksDB. */
+  discardUncommitted(): void {
+    for (const key of this.dirty.keys()) this.deleteClean(key);
+    this.dirty.clear();
+    this.unstage();
+  }
+
+  private unstage(): void {
+    this.stagedKeys = [];
+    this.stagedValues = [];
+  }
+
+  /** Estimated bytes of committed records held in memory (see entryBytes). */
+  get bytes(): number {
+    return this.cleanBytes;
+  }
+
+  private setClean(key: string, value: string | null): void {
+    const before = this.clean.get(key);
+    if (before !== undefined) this.cleanBytes -= entryBytes(key, before);
+    else if (this.clean.has(key)) this.cleanBytes -= entryBytes(key, null);
+    // Keys and records are built by concatenation: V8 keeps them as trees of cons strings
+    // (measured 712 bytes per marker record and key instead of 222 flat). Reading a character
+    // flattens a string in place, and the garbage collector then drops the tree.
+    key.charCodeAt(0);
+    value?.charCodeAt(0);
+    this.clean.set(key, value);
+    this.cleanBytes += entryBytes(key, value);
+  }
+
+  private deleteClean(key: string): void {
+    const before = this.clean.get(key);
+    if (before === undefined && !this.clean.has(key)) return;
+    this.cleanBytes -= entryBytes(key, before ?? null);
+    this.clean.delete(key);
+  }
+
+  /** Oldest first, until both the record count and the estimated bytes are within capacity. */
   private evict(): void {
-    let excess = this.clean.size - this.capacity;
-    if (excess <= 0) return;
-    for (const key of this.clean.keys()) {
-      if (excess-- <= 0) break;
+    const { entries, bytes } = this.capacity;
+    if (this.clean.size <= entries && this.cleanBytes <= bytes) return;
+    for (const [key, value] of this.clean) {
+      if (this.clean.size <= entries && this.cleanBytes <= bytes) break;
+      this.cleanBytes -= entryBytes(key, value);
       this.clean.delete(key);
     }
   }
+}
+
+export interface CacheCapacity {
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+/**
+ * Estimated heap bytes of one cached record: a Map entry (key, value and chain pointers plus
+ * its share of the hash table, ~56 bytes) and two strings (a 16-byte header each, one byte per
+ * character for the Latin-1 text that ids nearly always are). An estimate: two-byte strings
+ * take twice their characters. docs/performance.md compares it with measured RSS.
+ */
+export function entryBytes(key: string, value: string | null): number {
+  return 88 + key.length + (value === null ? 0 : value.length);
 }

@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import rocksdb from 'rocksdb';
 import { AbacusError } from '../../common/errors';
-import type { RocksDbTuning } from '../config';
+import type { RocksDbTuning } from '../../common/job-config';
 
 /**
  * A thin promise layer over the `rocksdb` binding: the only module that calls it. Keys and
@@ -28,12 +28,14 @@ interface RocksDown {
   batch(): RocksChainedBatch;
   iterator(options: Record<string, unknown>): RocksIterator;
   approximateSize(start: string, end: string, cb: (err: Error | undefined, size: number) => void): void;
+  compactRange(start: string, end: string, cb: (err?: Error) => void): void;
   clear(options: Record<string, unknown>, cb: (err?: Error) => void): void;
 }
 
+/** A half-open key range; a Buffer bound is raw key bytes (see prefixRange in keys.ts). */
 export interface KeyRange {
-  readonly gte: string;
-  readonly lt: string;
+  readonly gte: string | Buffer;
+  readonly lt: string | Buffer;
 }
 
 export class RocksStore {
@@ -44,28 +46,32 @@ export class RocksStore {
 
   static async open(location: string, tuning: RocksDbTuning): Promise<RocksStore> {
     mkdirSync(location, { recursive: true });
+    return RocksStore.openWith(location, {
+      createIfMissing: true,
+      compression: true,
+      cacheSize: tuning.blockCacheSize,
+      writeBufferSize: tuning.writeBufferSize,
+      blockSize: tuning.blockSize,
+      maxOpenFiles: tuning.maxOpenFiles,
+    });
+  }
+
+  /**
+   * Opens an existing store for reading only: nothing in `location` is created or changed
+   * (no log, manifest or lock file), and a process holding the store open for writing does
+   * not prevent it. For checks before a run and for `abacus counts`.
+   */
+  static openReadOnly(location: string, tuning: RocksDbTuning): Promise<RocksStore> {
+    return RocksStore.openWith(location, { readOnly: true, createIfMissing: false, cacheSize: tuning.blockCacheSize, maxOpenFiles: tuning.maxOpenFiles });
+  }
+
+  private static async openWith(location: string, options: Record<string, unknown>): Promise<RocksStore> {
     const open = rocksdb as (location: string) => RocksDown;
     const db = open(location);
     try {
-      await call<void>((cb) =>
-        db.open(
-          {
-            createIfMissing: true,
-            compression: true,
-            cacheSize: tuning.blockCacheSize,
-            writeBufferSize: tuning.writeBufferSize,
-            blockSize: tuning.blockSize,
-            maxOpenFiles: tuning.maxOpenFiles,
-          },
-          cb,
-        ),
-      );
+      await call<void>((cb) => db.open(options, cb));
     } catch (err) {
-      const message = (err as Error).message;
-      if (/lock/i.test(message)) {
-        throw new AbacusError('StateLocked', `the state in ${location} is in use by another process (${message})`, 'stop the other abacus process using this data dir, or give a different --data-dir');
-      }
-      throw new AbacusError('StateOpenFailed', `cannot open RocksDB state in ${location}: ${message}`, 'check the data dir is writable and not corrupted; a lost or corrupted data dir can be deleted and restored from a checkpoint');
+      throw openError(location, (err as Error).message);
     }
     return new RocksStore(db, location);
   }
@@ -95,6 +101,25 @@ export class RocksStore {
 
   /** Visits every entry in [gte, lt) in key order. */
   async scan(range: KeyRange, visit: (key: string, value: string) => void, keysOnly = false): Promise<void> {
+    for await (const [key, value] of this.entries(range, keysOnly)) visit(key, value);
+  }
+
+  /**
+   * Every entry in [gte, lt) in key order, one at a time: memory stays bounded by the
+   * binding's read-ahead (1 MiB), whatever the range holds.
+   */
+  entries(range: KeyRange, keysOnly = false): AsyncGenerator<[string, string]> {
+    return this.reader(range, keysOnly).entries();
+  }
+
+  /**
+   * A reader of [gte, lt) that sees the store as it is NOW: the binding creates the native
+   * iterator, and with it a RocksDB snapshot, synchronously in this call (test/local/
+   * checkpoint-local.test.ts checks it), so writes made after this returns are not seen
+   * however late the reader is read. Several readers created in the same tick see one
+   * consistent cut of the store. Read it to the end (or call end()) to release the snapshot.
+   */
+  reader(range: KeyRange, keysOnly = false): RangeReader {
     const it = this.db.iterator({
       gte: range.gte,
       lt: range.lt,
@@ -104,17 +129,7 @@ export class RocksStore {
       valueAsBuffer: false,
       highWaterMark: 1 << 20,
     });
-    try {
-      for (;;) {
-        const [key, value] = await new Promise<[string | undefined, string | undefined]>((resolve, reject) =>
-          it.next((err, k, v) => (err ? reject(err) : resolve([k, v]))),
-        );
-        if (key === undefined) break;
-        visit(key, value ?? '');
-      }
-    } finally {
-      await call<void>((cb) => it.end(cb));
-    }
+    return new RangeReader(it);
   }
 
   /** Deletes every entry in [gte, lt). */
@@ -140,9 +155,72 @@ export class RocksStore {
     return call((cb) => this.db.approximateSize('', '~~~~~~~~', cb));
   }
 
+  /** Compacts every key now (benchmarks: what the state takes once deleted records' tombstones are compacted away). */
+  compactAll(): Promise<void> {
+    return call<void>((cb) => this.db.compactRange('', '~~~~~~~~', cb));
+  }
+
   close(): Promise<void> {
     return call<void>((cb) => this.db.close(cb));
   }
+}
+
+/** See RocksStore.reader(). */
+export class RangeReader {
+  private ended = false;
+
+  constructor(private readonly it: RocksIterator) {}
+
+  /** Every remaining entry in key order; the snapshot is released at the end (or when the loop is left). */
+  async *entries(): AsyncGenerator<[string, string]> {
+    try {
+      for (;;) {
+        const [key, value] = await new Promise<[string | undefined, string | undefined]>((resolve, reject) =>
+          this.it.next((err, k, v) => (err ? reject(err) : resolve([k, v]))),
+        );
+        if (key === undefined) break;
+        yield [key, value ?? ''];
+      }
+    } finally {
+      await this.end();
+    }
+  }
+
+  /** Visits every remaining entry in key order, then releases the snapshot; stops early (rejecting with `stopped()`'s error) once `signal` aborts. */
+  async readAll(visit: (key: string, value: string) => void, signal?: AbortSignal, stopped?: () => Error): Promise<void> {
+    let n = 0;
+    for await (const [key, value] of this.entries()) {
+      if ((++n & 1023) === 0 && signal?.aborted === true) throw stopped?.() ?? new Error('reading the range was stopped');
+      visit(key, value);
+    }
+  }
+
+  /** True when the range holds at least one entry (reads one entry; call end() after). */
+  first(): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => this.it.next((err, k) => (err ? reject(err) : resolve(k !== undefined))));
+  }
+
+  /** Releases the snapshot without reading further. */
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await call<void>((cb) => this.it.end(cb));
+  }
+}
+
+/**
+ * A clear diagnosis of a failed open. RocksDB reports an unwritable directory while taking
+ * its lock file ("While open a file for lock: …/LOCK: Permission denied"), so the cause is
+ * looked at before the word "lock": only a lock that is actually held means another process.
+ */
+export function openError(location: string, message: string): AbacusError {
+  if (/permission denied|read-only file system|EACCES|EROFS|operation not permitted/i.test(message)) {
+    return new AbacusError('StateNotWritable', `the state in ${location} cannot be written (${message})`, 'give a --data-dir this user can write (check its owner, permissions and whether the volume is mounted read-only)');
+  }
+  if (/resource temporarily unavailable|lock hold by current process|already held|EAGAIN|EWOULDBLOCK/i.test(message)) {
+    return new AbacusError('StateLocked', `the state in ${location} is in use by another process (${message})`, 'stop the other abacus process using this data dir, or give a different --data-dir');
+  }
+  return new AbacusError('StateOpenFailed', `cannot open RocksDB state in ${location}: ${message}`, 'check the data dir is writable and not corrupted; a lost or corrupted data dir can be deleted and restored from a checkpoint');
 }
 
 function call<T>(fn: (cb: (err: Error | undefined | null, value?: T) => void) => void): Promise<T> {

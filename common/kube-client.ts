@@ -1,6 +1,6 @@
 /**
- * The operator's connection to the API server, through @kubernetes/client-node; the only
- * module (with its siblings in operator/k8s/) that talks to the API server.
+ * The connection to the API server, through @kubernetes/client-node, of the operator (and of
+ * a worker reporting hand-over progress): the only code, with operator/k8s/, that talks to it.
  *
  * - `loadConfig`: the library's `KubeConfig` from --kubeconfig (`loadFromFile`), $KUBECONFIG
  *   (`loadFromDefault`, which merges a list) or the pod's service account (`loadFromCluster`;

@@ -1,0 +1,112 @@
+/**
+ * Rescale benchmark: a job on the REAL Kafka, Cassandra, S3 and kube-apiserver of the test
+ * environment (`npm run test-env -- up kafka cassandra s3 kube`), its workers as processes
+ * that follow the StatefulSet (test/support/process-kubelet.ts), scaled 2 → 3 → 2 with
+ * `kubectl scale` while input flows at a steady rate.
+ *
+ *   npm run build && node dist/bench/rescale.js [--key-groups 32] [--events 50000] [--rate 300]
+ *
+ * 1. `--events` unique events are produced and counted first: that is the state.
+ * 2. A steady `--rate` events/s then flows while the job goes 2 → 3 and back to 2.
+ * Per step it prints: key groups moved / total; bytes of the moved groups' final checkpoints
+ * against the workers' state on disk; the pause of every moved group (old owner's stop → new
+ * owner's start, from the operator's "key group moved" log) as p50/p99/max, split into its
+ * steps (flush, checkpoint, handoff, restore, start: see moveTimeline in common/handover.ts); and for the
+ * groups that did NOT move, records consumed per second during the hand-over against the
+ * 10 s before it (keyed-topic end offsets minus the owners' `abacus_input_lag_records`).
+ * Nothing is asserted.
+ */
+import { loadavg } from 'node:os';
+import { parseArgs } from 'node:util';
+import { ownerMap } from '../common/assignment';
+import { validEvents } from '../test/support/events';
+import { kafkaClient, produce } from '../test/support/kafka';
+import { percentiles, RescaleCluster } from '../test/support/rescale-cluster';
+import type { WorkerProcess } from '../test/support/workers';
+
+const { values } = parseArgs({ options: { 'key-groups': { type: 'string' }, events: { type: 'string' }, rate: { type: 'string' } } });
+const K = Number(values['key-groups'] ?? 32);
+const EVENTS = Number(values.events ?? 50_000);
+const RATE = Number(values.rate ?? 300);
+const cluster = new RescaleCluster();
+
+/** Records consumed so far per keyed partition: end offset minus the lag its owner reports. */
+async function consumedPerPartition(topic: string, workers: Iterable<WorkerProcess>): Promise<Map<number, number>> {
+  const admin = kafkaClient(cluster.env.kafka, 'abacus-bench-admin').admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const lag = new Map<number, number>();
+  for (const w of workers) {
+    const text = await w.metrics().catch(() => '');
+    for (const m of text.matchAll(/^abacus_input_lag_records\{partition="kg:(\d+)"\} (\S+)$/gm)) lag.set(Number(m[1]), Number(m[2]));
+  }
+  return new Map(offsets.map((o) => [o.partition, Number(o.high) - (lag.get(o.partition) ?? Number(o.high))]));
+}
+
+const sumOver = (m: ReadonlyMap<number, number>, groups: readonly number[]) => groups.reduce((n, g) => n + (m.get(g) ?? 0), 0);
+
+async function main(): Promise<void> {
+  const { job, topic, kubelet } = await cluster.setUpJob('bench', 2, K, '10s');
+  const keyed = `${cluster.namespace}.${job}-keyed`; // the operator prefixes job-named topics with the namespace
+  const workers = () => kubelet.workers.values();
+  const nowSec = Math.floor(Date.now() / 1000);
+  const buildStarted = Date.now();
+  await produce(cluster.env.kafka, topic, validEvents(EVENTS, { seed: 1, nowSec, customers: 5000 }), { partitions: 4, seed: 1 });
+  for (let i = 0; i < 900; i++) {
+    const c = await consumedPerPartition(keyed, workers());
+    if ([...c.values()].reduce((n, v) => n + v, 0) >= EVENTS) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  let stateBytes = 0;
+  for (const w of workers()) stateBytes += await w.metric('abacus_state_size_bytes');
+  console.log(
+    `# ${K} key groups; state: ${EVENTS} events counted, ${(stateBytes / 1e6).toFixed(1)} MB on disk over 2 workers, built in ${((Date.now() - buildStarted) / 1000).toFixed(0)} s; steady input ${RATE} events/s`,
+  );
+
+  // Steady input until the end, in slices every 250 ms.
+  let flowing = true;
+  const flow = (async () => {
+    for (let seed = 2; flowing; seed++) {
+      await produce(cluster.env.kafka, topic, validEvents(Math.max(1, Math.round(RATE / 4)), { seed, nowSec, customers: 5000 }), { partitions: 4, seed });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+
+  for (const [from, to] of [[2, 3], [3, 2]] as const) {
+    const owners = ownerMap(cluster.publishedAssignment(job)!);
+    const logged = RescaleCluster.moves(cluster.operator).length;
+    const a = await consumedPerPartition(keyed, workers());
+    const ta = Date.now();
+    await new Promise((r) => setTimeout(r, 10_000));
+    const b = await consumedPerPartition(keyed, workers());
+    const tb = Date.now();
+    cluster.scale(job, to);
+    const ms = await cluster.settled(job, to, 900_000);
+    const c = await consumedPerPartition(keyed, workers());
+    const tc = Date.now();
+    const after = ownerMap(cluster.publishedAssignment(job)!);
+    const kept = owners.map((o, g) => (o === after[g] ? g : -1)).filter((g) => g >= 0);
+    const moves = RescaleCluster.moves(cluster.operator).slice(logged);
+    const p = percentiles(moves.map((m) => m.pauseMs));
+    const bytes = moves.reduce((n, m) => n + m.bytes, 0);
+    const before = (sumOver(b, kept) - sumOver(a, kept)) / ((tb - ta) / 1000);
+    const during = (sumOver(c, kept) - sumOver(b, kept)) / ((tc - tb) / 1000);
+    console.log(
+      `${from} → ${to}: hand-over ${(ms / 1000).toFixed(1)} s; moved ${moves.length}/${K} key groups; ` +
+        `${bytes} bytes in the moved groups' final checkpoints (state on disk ${stateBytes} bytes); ` +
+        `pause per moved group p50 ${p.p50} ms, p99 ${p.p99} ms, max ${p.max} ms; ` +
+        `the ${kept.length} groups that stayed: ${before.toFixed(0)} records/s before, ${during.toFixed(0)} records/s during`,
+    );
+    console.log(`  where the pause went: ${RescaleCluster.stepSummary(moves)}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  }
+  flowing = false;
+  await flow;
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => cluster.close());

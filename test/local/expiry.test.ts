@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { test } from 'node:test';
+import { keyGroupOf, routingKey } from '../../common/keygroups';
+import { runLocal } from '../../worker/runtime/local';
+import { RocksStore } from '../../worker/state/rocks';
+import { rng } from '../support/events';
+import { referenceRun } from '../support/reference';
+import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+
+/**
+ * Bounded state (issue 9): over weeks of ingest time, dedup identities and uniqueness
+ * markers past their retention are deleted from RocksDB, and the counts stay the contract's
+ * (test/support/reference.ts) — copies within the retention dropped, copies beyond it
+ * counted again, uniques exact within the horizon.
+ */
+
+const DAY_MS = 86_400_000;
+/**
+ * Dedup retention 1 day, uniques retention 3 days: a copy delayed beyond the dedup retention
+ * (up to 2.4 days) then stays within its buckets' uniqueness horizon, where the reference and
+ * the engine agree (the reference's rule beyond the horizon is simpler than the engine's).
+ */
+const RETENTION_MS = DAY_MS;
+const UNIQUES_RETENTION_MS = 3 * DAY_MS;
+const RETENTIONS = { dedup: { retention: '1d' }, uniques: { retention: '3d' } };
+const MAX_COPY_DELAY_MS = 2.4 * DAY_MS;
+/** The expiry step: a seventh of the shorter retention (worker/state/expiry.ts), in seconds. */
+const STEP_SEC = Math.floor(RETENTION_MS / 1000 / 7);
+const START_MS = Date.UTC(2026, 0, 3, 5);
+const COMPANIES = ['acme', 'borealis'];
+const STATISTICS = ['open', 'click'];
+/** Long facet values, so that a busy customer's marker record fills up and spills into one-marker (V) records. */
+const PAGES = Array.from({ length: 30 }, (_, i) => `/catalogue/${'section/'.repeat(10)}${i}`);
+
+/** About 30 days of ingest; every event within 12 h of its ingest time; copies byte for byte, some within the dedup retention and some beyond (within the uniques horizon). */
+function input(seed: number, n: number, maxGapMinutes = 120): InputRecord[] {
+  const r = rng(seed);
+  const out: InputRecord[] = [];
+  const originals: InputRecord[] = [];
+  let t = START_MS;
+  for (let i = 0; i < n; i++) {
+    t += Math.floor(r() * maxGapMinutes * 60_000);
+    if (r() < 0.2) {
+      // A copy of an earlier record, away from the retention's exact boundary.
+      // Copies of originals only: a copy of a copy could reach beyond the original's uniques horizon.
+      const recent = originals.filter((rec) => t - rec.ingestTimeMs < MAX_COPY_DELAY_MS);
+      const earlier = recent[Math.floor(r() * recent.length)];
+      if (earlier !== undefined && Math.abs(t - earlier.ingestTimeMs - RETENTION_MS) > 60_000) {
+        out.push({ value: earlier.value, ingestTimeMs: t });
+        continue;
+      }
+    }
+    const ev: Record<string, unknown> = {
+      company_id: COMPANIES[Math.floor(r() * COMPANIES.length)],
+      statistic_id: STATISTICS[Math.floor(r() * STATISTICS.length)],
+      customer_id: `customer-${Math.floor(r() * 12)}`,
+      timestamp: Math.floor(t / 1000 - r() * 12 * 3600),
+      page: PAGES[Math.floor(r() * PAGES.length)],
+      device: ['ios', 'web'][Math.floor(r() * 2)],
+    };
+    if (r() < 0.8) ev.event_id = `ev-${seed}-${i}`;
+    out.push({ value: JSON.stringify(ev), ingestTimeMs: t });
+    originals.push(out.at(-1)!);
+  }
+  return out;
+}
+
+interface StateCensus {
+  dedup: Array<{ group: number; firstSeen: number }>;
+  hourMarkers: Array<{ group: number; bucket: number }>;
+  tokenMarkers: number;
+  expiryRecords: number;
+}
+
+async function census(dataDir: string, config: ReturnType<typeof testConfig>): Promise<StateCensus> {
+  const store = await RocksStore.openReadOnly(`${dataDir}/state`, config.rocksdb);
+  const c: StateCensus = { dedup: [], hourMarkers: [], tokenMarkers: 0, expiryRecords: 0 };
+  try {
+    await store.scan({ gte: '0000', lt: '~' }, (key, value) => {
+      const group = parseInt(key.slice(0, 4), 16);
+      const kind = key[4];
+      if (kind === 'D') c.dedup.push({ group, firstSeen: Number(value) });
+      if (kind === 'U' && key[5] === 'h') c.hourMarkers.push({ group, bucket: Number(key.slice(6, key.indexOf('|'))) });
+      if (kind === 'V') c.tokenMarkers++;
+      if (kind === 'X') c.expiryRecords++;
+    });
+  } finally {
+    await store.close();
+  }
+  return c;
+}
+
+test('over 30 days of ingest, expired identities and markers are deleted and the counts stay exact', async () => {
+  for (const seed of [1, 2]) {
+    const records = input(seed, 700);
+    const spanDays = (records.at(-1)!.ingestTimeMs - START_MS) / DAY_MS;
+    assert.ok(spanDays > 25, `input spans ${spanDays.toFixed(1)} days`);
+    const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
+    const config = testConfig(RETENTIONS);
+    const dataDir = tempDir();
+    const r = rng(seed * 31);
+    const batchSizes = Array.from({ length: 5 }, () => 1 + Math.floor(r() * 60));
+    const result = await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700) });
+    assert.deepEqual(await localCounts(dataDir, config), expected.rows, `seed ${seed}: counts`);
+    assert.equal(result.counted, expected.counted);
+    assert.equal(result.duplicates, expected.duplicates);
+    // Copies beyond the retention were counted again (the reference says how many copies there were in all).
+    assert.ok(expected.duplicates > 20 && records.length - expected.invalid.length - expected.counted === expected.duplicates);
+
+    // What is left: nothing older than retention + two steps behind its key group's newest ingest second.
+    const newest = new Map<number, number>();
+    for (const rec of records) {
+      const ev = JSON.parse(rec.value) as { company_id: string; statistic_id: string; customer_id: string };
+      const g = keyGroupOf(routingKey('account', ev.company_id, ev.statistic_id, ev.customer_id), config.keyGroups);
+      newest.set(g, Math.max(newest.get(g) ?? 0, Math.floor(rec.ingestTimeMs / 1000)));
+    }
+    const state = await census(dataDir, config);
+    const retentionSec = RETENTION_MS / 1000;
+    assert.ok(state.dedup.length > 0 && state.dedup.length < expected.counted / 5, `seed ${seed}: ${state.dedup.length} dedup records left of ${expected.counted} counted`);
+    for (const d of state.dedup) assert.ok(d.firstSeen >= newest.get(d.group)! - retentionSec - 2 * STEP_SEC, `seed ${seed}: a dedup record of ${d.firstSeen} outlived its retention`);
+    // An hour bucket's last event (a copy included) is ingested at most 12 h + 2.4 days after the hour ends, so its horizon is at most that + the uniques retention.
+    const lastTouch = 3600 + 12 * 3600 + MAX_COPY_DELAY_MS / 1000 + 3600;
+    assert.ok(state.hourMarkers.length > 0);
+    for (const m of state.hourMarkers) assert.ok(m.bucket + lastTouch + UNIQUES_RETENTION_MS / 1000 + 2 * STEP_SEC >= newest.get(m.group)!, `seed ${seed}: markers of hour ${m.bucket} outlived their horizon`);
+    assert.ok(state.expiryRecords > 0);
+    rmSync(dataDir, { recursive: true });
+  }
+});
+
+test('input re-delivered within one expiry step of the newest ingest time is still dropped after sweeps', async () => {
+  // A run over 3 days (sweeps every 3.4 h of ingest), then its last step again with the records' own ingest times (a replay from a committed position).
+  const records = input(7, 600, 15);
+  const config = testConfig(RETENTIONS);
+  const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
+  const dataDir = tempDir();
+  const first = await runLocal({ config, dataDir, source: new ArraySource(records, [37]), clock: jumpyClock(7, 700) });
+  assert.ok(first.expired > 0, 'the run deleted expired records');
+  const lastMs = records.at(-1)!.ingestTimeMs;
+  const tail = records.filter((rec) => rec.ingestTimeMs >= lastMs - STEP_SEC * 1000);
+  assert.ok(tail.length > 10);
+  await runLocal({ config, dataDir, source: new ArraySource(tail, [16], true), clock: jumpyClock(8, 700) });
+  assert.deepEqual(await localCounts(dataDir, config), expected.rows);
+  rmSync(dataDir, { recursive: true });
+});

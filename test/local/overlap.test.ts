@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { test } from 'node:test';
+import type { CounterKey, CounterRow, CounterValue, CountSink, SourceRecord } from '../../worker/io/types';
+import { LocalSink } from '../../worker/io/local-sink';
+import { localPaths } from '../../worker/runtime/local';
+import { CountTask } from '../../worker/runtime/task';
+import { rng, testInput } from '../support/events';
+import { referenceRun } from '../support/reference';
+import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+
+/**
+ * A window's sink write overlaps with the next window filling (worker/runtime/task.ts, steps
+ * 3-4 of the commit protocol): while the sink holds a write, the task keeps polling and
+ * counting, commits nothing more, and starts no second write; the counts end up exactly the
+ * contract's.
+ */
+
+const NOW = Date.UTC(2026, 10, 27, 12) / 1000;
+
+function input(seed: number, valid: number): InputRecord[] {
+  const r = rng(seed);
+  let t = NOW * 1000;
+  return testInput({ seed, nowSec: NOW, valid, dupRate: 0.1, maxEventBytes: 4096, customers: 30, companies: 2 }).map((value) => ({
+    value,
+    ingestTimeMs: (t += Math.floor(r() * 60_000)),
+  }));
+}
+
+/** The local sink, each write held for `holdMs` (a slow Cassandra), watching what the task does meanwhile. */
+class SlowSink implements CountSink {
+  outstanding = 0;
+  maxOutstanding = 0;
+  writes = 0;
+  /** Windows committed when the write in flight started, and the most seen while it was held. */
+  windowsAtStart = 0;
+  windowsWhileHeld = 0;
+  constructor(
+    private readonly inner: CountSink,
+    private readonly holdMs: number,
+    readonly windows: () => number,
+  ) {}
+  async write(rows: readonly CounterRow[]): Promise<void> {
+    this.writes++;
+    this.outstanding++;
+    this.maxOutstanding = Math.max(this.maxOutstanding, this.outstanding);
+    this.windowsAtStart = this.windows();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, this.holdMs));
+      this.windowsWhileHeld = Math.max(this.windowsWhileHeld, this.windows() - this.windowsAtStart);
+      await this.inner.write(rows);
+    } finally {
+      this.outstanding--;
+    }
+  }
+  read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>> {
+    return this.inner.read(keys);
+  }
+  scan(): ReturnType<CountSink['scan']> {
+    return this.inner.scan();
+  }
+  ping(): Promise<boolean> {
+    return Promise.resolve(true);
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Counts the records handed out while a sink write is held. */
+class WatchedSource extends ArraySource {
+  whileWriting = 0;
+  constructor(
+    records: readonly InputRecord[],
+    batchSizes: readonly number[],
+    private readonly writing: () => boolean,
+  ) {
+    super(records, batchSizes);
+  }
+  override async poll(max: number): Promise<SourceRecord[] | null> {
+    const batch = await super.poll(max);
+    if (batch !== null && this.writing()) this.whileWriting += batch.length;
+    return batch;
+  }
+}
+
+test('the next window fills while the last one is written; at most one write outstanding; exact counts', { timeout: 60_000 }, async () => {
+  const records = input(7, 1500);
+  const config = testConfig({ window: '1s', maxEventBytes: 4096 });
+  const dataDir = tempDir();
+  const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
+  const opened: { task?: CountTask } = {};
+  const sink = new SlowSink(local, 150, () => opened.task?.progress.windows ?? 0);
+  const source = new WatchedSource(records, [40, 7, 90], () => sink.outstanding > 0);
+  const task = await CountTask.open({
+    config,
+    dataDir,
+    source,
+    sink,
+    deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() },
+    // Windows close every few polls, far faster than the sink's 150 ms per write.
+    clock: jumpyClock(7, 400),
+  });
+  opened.task = task;
+  await task.run();
+  await task.close();
+  await local.close();
+
+  assert.ok(sink.writes >= 3, `windows written: ${sink.writes}`);
+  assert.ok(source.whileWriting > 0, 'records were polled while a sink write was outstanding');
+  assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
+  assert.equal(sink.windowsWhileHeld, 0, 'no commit while the previous commit\'s sink write is outstanding');
+  assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
+  rmSync(dataDir, { recursive: true });
+});

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { MAX_MEMORY_BUDGET, MIN_MEMORY_BUDGET, parseMemoryBudget, planMemory, plannedBytes } from '../../common/memory-budget';
+import { ConfigError } from '../../common/errors';
+import { resolveJobConfig } from '../../common/job-config';
+import { desiredConfigMap } from '../../operator/model/config';
+import { desiredStatefulSet } from '../../operator/model/statefulset';
+import { validateJob } from '../../operator/reconcile/validate';
+import { parse } from 'yaml';
+import { loadExample, minimalJob } from './operator-fixtures';
+
+const MiB = 1024 ** 2;
+
+test('a budget is divided without exceeding it, every part positive, the filter a power of two, the heap cap above the cache', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: MIN_MEMORY_BUDGET, max: MAX_MEMORY_BUDGET }), (budget) => {
+      const p = planMemory(budget);
+      for (const part of [p.cacheBytes, p.blockCacheSize, p.writeBufferSize, p.filterBits, p.reserve]) assert.ok(part > 0);
+      assert.equal(Math.log2(p.filterBits) % 1, 0);
+      assert.ok(p.blockCacheSize < 2 ** 32 && p.writeBufferSize < 2 ** 32, 'the binding takes 32-bit sizes');
+      assert.ok(3 * p.semiSpaceMiB * MiB <= p.reserve / 2, 'three semi-spaces fit half the reserve');
+      assert.ok(p.heapLimitMiB * MiB >= p.cacheBytes * 2);
+      // What the settings allow leaves at least 48 MiB of the budget for the own allocations of Node.js and RocksDB.
+      assert.ok(plannedBytes(p) + 48 * MiB <= budget, `${plannedBytes(p)} + 48 MiB > ${budget}`);
+      assert.ok(p.reserve >= 192 * MiB);
+    }),
+  );
+  // Larger budgets never get smaller parts (but for the cache's rounding by a few bytes, or the filter's power of two).
+  fc.assert(
+    fc.property(fc.integer({ min: MIN_MEMORY_BUDGET, max: 64 * 1024 * MiB }), fc.integer({ min: 0, max: 64 * 1024 * MiB }), (a, more) => {
+      const [p, q] = [planMemory(a), planMemory(a + more)];
+      assert.ok(q.cacheBytes + q.filterBits / 8 >= p.cacheBytes + p.filterBits / 8 - 4 && q.blockCacheSize >= p.blockCacheSize && q.filterBits >= p.filterBits && q.semiSpaceMiB >= p.semiSpaceMiB);
+    }),
+  );
+});
+
+test('bad budgets are refused naming the field and the fix', () => {
+  for (const bad of ['lots', '-1Gi', '100Mi', '2Ti', true, { size: 1 }]) {
+    assert.throws(
+      () => parseMemoryBudget(bad, 'state.memoryBudget'),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith('state.memoryBudget') && /set state\.memoryBudget to|write bytes/.test(err.message),
+      JSON.stringify(bad),
+    );
+  }
+  assert.equal(parseMemoryBudget('1536Mi', 'x'), 1536 * MiB);
+});
+
+test('the job config: a budget sizes the cache, the filter and RocksDB, and is refused beside the settings it replaces', () => {
+  const c = resolveJobConfig({ state: { memoryBudget: '2Gi' } });
+  assert.deepEqual(c.memory, planMemory(2048 * MiB));
+  assert.equal(c.rocksdb.blockCacheSize, c.memory.blockCacheSize);
+  assert.equal(c.rocksdb.writeBufferSize, c.memory.writeBufferSize);
+  assert.equal(resolveJobConfig({}).memory, undefined);
+  for (const both of [{ state: { memoryBudget: '2Gi', cacheEntries: 5000 } }, { state: { memoryBudget: '2Gi' }, rocksdb: { blockCacheSize: '1Gi' } }]) {
+    assert.throws(() => resolveJobConfig(both), /state\.memoryBudget: is set together with .*remove/);
+  }
+  assert.throws(() => resolveJobConfig({ state: { memoryBudget: '64Mi' } }), /state\.memoryBudget: 64Mi is outside 512Mi\.\.1Ti .*at least 512Mi/);
+});
+
+test('the operator passes the spec field to the workers: budget in the job document, young generation in NODE_OPTIONS, limit checked', () => {
+  const job = loadExample('customer-level.yaml');
+  assert.equal(job.spec.memoryBudget, '1Gi');
+  const doc = parse(desiredConfigMap(job).data!['job.yaml']!) as Record<string, Record<string, unknown>>;
+  assert.deepEqual(doc.state, { memoryBudget: '1Gi' });
+  assert.equal(doc.rocksdb!.blockCacheSize, undefined);
+  const env = desiredStatefulSet(job, 1).spec!.template.spec!.containers[0]!.env!;
+  const plan = planMemory(1024 * MiB);
+  assert.equal(env.find((e) => e.name === 'NODE_OPTIONS')!.value, `--max-semi-space-size=${plan.semiSpaceMiB} --max-old-space-size=${plan.heapLimitMiB}`);
+  assert.deepEqual(validateJob(job).warnings, []);
+  const tooBig = minimalJob({ memoryBudget: '4Gi', resources: { limits: { memory: '2Gi' } } });
+  assert.match(validateJob(tooBig).warnings.map((w) => `${w.field}: ${w.message}`).join(), /spec\.memoryBudget: 4096Mi is more than resources\.limits\.memory \(2048Mi\).*lower memoryBudget/);
+  assert.match(validateJob(minimalJob({ memoryBudget: '100Mi' })).errors.map((e) => e.message).join(), /memoryBudget.*512Mi/);
+  const plain = desiredStatefulSet(minimalJob(), 1).spec!.template.spec!.containers[0]!.env!;
+  assert.equal(plain.find((e) => e.name === 'NODE_OPTIONS')!.value, '--max-semi-space-size=128');
+});
