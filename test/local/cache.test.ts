@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { resolveJobConfig } from '../../common/job-config';
 import { BloomFilter } from '../../worker/state/bloom';
-import { StateCache } from '../../worker/state/cache';
+import { entryBytes, StateCache } from '../../worker/state/cache';
 import { RocksStore } from '../../worker/state/rocks';
 import { tempDir } from '../support/local';
 
@@ -82,5 +82,28 @@ test('staged counters go to the commit batch, are read back once committed, and 
     }
     assert.deepEqual(await cache.readCommitted(['0000Cx', '0000Cy', '0000Cnever']), ['1,1', '2,0', null]);
     assert.ok(cache.stats.storeReads >= 2);
+  });
+});
+
+test('the memory estimate follows every committed record, staged counters included, through updates', async () => {
+  await withCache(async (cache, store) => {
+    // Independent of the cache's bookkeeping: what it should hold is the last `capacity`
+    // records committed, each costing entryBytes; recompute that from a model map.
+    const model = new Map<string, string>();
+    for (let w = 0; w < 40; w++) {
+      const keys = Array.from({ length: 7 }, (_, i) => `0000Cc-${(w * 5 + i) % 60}`);
+      await cache.readCommitted(keys);
+      const values = keys.map((_, i) => `${w + i},${'u'.repeat(w % 5)}`);
+      cache.stage(keys, values);
+      cache.set(`0000Um-${w % 9}`, 'm'.repeat(w));
+      await store.write(cache.changes().puts, [], false);
+      cache.markCommitted();
+      keys.forEach((k, i) => model.set(k, values[i]!));
+      model.set(`0000Um-${w % 9}`, 'm'.repeat(w));
+    }
+    // capacity 100 > 69 distinct keys: nothing evicted, so the estimate is the model's sum.
+    let expected = 0;
+    for (const [k, v] of model) expected += entryBytes(k, v);
+    assert.equal(cache.bytes, expected);
   });
 });

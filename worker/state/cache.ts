@@ -203,7 +203,7 @@ export class StateCache {
       if (kindOf(key) === 'D') this.deleteClean(key);
       else this.setClean(key, value);
     }
-    for (let i = 0; i < this.stagedKeys.length; i++) this.clean.set(this.stagedKeys[i]!, this.stagedValues[i]!);
+    for (let i = 0; i < this.stagedKeys.length; i++) this.setClean(this.stagedKeys[i]!, this.stagedValues[i]!);
     this.unstage();
     this.dirty.clear();
     this.evict();
