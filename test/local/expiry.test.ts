@@ -143,3 +143,28 @@ test('input re-delivered within one expiry step of the newest ingest time is sti
   assert.deepEqual(await localCounts(dataDir, config), expected.rows);
   rmSync(dataDir, { recursive: true });
 });
+
+test('a record stamped a month ahead by a producer clock does not expire the dedup state of the present (sweep ceiling)', async () => {
+  // Kafka ingest times come from producers. One record 30 days ahead moves its key group's
+  // newest ingest time; expiry must not believe it beyond the worker's clock + 1 h, or the
+  // dedup records of the present are deleted and a copy delivered a minute later counts twice.
+  const now = START_MS;
+  const base = { company_id: 'acme', statistic_id: 'open', customer_id: 'customer-1', page: '/', device: 'ios' };
+  const original = { value: JSON.stringify({ ...base, event_id: 'a', timestamp: now / 1000 - 60 }), ingestTimeMs: now };
+  const records: InputRecord[] = [
+    original,
+    { value: JSON.stringify({ ...base, event_id: 'from-the-future', timestamp: now / 1000 }), ingestTimeMs: now + 30 * DAY_MS },
+    ...Array.from({ length: 5 }, (_, i) => ({ value: JSON.stringify({ ...base, event_id: `b${i}`, timestamp: now / 1000 }), ingestTimeMs: now + 1000 * i })),
+    { value: original.value, ingestTimeMs: now + 60_000 }, // the copy, a minute later: within the 1-day dedup retention
+  ];
+  const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
+  assert.equal(expected.duplicates, 1);
+  const config = testConfig(RETENTIONS);
+  const dataDir = tempDir();
+  // One record per batch and a clock that closes a window (and sweeps) after every batch.
+  let t = 0;
+  const result = await runLocal({ config, dataDir, source: new ArraySource(records, [1]), clock: () => (t += 5_000), sweepCeilingMs: () => now + 3_600_000 });
+  assert.equal(result.duplicates, 1, 'the copy was dropped');
+  assert.deepEqual(await localCounts(dataDir, config), expected.rows);
+  rmSync(dataDir, { recursive: true });
+});

@@ -31,6 +31,8 @@ export interface LocalRunOptions {
   readonly log?: (line: string) => void;
   readonly signal?: AbortSignal;
   readonly clock?: () => number;
+  /** Caps the ingest time that expiry trusts (see CountTaskOptions.sweepCeilingMs). */
+  readonly sweepCeilingMs?: () => number;
   /** Checkpoints into an object store (a directory with --checkpoint-dir). */
   readonly checkpoints?: TaskCheckpoints;
 }
@@ -65,6 +67,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
         ...(options.log ? { log: options.log } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.clock ? { clock: options.clock } : {}),
+        ...(options.sweepCeilingMs ? { sweepCeilingMs: options.sweepCeilingMs } : {}),
         ...(options.checkpoints ? { checkpoints: options.checkpoints } : {}),
       });
       try {
