@@ -5,8 +5,11 @@
  * `kubectl scale` while input flows at a steady rate.
  *
  *   npm run build && node dist/bench/rescale.js [--key-groups 32] [--events 50000] [--rate 300]
+ *     [--customers 5000] [--extra-facets 0 --facet-values 8 --facet-bytes 100] [--span-hours 72]
  *
- * 1. `--events` unique events are produced and counted first: that is the state.
+ * 1. `--events` unique events are produced and counted first: that is the state. Extra
+ *    facets with long values make each event add kilobytes of uniqueness markers, so a
+ *    state of gigabytes is built from a few hundred thousand events (docs/performance.md).
  * 2. A steady `--rate` events/s then flows while the job goes 2 → 3 and back to 2.
  * Per step it prints: key groups moved / total; bytes of the moved groups' final checkpoints
  * against the workers' state on disk; the pause of every moved group (old owner's stop → new
@@ -16,7 +19,9 @@
  * 10 s before it (keyed-topic end offsets minus the owners' `abacus_input_lag_records`).
  * Nothing is asserted.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ownerMap } from '../common/assignment';
 import { validEvents } from '../test/support/events';
@@ -24,10 +29,21 @@ import { kafkaClient, produce } from '../test/support/kafka';
 import { percentiles, RescaleCluster } from '../test/support/rescale-cluster';
 import type { WorkerProcess } from '../test/support/workers';
 
-const { values } = parseArgs({ options: { 'key-groups': { type: 'string' }, events: { type: 'string' }, rate: { type: 'string' } } });
+const { values } = parseArgs({
+  options: Object.fromEntries(['key-groups', 'events', 'rate', 'customers', 'extra-facets', 'facet-values', 'facet-bytes', 'span-hours'].map((o) => [o, { type: 'string' as const }])),
+});
 const K = Number(values['key-groups'] ?? 32);
 const EVENTS = Number(values.events ?? 50_000);
 const RATE = Number(values.rate ?? 300);
+const EXTRA_FACETS = Number(values['extra-facets'] ?? 0);
+/** What every event of the bench looks like (state built first and the steady input alike). */
+const SHAPE = {
+  customers: Number(values.customers ?? 5000),
+  spanSec: Number(values['span-hours'] ?? 72) * 3600,
+  ...(EXTRA_FACETS > 0 ? { extraFacets: { count: EXTRA_FACETS, values: Number(values['facet-values'] ?? 8), valueBytes: Number(values['facet-bytes'] ?? 100) } } : {}),
+};
+/** Events produced per call while the state is built (keeps the generated text small). */
+const PRODUCE_CHUNK = 20_000;
 const cluster = new RescaleCluster();
 
 /** Records consumed so far per keyed partition: end offset minus the lag its owner reports. */
@@ -52,10 +68,19 @@ async function main(): Promise<void> {
   const workers = () => kubelet.workers.values();
   const nowSec = Math.floor(Date.now() / 1000);
   const buildStarted = Date.now();
-  await produce(cluster.env.kafka, topic, validEvents(EVENTS, { seed: 1, nowSec, customers: 5000 }), { partitions: 4, seed: 1 });
-  for (let i = 0; i < 900; i++) {
+  for (let done = 0, chunk = 0; done < EVENTS; done += PRODUCE_CHUNK, chunk++) {
+    const n = Math.min(PRODUCE_CHUNK, EVENTS - done);
+    await produce(cluster.env.kafka, topic, validEvents(n, { seed: 1000 + chunk, nowSec, ...SHAPE }), { partitions: 4, seed: 1000 + chunk });
+    console.log(`# producing the state: ${done + n}/${EVENTS} events`);
+  }
+  for (let i = 0, last = 0; i < 7200; i++) {
     const c = await consumedPerPartition(keyed, workers());
-    if ([...c.values()].reduce((n, v) => n + v, 0) >= EVENTS) break;
+    const consumed = [...c.values()].reduce((n, v) => n + v, 0);
+    if (consumed >= EVENTS) break;
+    if (Date.now() - last > 30_000) {
+      last = Date.now();
+      console.log(`# counting the state: ${consumed}/${EVENTS} events after ${((Date.now() - buildStarted) / 1000).toFixed(0)} s`);
+    }
     await new Promise((r) => setTimeout(r, 1000));
   }
   let stateBytes = 0;
@@ -68,7 +93,7 @@ async function main(): Promise<void> {
   let flowing = true;
   const flow = (async () => {
     for (let seed = 2; flowing; seed++) {
-      await produce(cluster.env.kafka, topic, validEvents(Math.max(1, Math.round(RATE / 4)), { seed, nowSec, customers: 5000 }), { partitions: 4, seed });
+      await produce(cluster.env.kafka, topic, validEvents(Math.max(1, Math.round(RATE / 4)), { seed, nowSec, ...SHAPE }), { partitions: 4, seed });
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
@@ -102,6 +127,25 @@ async function main(): Promise<void> {
   }
   flowing = false;
   await flow;
+  console.log(checkpointFigures(kubelet.dir));
+}
+
+/** Full and incremental checkpoints of the run, from the workers' "checkpoint … committed" log lines. */
+function checkpointFigures(logDir: string): string {
+  const full: Array<{ bytes: number; ms: number }> = [];
+  const incremental: Array<{ bytes: number; ms: number }> = [];
+  for (const file of readdirSync(logDir).filter((f) => f.endsWith('.log'))) {
+    const text = readFileSync(join(logDir, file), 'utf8');
+    for (const m of text.matchAll(/checkpoint \S+ \((\S+)\) committed: (\d+) base, (\d+) delta, \d+ unchanged groups; (\d+) bytes in (\d+) ms/g)) {
+      (Number(m[2]) > 0 ? full : incremental).push({ bytes: Number(m[4]), ms: Number(m[5]) });
+    }
+  }
+  const describe = (name: string, list: ReadonlyArray<{ bytes: number; ms: number }>) => {
+    const b = percentiles(list.map((c) => c.bytes));
+    const d = percentiles(list.map((c) => c.ms));
+    return `${list.length} ${name}: size p50 ${(b.p50 / 1e6).toFixed(1)} MB, max ${(b.max / 1e6).toFixed(1)} MB; duration p50 ${d.p50} ms, p99 ${d.p99} ms, max ${d.max} ms`;
+  };
+  return `checkpoints: ${describe('with a new base (full for those groups)', full)}; ${describe('incremental (deltas only)', incremental)}`;
 }
 
 main()

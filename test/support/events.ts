@@ -22,6 +22,12 @@ export interface GenOptions {
   readonly spanSec?: number;
   readonly companies?: number;
   readonly customers?: number;
+  /**
+   * Extra facets `attr0`…, each with one of `values` long pseudo-random values: state that
+   * grows by about count × valueBytes per event and granularity (uniqueness markers hold
+   * the values' text), with a bounded number of counters (benchmarks of large state).
+   */
+  readonly extraFacets?: { readonly count: number; readonly values: number; readonly valueBytes: number };
 }
 
 const STATISTICS = ['email open', 'email click', 'purchase', 'page view'];
@@ -34,6 +40,7 @@ export function validEvents(n: number, opts: GenOptions): string[] {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const span = opts.spanSec ?? 3 * 86400;
   const out: string[] = [];
+  const extra = opts.extraFacets === undefined ? [] : extraFacetValues(opts.extraFacets);
   for (let i = 0; i < n; i++) {
     const seconds = opts.nowSec - r() * span;
     const ev: Record<string, unknown> = {
@@ -58,9 +65,17 @@ export function validEvents(n: number, opts: GenOptions): string[] {
     if (r() < 0.1) ev.tags = ['a', 'b']; // arrays are not facet values
     if (r() < 0.1) ev.meta = { nested: 1 }; // nor objects
     if (r() < 0.05) ev.nothing = null;
+    extra.forEach((values, k) => (ev[`attr${k}`] = pick(values)));
     out.push(JSON.stringify(ev));
   }
   return out;
+}
+
+/** Per extra facet, its possible values: hexadecimal text from a seeded generator (compresses like real ids, not like repeated text). */
+function extraFacetValues(spec: NonNullable<GenOptions['extraFacets']>): string[][] {
+  const r = rng(0xfacade);
+  const hex = (bytes: number) => Array.from({ length: bytes }, () => Math.floor(r() * 16).toString(16)).join('');
+  return Array.from({ length: spec.count }, () => Array.from({ length: spec.values }, () => hex(spec.valueBytes)));
 }
 
 function isoWithOffset(seconds: number, offsetMin: number): string {

@@ -25,7 +25,7 @@ export class ProcessKubelet {
   constructor(
     private readonly namespace: string,
     private readonly job: string,
-    private readonly dir: string,
+    readonly dir: string,
     /** Env the Secrets would have filled (e.g. S3 credentials). */
     private readonly extraEnv: Record<string, string> = {},
   ) {}
