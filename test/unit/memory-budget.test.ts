@@ -21,9 +21,11 @@ test('a budget is divided without exceeding it, every part positive, the filter 
       assert.ok(p.blockCacheSize < 2 ** 32 && p.writeBufferSize < 2 ** 32, 'the binding takes 32-bit sizes');
       assert.ok(3 * p.semiSpaceMiB * MiB <= p.reserve / 2, 'three semi-spaces fit half the reserve');
       assert.ok(p.heapLimitMiB * MiB >= p.cacheBytes * 2);
-      // What the settings allow leaves at least 48 MiB of the budget for the own allocations of Node.js and RocksDB.
-      assert.ok(plannedBytes(p) + 48 * MiB <= budget, `${plannedBytes(p)} + 48 MiB > ${budget}`);
-      assert.ok(p.reserve >= 192 * MiB);
+      // What the settings allow leaves a fifth of the budget, and at least 144 MiB, for the own
+      // allocations of Node.js and RocksDB (measured: ~160 MiB beyond the settings at 1 GiB).
+      const room = Math.max(144 * MiB, budget / 5);
+      assert.ok(plannedBytes(p) + room <= budget, `${plannedBytes(p)} + ${room} > ${budget}`);
+      assert.ok(p.reserve >= 320 * MiB);
     }),
   );
   // Larger budgets never get smaller parts (but for the cache's rounding by a few bytes, or the filter's power of two).
