@@ -5,7 +5,7 @@ import { testInput } from '../support/events';
 import type { Produced } from '../support/kafka';
 import { referenceRun } from '../support/reference';
 import { Feeder, MAX_EVENT_BYTES, percentiles, RescaleCluster } from '../support/rescale-cluster';
-import { kubeEnv, kubectl, metricValue, waitFor } from '../integration/operator-harness';
+import { kubeEnv, kubectl, metricValue } from '../integration/operator-harness';
 
 /**
  * `kubectl scale abacusjob/x --replicas N` end to end: the operator on the real
@@ -70,14 +70,16 @@ test('a worker SIGKILLed and the operator killed in the middle of hand-overs: th
   const feeder = new Feeder(env.kafka, topic, values, 150, 400);
 
   // 2 → 4: kill the old owner 0 as soon as a group of it is being released.
+  const released = cluster.untilAssignment(job, 'a release by worker 0', (a) => a.handover?.moves.some((m) => m.phase === 'release' && m.from === 0) === true, 120_000);
   cluster.scale(job, 4);
-  await waitFor('a release by worker 0', () => cluster.publishedAssignment(job)?.handover?.moves.some((m) => m.phase === 'release' && m.from === 0), 120_000, 100);
+  await released;
   await kubelet.workers.get(0)!.kill();
   await cluster.settled(job, 4);
 
   // 4 → 2: kill the operator once the hand-over has started; a new one finishes it.
+  const started = cluster.untilAssignment(job, 'the hand-over to 2 started', (a) => a.handover?.targetReplicas === 2, 60_000);
   cluster.scale(job, 2);
-  await waitFor('the hand-over to 2 started', () => cluster.publishedAssignment(job)?.handover?.targetReplicas === 2, 60_000, 100);
+  await started;
   await cluster.replaceOperator(2000);
   await cluster.settled(job, 2);
 

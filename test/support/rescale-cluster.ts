@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { requireTestEnv, requireTestS3 } from './env';
 import { createTopic, produce, type Produced } from './kafka';
 import { tempDir } from './local';
@@ -126,6 +128,40 @@ export class RescaleCluster {
     const cm = getJson<{ data?: Record<string, string> }>(['get', 'configmap', `${job}-assignment`, '-n', this.namespace]);
     const text = cm?.data?.['assignment.json'];
     return text === undefined ? undefined : parseAssignment(text);
+  }
+
+  /**
+   * The first published assignment that satisfies `predicate`, seen through a watch: every
+   * generation the operator publishes arrives, where polling with `kubectl get` (hundreds of
+   * milliseconds a call on a loaded machine) can miss a phase that lasts less than that.
+   */
+  untilAssignment(job: string, what: string, predicate: (a: Assignment) => boolean, timeoutMs: number): Promise<Assignment> {
+    const { bin, kubeconfig } = kubeEnv();
+    const args = ['--kubeconfig', kubeconfig, 'get', 'configmap', `${job}-assignment`, '-n', this.namespace, '--watch', '-o', 'jsonpath={.data.assignment\\.json}'];
+    const watch = spawn(join(bin, 'kubectl'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    return new Promise<Assignment>((resolve, reject) => {
+      let buffered = '';
+      let stderr = '';
+      const done = (err: Error | undefined, a?: Assignment) => {
+        clearTimeout(timer);
+        watch.kill();
+        if (err !== undefined) reject(err);
+        else resolve(a!);
+      };
+      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs}ms waiting for ${what} (watching ${job}-assignment)`)), timeoutMs);
+      watch.stdout.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        const lines = buffered.split('\n');
+        buffered = lines.pop()!;
+        for (const line of lines) {
+          if (line.trim() === '') continue;
+          const a = parseAssignment(line);
+          if (predicate(a)) return done(undefined, a);
+        }
+      });
+      watch.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+      watch.on('exit', (code) => done(new Error(`kubectl watch of ${job}-assignment ended (${code}) before ${what}: ${stderr.trim()}`)));
+    });
   }
 
   /** The moves the operator logged ("key group moved"), in order, with the steps of each pause when the workers reported them. */
