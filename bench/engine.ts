@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { nodeFlags, parseMemoryBudget, planMemory } from '../common/memory-budget';
+import { WORKER_MALLOC_ENV } from '../common/node-options';
 import { resolveJobConfig, sinkTuning } from '../common/job-config';
 import { FileDeadLetter } from '../worker/io/file-dead-letter';
 import { EventGenerator, GeneratorSource, type GeneratorOptions } from '../worker/io/generator';
@@ -82,10 +83,11 @@ async function main(): Promise<void> {
  */
 function respawnForBudget(budget: string): boolean {
   const flags = nodeFlags(planMemory(parseMemoryBudget(budget, '--memory-budget')));
-  if (flags.every((f) => process.execArgv.includes(f))) return false;
+  const mallocSet = Object.entries(WORKER_MALLOC_ENV).every(([name, value]) => process.env[name] === value);
+  if (mallocSet && flags.every((f) => process.execArgv.includes(f))) return false;
   const execArgv = [...process.execArgv.filter((a) => !a.startsWith('--max-semi-space-size') && !a.startsWith('--max-old-space-size')), ...flags];
-  console.log(`(running again with ${flags.join(' ')}, the heap the budget allows)`);
-  const child = spawnSync(process.execPath, [...execArgv, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+  console.log(`(running again with ${flags.join(' ')}, the heap the budget allows, and the workers' ${Object.entries(WORKER_MALLOC_ENV).map(([n, v]) => `${n}=${v}`).join(' ')})`);
+  const child = spawnSync(process.execPath, [...execArgv, __filename, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, ...WORKER_MALLOC_ENV } });
   process.exitCode = child.status ?? 1;
   return true;
 }

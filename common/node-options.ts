@@ -6,3 +6,12 @@
  * larger nursery lets them die young (measured +50 % events/s, docs/performance.md).
  */
 export const WORKER_NODE_OPTIONS = '--max-semi-space-size=128';
+
+/**
+ * glibc's allocator keeps up to 8 arenas per core, one per thread that allocates at once
+ * (RocksDB's flush and compaction threads, V8's helpers), and returns little of them. Two
+ * arenas: the 1 M-identity benchmark under a 1 GiB budget peaked at 892 MiB instead of
+ * 995 MiB, at the same speed (docs/performance.md "Memory budget"). Set in the workers'
+ * environment by the operator and by the benchmark when it runs itself under a budget.
+ */
+export const WORKER_MALLOC_ENV = { MALLOC_ARENA_MAX: '2' } as const;

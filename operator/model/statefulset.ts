@@ -12,7 +12,7 @@ import type {
 import type { AbacusJob } from '../api/abacusjob';
 import { CONFIG_KEY, jobYaml, shortHash } from './config';
 import { ASSIGNMENT_KEY } from '../../common/handover';
-import { WORKER_NODE_OPTIONS } from '../../common/node-options';
+import { WORKER_MALLOC_ENV, WORKER_NODE_OPTIONS } from '../../common/node-options';
 import { POD_INDEX_LABEL, childMeta, commonLabels, names, selectorLabels } from './names';
 
 export const CONFIG_DIR = '/etc/abacus/config';
@@ -59,6 +59,7 @@ export function workerEnv(job: AbacusJob): V1EnvVar[] {
     { name: 'ABACUS_JOB', value: job.metadata.name },
     // Under a memory budget, the young generation and old-generation cap it allows (common/memory-budget.ts).
     { name: 'NODE_OPTIONS', value: nodeOptions(job.spec.memoryBudget) },
+    ...Object.entries(WORKER_MALLOC_ENV).map(([name, value]) => ({ name, value })),
   ];
   env.push(...kafkaEnv(job));
   const cass = job.spec.sink.cassandra.credentialsSecretRef;

@@ -75,4 +75,6 @@ test('the operator passes the spec field to the workers: budget in the job docum
   assert.match(validateJob(minimalJob({ memoryBudget: '100Mi' })).errors.map((e) => e.message).join(), /memoryBudget.*512Mi/);
   const plain = desiredStatefulSet(minimalJob(), 1).spec!.template.spec!.containers[0]!.env!;
   assert.equal(plain.find((e) => e.name === 'NODE_OPTIONS')!.value, '--max-semi-space-size=128');
+  // glibc's arenas: two, with or without a budget (docs/performance.md "Memory budget").
+  for (const e of [env, plain]) assert.equal(e.find((v) => v.name === 'MALLOC_ARENA_MAX')?.value, '2');
 });
