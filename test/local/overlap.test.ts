@@ -5,9 +5,8 @@ import type { CounterKey, CounterRow, CounterValue, CountSink, SourceRecord } fr
 import { LocalSink } from '../../worker/io/local-sink';
 import { localPaths } from '../../worker/runtime/local';
 import { CountTask } from '../../worker/runtime/task';
-import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
-import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, timedInput, type InputRecord } from '../support/local';
 
 /**
  * A window's sink write overlaps with the next window filling (worker/runtime/task.ts, steps
@@ -15,17 +14,6 @@ import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRe
  * counting, commits nothing more, and starts no second write; the counts end up exactly the
  * contract's.
  */
-
-const NOW = Date.UTC(2026, 10, 27, 12) / 1000;
-
-function input(seed: number, valid: number): InputRecord[] {
-  const r = rng(seed);
-  let t = NOW * 1000;
-  return testInput({ seed, nowSec: NOW, valid, dupRate: 0.1, maxEventBytes: 4096, customers: 30, companies: 2 }).map((value) => ({
-    value,
-    ingestTimeMs: (t += Math.floor(r() * 60_000)),
-  }));
-}
 
 /** The local sink, each write held for `holdMs` (a slow Cassandra), watching what the task does meanwhile. */
 class SlowSink implements CountSink {
@@ -85,7 +73,7 @@ class WatchedSource extends ArraySource {
 }
 
 test('the next window fills while the last one is written; at most one write outstanding; exact counts', { timeout: 60_000 }, async () => {
-  const records = input(7, 1500);
+  const records = timedInput(7, 1500);
   const config = testConfig({ window: '1s', maxEventBytes: 4096 });
   const dataDir = tempDir();
   const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);

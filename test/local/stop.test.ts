@@ -5,9 +5,8 @@ import type { CounterKey, CounterRow, CounterValue, CountSink } from '../../work
 import { LocalSink } from '../../worker/io/local-sink';
 import { localPaths, runLocal } from '../../worker/runtime/local';
 import { CountTask } from '../../worker/runtime/task';
-import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
-import { ArraySource, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+import { ArraySource, localCounts, tempDir, testConfig, timedInput } from '../support/local';
 
 /**
  * A task asked to stop while its sink (Cassandra in a worker) is unreachable stops at once
@@ -15,17 +14,6 @@ import { ArraySource, localCounts, tempDir, testConfig, type InputRecord } from 
  * contract's counts: what was not committed is read again, what was committed but not
  * confirmed by the sink is sent from the outbox.
  */
-
-const NOW = Date.UTC(2026, 10, 27, 12) / 1000;
-
-function input(seed: number, valid: number): InputRecord[] {
-  const r = rng(seed);
-  let t = NOW * 1000;
-  return testInput({ seed, nowSec: NOW, valid, dupRate: 0.1, maxEventBytes: 4096, customers: 30, companies: 2 }).map((value) => ({
-    value,
-    ingestTimeMs: (t += Math.floor(r() * 60_000)),
-  }));
-}
 
 /** The local sink, with reads and/or writes failing as a down Cassandra's would. */
 class FailingSink implements CountSink {
@@ -54,7 +42,7 @@ class FailingSink implements CountSink {
 }
 
 async function stopWhileSinkDown(fail: { read: boolean; write: boolean }, seed: number): Promise<void> {
-  const records = input(seed, 300);
+  const records = timedInput(seed, 300);
   const config = testConfig({ window: '1h', maxEventBytes: 4096 });
   const dataDir = tempDir();
   const sink = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);

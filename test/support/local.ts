@@ -6,6 +6,7 @@ import { countLine, type CountLine } from '../../common/counter-id';
 import { LocalSink } from '../../worker/io/local-sink';
 import type { Source, SourceRecord } from '../../worker/io/types';
 import { localPaths } from '../../worker/runtime/local';
+import { rng, testInput } from './events';
 import { sortRows, type RefRow } from './reference';
 
 /** A temporary data dir for one test. */
@@ -82,4 +83,19 @@ export function jumpyClock(seed: number, maxStepMs: number): () => number {
     t += s % (maxStepMs + 1);
     return t;
   };
+}
+
+/**
+ * `valid` test events (10 % re-delivered, 30 customers of 2 companies) around 2026-11-27
+ * 12:00 UTC, each ingested 0-60 s after the one before: input for runs of the count task
+ * that stop, fail or overlap their writes.
+ */
+export function timedInput(seed: number, valid: number): InputRecord[] {
+  const nowSec = Date.UTC(2026, 10, 27, 12) / 1000;
+  const r = rng(seed);
+  let t = nowSec * 1000;
+  return testInput({ seed, nowSec, valid, dupRate: 0.1, maxEventBytes: 4096, customers: 30, companies: 2 }).map((value) => ({
+    value,
+    ingestTimeMs: (t += Math.floor(r() * 60_000)),
+  }));
 }
