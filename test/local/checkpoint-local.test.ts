@@ -2,12 +2,16 @@ import assert from 'node:assert/strict';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { LocalObjectStore } from '../../worker/checkpoint/object-store';
+import { LocalObjectStore, type ObjectStore } from '../../worker/checkpoint/object-store';
 import { readCatalog, restoreGroups } from '../../worker/checkpoint/restore';
 import { keyGroupRange } from '../../worker/state/keys';
 import { RocksStore } from '../../worker/state/rocks';
 import { localPaths, restoreLocal, runLocal } from '../../worker/runtime/local';
-import type { TaskCheckpoints } from '../../worker/runtime/task';
+import { CountTask, type TaskCheckpoints } from '../../worker/runtime/task';
+import { LocalSink } from '../../worker/io/local-sink';
+import { FileDeadLetter } from '../../worker/io/file-dead-letter';
+import { CheckpointPreempted } from '../../worker/checkpoint/checkpointer';
+import type { JobConfig } from '../../common/job-config';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
 import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
@@ -179,24 +183,26 @@ test('restoreGroups replaces only the named groups and reports their positions',
   rmSync(root, { recursive: true });
 });
 
-test('pre-copy then delta: a second restore of the same group applies only the new deltas and ends equal to the source', async () => {
-  const records = input(15, 1500);
-  const config = testConfig({ maxEventBytes: MAX });
-  const root = tempDir();
-  const objectStore = new LocalObjectStore(join(root, 'checkpoints'));
-  const sinkDir = join(root, 'sink');
-  const { LocalSink } = await import('../../worker/io/local-sink');
-  const { FileDeadLetter } = await import('../../worker/io/file-dead-letter');
-  const { CountTask } = await import('../../worker/runtime/task');
-  const sink = await LocalSink.open(sinkDir, config.rocksdb, config.level);
+/** A count task in `root/a` with no input of its own, its sink in `root/sink`, checkpointing into `objectStore` as writer w0 only when asked. */
+async function checkpointingTask(root: string, config: JobConfig, objectStore: ObjectStore, extra: Partial<TaskCheckpoints> = {}): Promise<{ task: CountTask; sink: LocalSink }> {
+  const sink = await LocalSink.open(join(root, 'sink'), config.rocksdb, config.level);
   const task = await CountTask.open({
     config,
     dataDir: join(root, 'a'),
     source: new ArraySource([]),
     sink,
     deadLetter: new FileDeadLetter(join(root, 'dead.jsonl')),
-    checkpoints: { objectStore, writer: 'w0', intervalMs: 0, retention: 5, includeUnkeyed: false, restoreMissing: false, finalCheckpoint: false },
+    checkpoints: { objectStore, writer: 'w0', intervalMs: 0, retention: 5, includeUnkeyed: false, restoreMissing: false, finalCheckpoint: false, ...extra },
   });
+  return { task, sink };
+}
+
+test('pre-copy then delta: a second restore of the same group applies only the new deltas and ends equal to the source', async () => {
+  const records = input(15, 1500);
+  const config = testConfig({ maxEventBytes: MAX });
+  const root = tempDir();
+  const objectStore = new LocalObjectStore(join(root, 'checkpoints'));
+  const { task, sink } = await checkpointingTask(root, config, objectStore);
   const target = await RocksStore.open(join(root, 'b'), config.rocksdb);
   const groupRecords = async (store: RocksStore, g: number): Promise<Array<[string, string]>> => {
     const out: Array<[string, string]> = [];
@@ -287,21 +293,8 @@ test('a release checkpoint preempts a periodic one mid-upload: it is a delta on 
   const config = testConfig({ maxEventBytes: MAX });
   const root = tempDir();
   const objectStore = new HeldObjectStore(join(root, 'checkpoints'));
-  const sinkDir = join(root, 'sink');
-  const { LocalSink } = await import('../../worker/io/local-sink');
-  const { FileDeadLetter } = await import('../../worker/io/file-dead-letter');
-  const { CountTask } = await import('../../worker/runtime/task');
-  const { CheckpointPreempted } = await import('../../worker/checkpoint/checkpointer');
-  const sink = await LocalSink.open(sinkDir, config.rocksdb, config.level);
   // A chain of 2 chunks is due for compaction: only the release's "no compaction" keeps it a delta.
-  const task = await CountTask.open({
-    config,
-    dataDir: join(root, 'a'),
-    source: new ArraySource([]),
-    sink,
-    deadLetter: new FileDeadLetter(join(root, 'dead.jsonl')),
-    checkpoints: { objectStore, writer: 'w0', intervalMs: 0, retention: 5, includeUnkeyed: false, restoreMissing: false, finalCheckpoint: false, maxChainLength: 2 },
-  });
+  const { task, sink } = await checkpointingTask(root, config, objectStore, { maxChainLength: 2 });
   const storeA = (task as unknown as { store: RocksStore }).store;
   const groupRecords = async (store: RocksStore, g: number): Promise<Array<[string, string]>> => {
     const out: Array<[string, string]> = [];
