@@ -6,11 +6,14 @@
  *
  *   npm run build && node dist/bench/rescale.js [--key-groups 32] [--events 50000] [--rate 300]
  *     [--customers 5000] [--extra-facets 0 --facet-values 8 --facet-bytes 100] [--span-hours 72]
+ *     [--steady-extra-facets N (default: --extra-facets)]
  *
  * 1. `--events` unique events are produced and counted first: that is the state. Extra
  *    facets with long values make each event add kilobytes of uniqueness markers, so a
  *    state of gigabytes is built from a few hundred thousand events (docs/performance.md).
- * 2. A steady `--rate` events/s then flows while the job goes 2 → 3 and back to 2.
+ * 2. Once each worker has committed two checkpoints since (so one covers the whole state,
+ *    as in a job that has been running), a steady `--rate` events/s flows while the job goes
+ *    2 → 3 and back to 2.
  * Per step it prints: key groups moved / total; bytes of the moved groups' final checkpoints
  * against the workers' state on disk; the pause of every moved group (old owner's stop → new
  * owner's start, from the operator's "key group moved" log) as p50/p99/max, split into its
@@ -19,7 +22,7 @@
  * 10 s before it (keyed-topic end offsets minus the owners' `abacus_input_lag_records`).
  * Nothing is asserted.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,18 +33,19 @@ import { percentiles, RescaleCluster } from '../test/support/rescale-cluster';
 import type { WorkerProcess } from '../test/support/workers';
 
 const { values } = parseArgs({
-  options: Object.fromEntries(['key-groups', 'events', 'rate', 'customers', 'extra-facets', 'facet-values', 'facet-bytes', 'span-hours'].map((o) => [o, { type: 'string' as const }])),
+  options: Object.fromEntries(['key-groups', 'events', 'rate', 'customers', 'extra-facets', 'steady-extra-facets', 'facet-values', 'facet-bytes', 'span-hours'].map((o) => [o, { type: 'string' as const }])),
 });
 const K = Number(values['key-groups'] ?? 32);
 const EVENTS = Number(values.events ?? 50_000);
 const RATE = Number(values.rate ?? 300);
 const EXTRA_FACETS = Number(values['extra-facets'] ?? 0);
-/** What every event of the bench looks like (state built first and the steady input alike). */
-const SHAPE = {
-  customers: Number(values.customers ?? 5000),
-  spanSec: Number(values['span-hours'] ?? 72) * 3600,
-  ...(EXTRA_FACETS > 0 ? { extraFacets: { count: EXTRA_FACETS, values: Number(values['facet-values'] ?? 8), valueBytes: Number(values['facet-bytes'] ?? 100) } } : {}),
-};
+const STEADY_EXTRA_FACETS = Number(values['steady-extra-facets'] ?? EXTRA_FACETS);
+const extraFacets = (count: number) => (count > 0 ? { extraFacets: { count, values: Number(values['facet-values'] ?? 8), valueBytes: Number(values['facet-bytes'] ?? 100) } } : {});
+const BASE_SHAPE = { customers: Number(values.customers ?? 5000), spanSec: Number(values['span-hours'] ?? 72) * 3600 };
+/** What the events that build the state look like. */
+const SHAPE = { ...BASE_SHAPE, ...extraFacets(EXTRA_FACETS) };
+/** What the steady input during the hand-overs looks like: by default the same; `--steady-extra-facets 0` makes it normal events over a large state. */
+const STEADY_SHAPE = { ...BASE_SHAPE, ...extraFacets(STEADY_EXTRA_FACETS) };
 /** Events produced per call while the state is built (keeps the generated text small). */
 const PRODUCE_CHUNK = 20_000;
 const cluster = new RescaleCluster();
@@ -83,6 +87,21 @@ async function main(): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
+  // Steady state before any move: each worker commits two checkpoints after the build, so
+  // the second started after the last built record was counted and covers the whole state
+  // (its first checkpoints are bases: the pre-copy needs them, as in a job that has run a while).
+  const builtAt = Date.now();
+  const committedSince = logOffsets(kubelet.dir);
+  for (let last = 0; ; ) {
+    const counts = checkpointsCommittedSince(kubelet.dir, committedSince);
+    if (counts.length >= 2 && counts.every((n) => n >= 2)) break;
+    if (Date.now() - last > 30_000) {
+      last = Date.now();
+      console.log(`# waiting for checkpoints of the whole state: ${counts.join(', ')} committed per worker since the build (2 each needed)`);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  console.log(`# checkpoints caught up with the state ${((Date.now() - builtAt) / 1000).toFixed(0)} s after the build; ${checkpointFigures(kubelet.dir)}`);
   let stateBytes = 0;
   for (const w of workers()) stateBytes += await w.metric('abacus_state_size_bytes');
   console.log(
@@ -93,7 +112,7 @@ async function main(): Promise<void> {
   let flowing = true;
   const flow = (async () => {
     for (let seed = 2; flowing; seed++) {
-      await produce(cluster.env.kafka, topic, validEvents(Math.max(1, Math.round(RATE / 4)), { seed, nowSec, ...SHAPE }), { partitions: 4, seed });
+      await produce(cluster.env.kafka, topic, validEvents(Math.max(1, Math.round(RATE / 4)), { seed, nowSec, ...STEADY_SHAPE }), { partitions: 4, seed });
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
@@ -128,6 +147,21 @@ async function main(): Promise<void> {
   flowing = false;
   await flow;
   console.log(checkpointFigures(kubelet.dir));
+}
+
+const workerLogs = (logDir: string): string[] => readdirSync(logDir).filter((f) => /^worker-\d+\.log$/.test(f)).sort();
+
+/** Bytes of every worker log now, to read only what is logged afterwards. */
+function logOffsets(logDir: string): Map<string, number> {
+  return new Map(workerLogs(logDir).map((f) => [f, statSync(join(logDir, f)).size]));
+}
+
+/** Per worker log (in name order), checkpoints committed after `offsets`. */
+function checkpointsCommittedSince(logDir: string, offsets: ReadonlyMap<string, number>): number[] {
+  return workerLogs(logDir).map((f) => {
+    const text = readFileSync(join(logDir, f)).subarray(offsets.get(f) ?? 0).toString('utf8');
+    return [...text.matchAll(/checkpoint \S+ \(periodic\) committed/g)].length;
+  });
 }
 
 /** Full and incremental checkpoints of the run, from the workers' "checkpoint … committed" log lines. */

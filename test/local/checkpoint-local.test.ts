@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { LocalObjectStore, type ObjectStore } from '../../worker/checkpoint/object-store';
 import { readCatalog, restoreGroups } from '../../worker/checkpoint/restore';
-import { keyGroupRange } from '../../worker/state/keys';
+import { keyGroupPrefix, keyGroupRange } from '../../worker/state/keys';
 import { RocksStore } from '../../worker/state/rocks';
 import { localPaths, restoreLocal, runLocal } from '../../worker/runtime/local';
 import { CountTask, type TaskCheckpoints } from '../../worker/runtime/task';
 import { LocalSink } from '../../worker/io/local-sink';
 import { FileDeadLetter } from '../../worker/io/file-dead-letter';
-import { CheckpointPreempted } from '../../worker/checkpoint/checkpointer';
+import { Checkpointer, CheckpointPreempted } from '../../worker/checkpoint/checkpointer';
 import type { JobConfig } from '../../common/job-config';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
@@ -346,6 +346,75 @@ test('a release checkpoint preempts a periodic one mid-upload: it is a delta on 
     for (const s of stores) await s.close();
     await task.close();
     await sink.close();
+    rmSync(root, { recursive: true });
+  }
+});
+
+test('past the pending bound, deltas keep only which keys changed and read the values from the snapshot: still a delta, exact as of the snapshot', async () => {
+  const root = tempDir();
+  const config = testConfig();
+  const source = await RocksStore.open(join(root, 'source'), config.rocksdb);
+  const target = await RocksStore.open(join(root, 'target'), config.rocksdb);
+  const objectStore = new LocalObjectStore(join(root, 'checkpoints'));
+  const groups = [0, 1];
+  const key = (g: number, i: number): string => `${keyGroupPrefix(g)}U:customer-${i}`;
+  const value = (i: number, version: number): string => `v${version}:`.padEnd(1000, String(i % 10));
+  const everything = async (store: RocksStore): Promise<Array<[string, string]>> => {
+    const out: Array<[string, string]> = [];
+    for (const g of groups) {
+      await store.scan(keyGroupRange(g), (k, v) => {
+        if (k[4] !== 'G') out.push([k, v]); // not the presence record, which a restore writes
+      });
+    }
+    return out;
+  };
+  // Every commit goes to the store and to the checkpointer, as the task does.
+  let checkpointer!: Checkpointer;
+  const commit = async (puts: Array<[string, string]>, deletes: string[]): Promise<void> => {
+    await source.write(puts, deletes, true);
+    checkpointer.recordCommit(puts, deletes);
+  };
+  try {
+    // 10 changed values of 1,000 characters overflow 8,000 bytes; their keys alone do not.
+    checkpointer = new Checkpointer({ objectStore, writer: 'w0', job: 'test', fingerprint: {}, retention: 5, includeUnkeyed: false, maxPendingBytes: 8000 });
+    await commit(Array.from({ length: 40 }, (_, i) => [key(i % 2, i), value(i, 0)]), []);
+    const base = await checkpointer.write(checkpointer.snapshot(source, groups, 'periodic'));
+    assert.deepEqual(base.base, groups);
+    await restoreGroups(target, objectStore, groups);
+
+    // Changes: 24 rewritten values (past the bound), 4 deletes, 2 new keys, one key rewritten after the bound was crossed.
+    await commit(Array.from({ length: 24 }, (_, i) => [key(i % 2, i), value(i, 1)]), []);
+    await commit([[key(0, 100), value(100, 1)], [key(1, 101), value(101, 1)]], [key(0, 30), key(1, 31), key(0, 32), key(1, 33)]);
+    await commit([[key(0, 2), value(2, 2)]], []);
+    const snap = checkpointer.snapshot(source, groups, 'periodic');
+    const atSnapshot = await everything(source);
+    // A commit after the snapshot must not reach this checkpoint, though its values are read later.
+    await commit([[key(0, 4), value(4, 3)], [key(1, 5), value(5, 3)]], [key(0, 6)]);
+    const delta = await checkpointer.write(snap);
+    assert.deepEqual(delta.delta, groups, `past the bound the groups stay deltas: ${JSON.stringify(delta)}`);
+    assert.equal(delta.records, 24 + 2 + 4, 'the delta holds exactly the changed records');
+    const applied = await restoreGroups(target, objectStore, groups, { manifestId: delta.manifestId });
+    assert.ok(applied.groups.every((g) => g.incremental), 'the target applied only the delta');
+    assert.deepEqual(await everything(target), atSnapshot);
+
+    // The changes made after that snapshot are in the next delta.
+    const next = await checkpointer.write(checkpointer.snapshot(source, groups, 'periodic'));
+    assert.deepEqual(next.delta, groups);
+    await restoreGroups(target, objectStore, groups, { manifestId: next.manifestId });
+    assert.deepEqual(await everything(target), await everything(source));
+
+    // When even the changed keys overflow the bound, the largest groups get a new base (and are still exact).
+    const tiny = new Checkpointer({ objectStore, writer: 'w1', job: 'test', fingerprint: {}, retention: 5, includeUnkeyed: false, maxPendingBytes: 200 });
+    checkpointer = tiny;
+    await tiny.write(tiny.snapshot(source, groups, 'periodic'));
+    await commit(Array.from({ length: 20 }, (_, i) => [key(i % 2, i), value(i, 4)]), []);
+    const rebased = await tiny.write(tiny.snapshot(source, groups, 'periodic'));
+    assert.ok(rebased.base.length > 0, `keys beyond the bound: a new base (${JSON.stringify(rebased)})`);
+    await restoreGroups(target, objectStore, groups, { manifestId: rebased.manifestId });
+    assert.deepEqual(await everything(target), await everything(source));
+  } finally {
+    await source.close();
+    await target.close();
     rmSync(root, { recursive: true });
   }
 });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { evenAssignment, ownerMap, parseAssignment, planOwners, type Assignment } from '../../common/assignment';
+import { preCopy, PRE_COPY_MAX_ROUNDS } from '../../worker/runtime/handover-agent';
 import { advanceHandover, emptyReport, handoverProgress, moveTimeline, nextPhase, pruneReport, startHandover, workerDuties, type WorkerReport } from '../../common/handover';
 
 const NOW = new Date('2026-11-30T12:00:00Z');
@@ -144,4 +145,21 @@ test('a move\'s timeline: its steps add up to the pause, from the old owner\'s s
   );
   // Reports of workers that do not record steps: the pause as before, no steps.
   assert.deepEqual(moveTimeline({ generation: 1, manifest: 'm', stoppedAtMs: 100 }, { generation: 2, resumedAtMs: 350 }), { pauseMs: 250 });
+});
+
+test('pre-copy rounds go on while a round still takes a second or more, at least 2 and at most PRE_COPY_MAX_ROUNDS', async () => {
+  const rounds = async (durationsMs: readonly number[]): Promise<number> => {
+    let now = 0;
+    let made = 0;
+    const n = await preCopy(() => {
+      now += durationsMs[Math.min(made++, durationsMs.length - 1)]!;
+      return Promise.resolve();
+    }, () => now);
+    assert.equal(n, made, 'the count returned is the rounds made');
+    return n;
+  };
+  assert.equal(await rounds([40_000, 200]), 2, 'a short second round: converged');
+  assert.equal(await rounds([100, 100]), 2, 'never fewer than two rounds');
+  assert.equal(await rounds([40_000, 8_000, 2_500, 999]), 4, 'rounds shrink until one is under a second');
+  assert.equal(await rounds([40_000, 30_000]), PRE_COPY_MAX_ROUNDS, 'rounds that never converge stop at the maximum');
 });

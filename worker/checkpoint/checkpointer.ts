@@ -36,10 +36,13 @@ import { planRetention } from './retention';
  *     since, so the next attempt loses nothing; orphan chunks are swept by a later retention.
  *
  * Incremental: a group's delta chunk holds the records its commits changed since its last
- * checkpoint (kept in memory, bounded by `maxPendingBytes`; a group that overflows, or any
- * group after a restart, gets a new base). A chain is compacted into a new base when it
- * reaches `maxChainLength` chunks or its deltas hold more records than `maxDeltaFraction`
- * of its base.
+ * checkpoint, kept in memory and bounded by `maxPendingBytes`. Past that bound the largest
+ * groups keep only WHICH keys changed (UNREAD): their delta reads those keys' values from the
+ * snapshot, a scan of the group, but stays a delta, so a new owner that pre-copied the chain
+ * still applies only the changes (a new base would make it restore the whole group again).
+ * Only a group whose changed keys alone overflow the bound, or any group after a restart,
+ * gets a new base. A chain is compacted into a new base when it reaches `maxChainLength`
+ * chunks or its deltas hold more records than `maxDeltaFraction` of its base.
  */
 export interface CheckpointerSettings {
   readonly objectStore: ObjectStore;
@@ -84,6 +87,15 @@ export interface CheckpointResult {
   readonly records: number;
 }
 
+/** A change whose value is read from the snapshot when the checkpoint is written (see shedPending). */
+const UNREAD: unique symbol = Symbol('unread');
+/** A tracked change: the new value, null for a delete, or UNREAD. */
+type Change = string | null | typeof UNREAD;
+type Changes = Map<string, Change>;
+
+/** Bytes a tracked change holds besides its key. */
+const changeBytes = (value: Change | undefined): number => (typeof value === 'string' ? value.length : 0);
+
 interface Chain {
   readonly entry: GroupEntry;
   /** Chunk keys already known to exist (other writers' chunks of an adopted chain are checked once). */
@@ -91,7 +103,11 @@ interface Chain {
 }
 
 /** A base that compacts an existing chain keeps the changes it took, so a failed (or preempted) one can give them back and the chain goes on. */
-type GroupPlan = { kind: 'base'; reader: RangeReader; changes?: Map<string, string | null> } | { kind: 'delta'; changes: Map<string, string | null> } | { kind: 'unchanged' };
+type GroupPlan =
+  | { kind: 'base'; reader: RangeReader; changes?: Changes }
+  /** `reader` (of the snapshot) when some changes are UNREAD. */
+  | { kind: 'delta'; changes: Changes; reader?: RangeReader }
+  | { kind: 'unchanged' };
 
 /** What a snapshot may do besides its own groups. */
 export interface SnapshotOptions {
@@ -108,6 +124,17 @@ export interface SnapshotOptions {
    * the newest manifests, never drops the only manifest that holds a chain still in use.
    */
   readonly carry?: Iterable<number>;
+}
+
+/** The snapshot's values of the UNREAD keys among `changes` (absent: deleted since the last checkpoint), by one scan of the group. */
+async function readUnread(changes: ReadonlyArray<readonly [string, Change]>, reader: RangeReader, signal: AbortSignal | undefined, stopped: () => Error): Promise<Map<string, string>> {
+  const wanted = new Set<string>();
+  for (const [k, v] of changes) if (v === UNREAD) wanted.add(k);
+  const found = new Map<string, string>();
+  await reader.readAll((k, v) => {
+    if (wanted.has(k)) found.set(k, v);
+  }, signal, stopped);
+  return found;
 }
 
 /** A checkpoint given up for a more urgent one (a hand-over's release); its changes went back, nothing is lost. */
@@ -137,7 +164,7 @@ const UPLOAD_CONCURRENCY = 4;
 export class Checkpointer {
   private readonly chains = new Map<number, Chain>();
   /** Changes committed since the last snapshot, per group with a chain (or a base in flight). */
-  private readonly pending = new Map<number, Map<string, string | null>>();
+  private readonly pending = new Map<number, Changes>();
   private pendingBytes = 0;
   /** Found in the object store by the first checkpoint (so opening needs no object store). */
   private nextSequence: number | undefined;
@@ -179,16 +206,29 @@ export class Checkpointer {
     if (changes === undefined) return;
     const before = changes.get(key);
     if (before === undefined) this.pendingBytes += key.length + 16;
-    this.pendingBytes += (value?.length ?? 0) - (before?.length ?? 0);
+    this.pendingBytes += changeBytes(value) - changeBytes(before);
     changes.set(key, value);
   }
 
-  /** Memory bound: drop the largest groups' deltas (they get a new base) until half the budget is free. */
+  /**
+   * Memory bound, until half of it is free: first the largest groups forget the values of
+   * their changes (UNREAD: the delta reads them from the snapshot); only if the changed keys
+   * alone are still too many, the largest groups drop their deltas and get a new base.
+   */
   private shedPending(): void {
     const limit = (this.settings.maxPendingBytes ?? DEFAULTS.maxPendingBytes) / 2;
     const bySize = [...this.pending.entries()].map(([g, m]) => [g, m.size] as const).sort((a, b) => b[1] - a[1]);
     for (const [g] of bySize) {
-      if (this.pendingBytes <= limit) break;
+      if (this.pendingBytes <= limit) return;
+      const changes = this.pending.get(g)!;
+      for (const [key, value] of changes) {
+        if (typeof value !== 'string') continue;
+        this.pendingBytes -= value.length;
+        changes.set(key, UNREAD);
+      }
+    }
+    for (const [g] of bySize) {
+      if (this.pendingBytes <= limit) return;
       this.dropTracking(g);
       this.chains.delete(g);
     }
@@ -197,7 +237,7 @@ export class Checkpointer {
   private dropTracking(group: number): void {
     const changes = this.pending.get(group);
     if (changes === undefined) return;
-    for (const [k, v] of changes) this.pendingBytes -= k.length + 16 + (v?.length ?? 0);
+    for (const [k, v] of changes) this.pendingBytes -= k.length + 16 + changeBytes(v);
     this.pending.delete(group);
   }
 
@@ -251,7 +291,8 @@ export class Checkpointer {
       } else if (changes.size === 0) {
         plans.set(g, { kind: 'unchanged' });
       } else {
-        plans.set(g, { kind: 'delta', changes });
+        const unread = [...changes.values()].includes(UNREAD);
+        plans.set(g, unread ? { kind: 'delta', changes, reader: store.reader(keyGroupRange(g)) } : { kind: 'delta', changes });
         this.dropTracking(g);
         this.pending.set(g, new Map());
       }
@@ -299,7 +340,9 @@ export class Checkpointer {
               () => new CheckpointPreempted(snap.reason),
             );
           } else {
-            for (const e of [...plan.changes.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1))) list.push(e);
+            const sorted = [...plan.changes.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+            const read = plan.reader === undefined ? undefined : await readUnread(sorted, plan.reader, signal, () => new CheckpointPreempted(snap.reason));
+            for (const [k, v] of sorted) list.push([k, v === UNREAD ? (read!.get(k) ?? null) : v]);
           }
           const positions: Record<string, string> = plan.kind === 'base' ? {} : { ...chain!.entry.positions };
           const pPrefix = `${keyGroupPrefix(g)}P`;
@@ -386,7 +429,7 @@ export class Checkpointer {
       metrics.checkpointFailures.inc();
       throw err;
     } finally {
-      for (const plan of snap.groups.values()) if (plan.kind === 'base') await plan.reader.end();
+      for (const plan of snap.groups.values()) if (plan.kind !== 'unchanged') await plan.reader?.end();
       for (const reader of snap.unkeyed ?? []) await reader.end();
     }
     // A group forgotten (released) while this checkpoint was in flight stays forgotten.
@@ -410,7 +453,7 @@ export class Checkpointer {
         this.dropTracking(g);
         for (const [k, v] of since) taken.set(k, v);
         this.pending.set(g, taken);
-        for (const [k, v] of taken) this.pendingBytes += k.length + 16 + (v?.length ?? 0);
+        for (const [k, v] of taken) this.pendingBytes += k.length + 16 + changeBytes(v);
       } else {
         // The changes before the snapshot were dropped for this base: only a new base can follow.
         this.chains.delete(g);

@@ -58,6 +58,26 @@ export interface HandoverAgentOptions {
 /** How often the progress figures are written to the report (a ConfigMap patch each). */
 const PROGRESS_REPORT_MS = 15_000;
 
+/** A pre-copy round shorter than this applied little: the next one would not shorten the pause much. */
+const PRE_COPY_CONVERGED_MS = 1000;
+export const PRE_COPY_MAX_ROUNDS = 5;
+
+/**
+ * Iterative pre-copy: the first round restores the newest checkpoint of the moving groups,
+ * each later one only the chunks committed over it since. The second round always runs (the
+ * old owner checkpointed these groups when it saw the document, likely during the first);
+ * further rounds run while the last one still took PRE_COPY_CONVERGED_MS or more — the old
+ * owner's periodic checkpoints went on meanwhile — so that what is left for the pause is about
+ * one checkpoint interval of changes, whatever the state's size. Returns the rounds made.
+ */
+export async function preCopy(round: () => Promise<void>, clock: () => number): Promise<number> {
+  for (let n = 1; ; n++) {
+    const started = clock();
+    await round();
+    if (n >= 2 && (n >= PRE_COPY_MAX_ROUNDS || clock() - started < PRE_COPY_CONVERGED_MS)) return n;
+  }
+}
+
 /** Marker, outside every key group's key range: "group g was restored for the acquire published at generation N". */
 const acquiredKey = (group: number): string => `~acquired:${group}`;
 
@@ -251,14 +271,11 @@ export class HandoverAgent {
     if (duties.prepare.length > 0) {
       const endPrepare = metrics.handoverStepSeconds.startTimer({ step: 'prepare' });
       const groups = duties.prepare.map((m) => m.group);
-      await this.opts.checkpoints.restore(groups);
-      // Second pass (over the first: only newer chunks): the old owner checkpointed these
-      // groups when it saw this document, likely while the first pass ran.
-      await this.opts.checkpoints.restore(groups);
+      const rounds = await preCopy(() => this.opts.checkpoints.restore(groups), this.clock);
       for (const m of duties.prepare) prepared[m.group] = doc.generation;
       endPrepare();
       metrics.handoverGroups.inc({ step: 'prepare' }, groups.length);
-      this.opts.log('info', 'pre-copied key groups', { generation: doc.generation, groups });
+      this.opts.log('info', 'pre-copied key groups', { generation: doc.generation, groups, rounds });
       await save();
     }
     this.applied = doc.generation;
