@@ -6,7 +6,7 @@
  *
  *   npm run build && node dist/bench/rescale.js [--key-groups 32] [--events 50000] [--rate 300]
  *     [--customers 5000] [--extra-facets 0 --facet-values 8 --facet-bytes 100] [--span-hours 72]
- *     [--steady-extra-facets N (default: --extra-facets)]
+ *     [--steady-extra-facets N (default: --extra-facets)] [--cycles 1]
  *
  * 1. `--events` unique events are produced and counted first: that is the state. Extra
  *    facets with long values make each event add kilobytes of uniqueness markers, so a
@@ -33,11 +33,13 @@ import { percentiles, RescaleCluster } from '../test/support/rescale-cluster';
 import type { WorkerProcess } from '../test/support/workers';
 
 const { values } = parseArgs({
-  options: Object.fromEntries(['key-groups', 'events', 'rate', 'customers', 'extra-facets', 'steady-extra-facets', 'facet-values', 'facet-bytes', 'span-hours'].map((o) => [o, { type: 'string' as const }])),
+  options: Object.fromEntries(['key-groups', 'events', 'rate', 'customers', 'extra-facets', 'steady-extra-facets', 'facet-values', 'facet-bytes', 'span-hours', 'cycles'].map((o) => [o, { type: 'string' as const }])),
 });
 const K = Number(values['key-groups'] ?? 32);
 const EVENTS = Number(values.events ?? 50_000);
 const RATE = Number(values.rate ?? 300);
+/** 2 → 3 → 2 this many times: more moves to take percentiles over. */
+const CYCLES = Number(values.cycles ?? 1);
 const EXTRA_FACETS = Number(values['extra-facets'] ?? 0);
 const STEADY_EXTRA_FACETS = Number(values['steady-extra-facets'] ?? EXTRA_FACETS);
 const extraFacets = (count: number) => (count > 0 ? { extraFacets: { count, values: Number(values['facet-values'] ?? 8), valueBytes: Number(values['facet-bytes'] ?? 100) } } : {});
@@ -117,7 +119,8 @@ async function main(): Promise<void> {
     }
   })();
 
-  for (const [from, to] of [[2, 3], [3, 2]] as const) {
+  const allMoves: Array<ReturnType<typeof RescaleCluster.moves>[number]> = [];
+  for (const [from, to] of Array.from({ length: CYCLES }, () => [[2, 3], [3, 2]] as const).flat()) {
     const owners = ownerMap(cluster.publishedAssignment(job)!);
     const logged = RescaleCluster.moves(cluster.operator).length;
     const a = await consumedPerPartition(keyed, workers());
@@ -132,6 +135,7 @@ async function main(): Promise<void> {
     const after = ownerMap(cluster.publishedAssignment(job)!);
     const kept = owners.map((o, g) => (o === after[g] ? g : -1)).filter((g) => g >= 0);
     const moves = RescaleCluster.moves(cluster.operator).slice(logged);
+    allMoves.push(...moves);
     const p = percentiles(moves.map((m) => m.pauseMs));
     const bytes = moves.reduce((n, m) => n + m.bytes, 0);
     const before = (sumOver(b, kept) - sumOver(a, kept)) / ((tb - ta) / 1000);
@@ -146,6 +150,10 @@ async function main(): Promise<void> {
   }
   flowing = false;
   await flow;
+  if (CYCLES > 1) {
+    const p = percentiles(allMoves.map((m) => m.pauseMs));
+    console.log(`all ${allMoves.length} moves: pause p50 ${p.p50} ms, p99 ${p.p99} ms, max ${p.max} ms; where it went: ${RescaleCluster.stepSummary(allMoves)}`);
+  }
   console.log(checkpointFigures(kubelet.dir));
 }
 

@@ -126,6 +126,17 @@ export interface SnapshotOptions {
   readonly carry?: Iterable<number>;
 }
 
+/** `work`, or a rejection as soon as `signal` aborts (the work goes on unobserved; its result is dropped). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('aborted'));
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** The snapshot's values of the UNREAD keys among `changes` (absent: deleted since the last checkpoint), by one scan of the group. */
 async function readUnread(changes: ReadonlyArray<readonly [string, Change]>, reader: RangeReader, signal: AbortSignal | undefined, stopped: () => Error): Promise<Map<string, string>> {
   const wanted = new Set<string>();
@@ -158,7 +169,14 @@ export interface Snapshot {
   readonly unkeyed: RangeReader[] | undefined;
 }
 
-const DEFAULTS = { maxChainLength: 8, maxDeltaFraction: 0.5, maxPendingBytes: 64 * 1024 * 1024 };
+/**
+ * maxChainLength bounds the chunks a restore fetches; what a delta adds is bounded by
+ * maxDeltaFraction. It was 8 until session 10: at 1 GB of state on 2 workers with 10 s
+ * checkpoints, every group was compacted every 80 s for a few kilobytes of deltas, each new
+ * base 25-110 MB and 35-45 s of the worker's time, and a hand-over's release checkpoint had to
+ * preempt one of them (docs/adr/0005-rescale-hand-over.md).
+ */
+const DEFAULTS = { maxChainLength: 32, maxDeltaFraction: 0.5, maxPendingBytes: 64 * 1024 * 1024 };
 const UPLOAD_CONCURRENCY = 4;
 
 export class Checkpointer {
@@ -353,7 +371,9 @@ export class Checkpointer {
             continue;
           }
           preempted();
-          const encoded = await encodeChunk(list);
+          // Compressing a large base takes seconds in the thread pool and cannot be stopped:
+          // a preemption does not wait for it (the result is dropped).
+          const encoded = await untilAborted(encodeChunk(list), signal);
           preempted();
           const ref: ChunkRef = { key: chunkKey(writer, g, sequence, plan.kind), kind: plan.kind, sha256: encoded.sha256, bytes: encoded.body.length, records: encoded.records };
           await store.put(ref.key, encoded.body, signal);

@@ -276,8 +276,8 @@ class Overflow {
   private readonly stem: string;
   private readonly marker: string;
   private readonly shards: number[] | undefined;
-  /** The shard records this event touched. */
-  private readonly touched = new Map<number, MarkerAppend>();
+  /** The shard records this event touched, with their keys (built once per event and shard). */
+  private readonly touched = new Map<number, { key: string; record: MarkerAppend }>();
 
   /** `found`: the U record as the event found it (full already, or about to be marked full by this event). */
   constructor(
@@ -299,11 +299,12 @@ class Overflow {
   add(t: number): number {
     if (this.shards === undefined) return this.addToken(t);
     const shard = this.shards[t]!;
-    let record = this.touched.get(shard);
+    let record = this.touched.get(shard)?.record;
     if (record === undefined) {
-      const stored = this.state.getIfLoaded(markerShardKey(this.keys.kgPrefix, this.stem, shard));
+      const key = markerShardKey(this.keys.kgPrefix, this.stem, shard);
+      const stored = this.state.getIfLoaded(key);
       record = new MarkerAppend(stored === null || markerEpoch(stored) !== this.epoch ? emptyMarkers(this.epoch) : stored, this.limits.recordMax);
-      this.touched.set(shard, record);
+      this.touched.set(shard, { key, record });
     }
     if (holds(record.found, this.keys, t)) return 0;
     if (record.tryAdd(this.keys.needles[t]!)) return 1;
@@ -319,9 +320,9 @@ class Overflow {
   }
 
   commit(): void {
-    for (const [shard, record] of this.touched) {
+    for (const { key, record } of this.touched.values()) {
       const changed = record.result();
-      if (changed !== undefined) this.state.set(markerShardKey(this.keys.kgPrefix, this.stem, shard), changed);
+      if (changed !== undefined) this.state.set(key, changed);
     }
   }
 }
