@@ -101,3 +101,52 @@ test('the next window fills while the last one is written; at most one write out
   assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
   rmSync(dataDir, { recursive: true });
 });
+
+/** An ArraySource that takes `delayMs` per poll, so the loop runs for seconds of real time. */
+class PacedSource extends ArraySource {
+  constructor(
+    records: readonly InputRecord[],
+    private readonly delayMs: number,
+  ) {
+    super(records, [10]);
+  }
+  override async poll(max: number): Promise<SourceRecord[] | null> {
+    await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    return super.poll(max);
+  }
+}
+
+test('a stop asked for while a window\'s sink write is held lets it finish with every group counting: the stopped groups then wait for one write, not two', { timeout: 60_000 }, async () => {
+  const holdMs = 600;
+  const config = testConfig({ window: '1s', maxEventBytes: 4096 });
+  const dataDir = tempDir();
+  const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
+  const opened: { task?: CountTask; stopping?: Promise<{ stop: number; flushed: number }> } = {};
+  const sink = new SlowSink(local, holdMs, () => opened.task?.progress.windows ?? 0);
+  const write = sink.write.bind(sink);
+  let asked = false;
+  sink.write = (rows) => {
+    // The first window's write is held: ask for the stop halfway through it, when the loop
+    // has counted records into the next window.
+    if (!asked) {
+      setTimeout(() => {
+        opened.stopping = opened.task!.stopGroups([0]);
+      }, holdMs / 2);
+    }
+    asked = true;
+    return write(rows);
+  };
+  const groups = Array.from({ length: config.keyGroups }, (_, g) => g);
+  const task = await CountTask.open({ config, dataDir, source: new PacedSource(timedInput(9, 600), 20), sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, keyGroups: groups });
+  opened.task = task;
+  await task.run();
+  const { stop, flushed } = await opened.stopping!;
+  await task.close();
+  await local.close();
+  rmSync(dataDir, { recursive: true });
+  assert.ok(sink.writes >= 2, `windows written: ${sink.writes}`);
+  assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
+  // Waiting inside the stop for the rest of the held write, then for its own, would take 1.5 × holdMs.
+  assert.ok(flushed - stop < 1.25 * holdMs, `from the stop to its flush confirmed: ${flushed - stop} ms (one write is ${holdMs} ms)`);
+  assert.ok(!task.groups().includes(0), 'the group was stopped');
+});

@@ -122,6 +122,8 @@ export class CountTask {
   /** Work that must run between two iterations of the loop (ownership changes, see atConsistentPoint). */
   private readonly between: Array<() => Promise<void>> = [];
   private looping = false;
+  /** Stops waiting for the sink to be idle: the loop closes no window until they have it (see stopGroups). */
+  private windowCloseHeld = 0;
   private readonly clock: () => number;
   private windowStartedAt: number;
   private outboxWritten = false;
@@ -335,7 +337,7 @@ export class CountTask {
         if (records === null) break;
         if (records.length > 0) await this.process(records);
         else await sleep(Math.min(50, this.options.config.windowMs));
-        if (this.clock() - this.windowStartedAt >= this.options.config.windowMs) await this.flush(true);
+        if (this.windowCloseHeld === 0 && this.clock() - this.windowStartedAt >= this.options.config.windowMs) await this.flush(true);
         this.maybeCheckpoint();
       }
       await this.flush();
@@ -375,7 +377,21 @@ export class CountTask {
    * cache. Resolves with the times the groups' last records were counted (`stop`: the
    * consistent point) and their flush committed (`flushed`). Other groups only wait for that one flush.
    */
-  stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
+  async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
+    // The stop's flush must see the last window's sink write confirmed before it commits; if
+    // that write were still in flight at the stop, the moving groups would wait for two sink
+    // writes instead of one. So it is waited for first, while every group still counts, and
+    // the loop closes no window meanwhile (no new write starts); the window grows a little.
+    this.windowCloseHeld++;
+    try {
+      await this.sinkWrite?.catch(() => undefined); // a failure is thrown by the flush's sinkConfirmed()
+      return await this.stopAtConsistentPoint(groups);
+    } finally {
+      this.windowCloseHeld--;
+    }
+  }
+
+  private stopAtConsistentPoint(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
     return this.atConsistentPoint(async () => {
       const owned = this.requireOwnedSet();
       const stop = this.clock();
