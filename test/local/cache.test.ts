@@ -107,3 +107,23 @@ test('the memory estimate follows every committed record, staged counters includ
     assert.equal(cache.bytes, expected);
   });
 });
+
+test('forgetGroups drops the cached and uncommitted records of exactly those key groups, and their bytes', async () => {
+  await withCache(async (cache, store) => {
+    const keys = [0, 1, 2, 17].flatMap((g) => [`${g.toString(16).padStart(4, '0')}Ca`, `${g.toString(16).padStart(4, '0')}Ub`]);
+    await cache.load([...keys, '~meta']);
+    for (const key of keys) cache.set(key, '1,0');
+    await store.write(cache.changes().puts, [], true);
+    cache.markCommitted();
+    cache.set('0001Cc', '5,0'); // uncommitted, in a forgotten group
+    cache.set('0002Cc', '6,0'); // uncommitted, in a kept group
+    const before = cache.bytes;
+    cache.forgetGroups([1, 17]);
+    const forgotten = keys.filter((k) => k.startsWith('0001') || k.startsWith('0011'));
+    for (const key of forgotten) assert.equal(cache.getIfLoaded(key), null, `${key} is forgotten`);
+    for (const key of keys.filter((k) => !forgotten.includes(k))) assert.equal(cache.getIfLoaded(key), '1,0');
+    assert.equal(cache.pending('0001Cc'), undefined, 'an uncommitted change of a forgotten group is dropped');
+    assert.equal(cache.pending('0002Cc'), '6,0');
+    assert.equal(before - cache.bytes, forgotten.reduce((n, k) => n + entryBytes(k, '1,0'), 0));
+  });
+});

@@ -398,8 +398,8 @@ export class CountTask {
       await this.flush();
       for (const g of groups) owned.delete(g);
       this.options.source.removeGroups?.(groups);
+      this.cache.forgetGroups(groups);
       for (const g of groups) {
-        this.cache.forgetPrefix(keyGroupPrefix(g));
         this.indexed.delete(g);
         this.forgetExpiry(g);
         this.present.delete(g);
@@ -430,11 +430,9 @@ export class CountTask {
       }
       // Groups a restore just wrote are already adopted (restoreFrom); the rest decide from their presence records.
       await this.adoptGroups(fresh.filter((g) => !this.present.has(g)), local);
+      this.cache.forgetGroups(fresh.filter((g) => !this.indexed.has(g)));
       for (const g of fresh) {
-        if (!this.indexed.delete(g)) {
-          this.cache.forgetPrefix(keyGroupPrefix(g));
-          await this.cache.indexRange(keyGroupRange(g));
-        }
+        if (!this.indexed.delete(g)) await this.cache.indexRange(keyGroupRange(g));
         this.forgetExpiry(g);
         const prefix = `${keyGroupPrefix(g)}P`;
         await this.store.scan({ gte: prefix, lt: `${keyGroupPrefix(g)}Q` }, (key, value) => positions.set(key.slice(prefix.length), value));
@@ -777,8 +775,8 @@ export class CountTask {
       clock: this.clock,
       ...(this.options.log ? { log: this.options.log } : {}),
     });
+    this.cache.forgetGroups(result.groups.map((r) => r.group));
     for (const r of result.groups) {
-      this.cache.forgetPrefix(keyGroupPrefix(r.group));
       this.forgetExpiry(r.group);
       if (r.put !== undefined && this.indexed.has(r.group)) this.cache.index(r.put);
       else await this.cache.indexRange(keyGroupRange(r.group));
