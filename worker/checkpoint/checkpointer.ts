@@ -309,7 +309,8 @@ export class Checkpointer {
       } else if (changes.size === 0) {
         plans.set(g, { kind: 'unchanged' });
       } else {
-        const unread = [...changes.values()].includes(UNREAD);
+        let unread = false;
+        for (const v of changes.values()) if (v === UNREAD) unread = true;
         plans.set(g, unread ? { kind: 'delta', changes, reader: store.reader(keyGroupRange(g)) } : { kind: 'delta', changes });
         this.dropTracking(g);
         this.pending.set(g, new Map());

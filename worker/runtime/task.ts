@@ -122,7 +122,7 @@ export class CountTask {
   /** Work that must run between two iterations of the loop (ownership changes, see atConsistentPoint). */
   private readonly between: Array<() => Promise<void>> = [];
   private looping = false;
-  /** Stops waiting for the sink to be idle: the loop closes no window until they have it (see stopGroups). */
+  /** Stops waiting for the last window's sink write: while any does, the loop closes no window (see stopGroups). */
   private windowCloseHeld = 0;
   private readonly clock: () => number;
   private windowStartedAt: number;
