@@ -2,6 +2,8 @@ import { KIND } from '../api/abacusjob';
 import { log } from '../log';
 import { MANAGED_BY, FIELD_MANAGER } from '../model/names';
 import { reconcile } from '../reconcile/reconciler';
+import { advanceHandoverNow } from '../reconcile/advance';
+import { workerStatusConfigMapName } from '../../common/handover';
 import { ApiCluster } from './cluster';
 import type { KubeClient } from '../../common/kube-client';
 import { EventRecorder } from './events';
@@ -30,6 +32,8 @@ export class Controller {
   private readonly jobs: Informer;
   private readonly cluster: ApiCluster;
   private inFlight = 0;
+  /** Jobs whose hand-over is being advanced outside the queue; true: a report came meanwhile (advanceOnReport). */
+  private readonly advancing = new Map<string, boolean>();
 
   constructor(
     client: KubeClient,
@@ -43,7 +47,16 @@ export class Controller {
     const owned = (plural: string, r: (typeof RESOURCES)[keyof typeof RESOURCES]) =>
       new Informer(client, r, { namespace: ns, labelSelector: `${MANAGED_BY}=${FIELD_MANAGER}` }, (_t, obj) => this.enqueueOwner(obj), count(plural));
     const statefulSets = owned('statefulsets', RESOURCES.statefulSet);
-    const configMaps = owned('configmaps', RESOURCES.configMap);
+    const configMaps = new Informer(
+      client,
+      RESOURCES.configMap,
+      { namespace: ns, labelSelector: `${MANAGED_BY}=${FIELD_MANAGER}` },
+      (_t, obj) => {
+        this.enqueueOwner(obj);
+        this.advanceOnReport(obj);
+      },
+      count('configmaps'),
+    );
     const services = owned('services', RESOURCES.service);
     const pdbs = owned('poddisruptionbudgets', RESOURCES.podDisruptionBudget);
     this.informers = [this.jobs, statefulSets, configMaps, services, pdbs];
@@ -55,8 +68,38 @@ export class Controller {
   }
 
   private enqueueOwner(obj: Obj): void {
-    const owner = obj.metadata.ownerReferences?.find((o) => o.controller === true && o.kind === KIND);
-    if (owner !== undefined) this.queue.add(`${obj.metadata.namespace}/${owner.name}`);
+    const owner = ownerOf(obj);
+    if (owner !== undefined) this.queue.add(`${obj.metadata.namespace}/${owner}`);
+  }
+
+  /**
+   * A worker's report while its job's reconcile is in flight: the hand-over's next phase is
+   * published now (advance.ts), not after that reconcile's applies — the moved key groups are
+   * paused meanwhile. One at a time per job; a report arriving during one runs it again.
+   */
+  private advanceOnReport(obj: Obj): void {
+    const owner = ownerOf(obj);
+    if (owner === undefined || !isWorkerReport(obj.metadata.name, owner)) return;
+    const key = `${obj.metadata.namespace}/${owner}`;
+    if (!this.queue.isProcessing(key)) return; // the queue runs its reconcile at once, which advances first
+    if (this.advancing.has(key)) {
+      this.advancing.set(key, true);
+      return;
+    }
+    this.advancing.set(key, false);
+    void (async () => {
+      try {
+        do {
+          this.advancing.set(key, false);
+          if (await advanceHandoverNow(this.cluster, obj.metadata.namespace!, owner)) this.metrics.reconciles.inc({ result: 'advance' });
+        } while (this.advancing.get(key) === true);
+      } catch (err) {
+        // The queued reconcile (the report enqueued it) advances it instead.
+        log('warn', 'advancing the hand-over on a report failed; the next reconcile will', { job: key, error: (err as Error).message });
+      } finally {
+        this.advancing.delete(key);
+      }
+    })();
   }
 
   /** Runs until `signal` aborts, then lets in-flight reconciles finish. */
@@ -138,4 +181,14 @@ export class Controller {
   get busy(): number {
     return this.inFlight;
   }
+}
+
+function ownerOf(obj: Obj): string | undefined {
+  return obj.metadata.ownerReferences?.find((o) => o.controller === true && o.kind === KIND)?.name;
+}
+
+/** A worker's report ConfigMap of job `owner` (`<job>-worker-<ordinal>`). */
+function isWorkerReport(name: string | undefined, owner: string): boolean {
+  const prefix = workerStatusConfigMapName(owner, 0).slice(0, -1);
+  return name !== undefined && name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length));
 }

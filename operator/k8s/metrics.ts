@@ -8,7 +8,7 @@ export function createOperatorMetrics() {
     registry,
     reconciles: new Counter({
       name: 'abacus_operator_reconciles_total',
-      help: 'Reconciles of AbacusJobs, by result (success, error, requeue), in reconciles.',
+      help: 'Reconciles of AbacusJobs, by result (success, error, requeue; advance: a hand-over phase published on a worker report outside the queue), in reconciles.',
       labelNames: ['result'],
       registers: [registry],
     }),

@@ -32,6 +32,11 @@ export class WorkQueue {
     return this.queue.length;
   }
 
+  /** True while a worker holds the key (between get and done). */
+  isProcessing(key: string): boolean {
+    return this.processing.has(key);
+  }
+
   add(key: string): void {
     if (this.shuttingDown || this.dirty.has(key)) return;
     this.dirty.add(key);

@@ -2,11 +2,11 @@ import type { V1ConfigMap, V1Job, V1StatefulSet } from '@kubernetes/client-node'
 import type { AbacusJob, AbacusJobStatus } from '../api/abacusjob';
 import { applyDefaults } from '../api/schema';
 import { specSchema } from '../api/abacusjob';
-import { aggregateProgress, parseReport, REPORT_KEY, type FinishedMove, type WorkerReport } from '../../common/handover';
+import { aggregateProgress, type FinishedMove } from '../../common/handover';
 import type { Assignment } from '../../common/assignment';
-import { assignedWorkers, desiredAssignmentConfigMap, publishedAssignment } from '../model/assignment';
+import { assignedWorkers } from '../model/assignment';
 import { desiredWorkerRole, desiredWorkerRoleBinding, desiredWorkerServiceAccount, desiredWorkerStatusConfigMap } from '../model/rbac';
-import { decideRescale } from './rescale';
+import { advances, publishAdvance, publishAssignment, readHandover } from './advance';
 import { decideDeletion, hasFinalizer } from './finalize';
 import { CLEANUP_KEY, cleanupName, parseCleanupReport } from '../../common/cleanup';
 import { desiredCleanupJob, desiredCleanupReportConfigMap } from '../model/cleanup';
@@ -128,19 +128,11 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
     // reports): while one is in progress, every child object it needs already exists (the
     // reconcile that started it applied them), and a moved group is paused until its next
     // phase is published, so publishing waits for nothing else (ADR 0005).
-    const assignmentCm = await (cluster.readConfigMap ?? cluster.getConfigMap).call(cluster, namespace, names.assignment(name));
-    const current = publishedAssignment(assignmentCm);
-    const reports = await readReports(cluster, job, current, job.spec.replicas);
-    const decision = decideRescale({
-      keyGroups: job.spec.keyGroups,
-      replicas: job.spec.replicas,
-      current,
-      reports,
-      checkpointsConfigured: job.spec.checkpoints !== undefined,
-      now: now(),
-    });
-    const advancing = current?.handover !== undefined && decision.publish !== undefined;
-    if (advancing) await publishAssignment(cluster, job, decision.publish, current.generation, assignmentCm?.metadata?.resourceVersion);
+    const view = await readHandover(cluster, job, now());
+    const { current, decision } = view;
+    const advancing = advances(view);
+    // Published meanwhile by the controller's fast lane (advance.ts): decide again from that document.
+    if (advancing && !(await publishAdvance(cluster, job, view))) return { requeueAfterMs: 0 };
 
     // reconcileConfig
     await applyAndRecord(cluster, job, desiredConfigMap(job));
@@ -157,10 +149,9 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
     for (let o = 0; o < decision.reportOrdinals; o++) await cluster.apply(desiredWorkerStatusConfigMap(job, o));
     const scaledSts = desiredStatefulSet(job, decision.statefulSetReplicas);
     const unsupported = keepImmutableClaims(scaledSts, sts);
-    if (decision.publish !== undefined && !advancing) await publishAssignment(cluster, job, decision.publish, current?.generation, assignmentCm?.metadata?.resourceVersion);
+    if (decision.publish !== undefined && !advancing) await publishAssignment(cluster, job, decision.publish, current?.generation, view.resourceVersion);
     await applyAndRecord(cluster, job, scaledSts);
-    for (const e of decision.events) await cluster.event(job, e.type, e.reason, e.message);
-    cluster.observeRescale?.(job, decision.finished, decision.completedSeconds);
+    if (!advancing) for (const e of decision.events) await cluster.event(job, e.type, e.reason, e.message);
     const next = decision.doc;
 
     // reconcileDisruptionBudget
@@ -180,7 +171,7 @@ export async function reconcile(cluster: Cluster, namespace: string, name: strin
       lastApplied: { generation: job.metadata.generation, ...applied },
     });
     if (unsupported !== undefined) await reportOnce(cluster, job, 'UnsupportedChange', unsupported);
-    await cluster.applyStatus(job, { ...status, ...aggregateProgress(reports.values()) });
+    await cluster.applyStatus(job, { ...status, ...aggregateProgress(view.reports.values()) });
     if (decision.rescaling.active) return { requeueAfterMs: RESCALE_REQUEUE_MS };
     return getCondition(status.conditions, 'Progressing')?.status === 'True' ? { requeueAfterMs: PROGRESS_REQUEUE_MS } : {};
   } catch (err) {
@@ -234,24 +225,6 @@ async function applyAndRecord(cluster: Cluster, job: AbacusJob, object: KubeObje
   return outcome;
 }
 
-/** The reports of every worker that may take part (unreadable ones are skipped: the hand-over waits for them). */
-async function readReports(cluster: Cluster, job: AbacusJob, current: Assignment | undefined, replicas: number): Promise<Map<number, WorkerReport>> {
-  const reports = new Map<number, WorkerReport>();
-  const h = current?.handover;
-  const ordinals = Math.max(replicas, current?.workers.length ?? 0, h?.targetReplicas ?? 0, h?.fromReplicas ?? 0);
-  for (let o = 0; o < ordinals; o++) {
-    const text = (await cluster.getConfigMap(job.metadata.namespace, names.workerStatus(job.metadata.name, o)))?.data?.[REPORT_KEY];
-    if (text === undefined) continue;
-    try {
-      const report = parseReport(text);
-      if (report.ordinal === o) reports.set(o, report);
-    } catch {
-      // A damaged report counts as none: the steps it would confirm wait.
-    }
-  }
-  return reports;
-}
-
 function assignmentStatus(doc: Assignment, job: string): AbacusJobStatus['assignment'] {
   const h = doc.handover;
   return {
@@ -260,25 +233,6 @@ function assignmentStatus(doc: Assignment, job: string): AbacusJobStatus['assign
     configMap: names.assignment(job),
     ...(h === undefined ? {} : { targetReplicas: h.targetReplicas, movedKeyGroups: h.total - h.moves.length, movingKeyGroups: h.total, startedAt: h.startedAt }),
   };
-}
-
-/**
- * Publishes a document, on condition that the published one is still the one it was computed
- * from (server-side apply checks metadata.resourceVersion): two documents of one generation
- * never exist, even if a stale operator replica wrote meanwhile.
- */
-async function publishAssignment(cluster: Cluster, job: AbacusJob, next: Assignment, previousGeneration: number | undefined, resourceVersion: string | undefined): Promise<void> {
-  const cm = desiredAssignmentConfigMap(job, next);
-  if (resourceVersion !== undefined) cm.metadata = { ...cm.metadata, resourceVersion };
-  await cluster.apply(cm);
-  if (previousGeneration !== next.generation) {
-    await cluster.event(
-      job,
-      'Normal',
-      'AssignmentPublished',
-      `Published key-group assignment generation ${next.generation}: ${job.spec.keyGroups} key groups over ${assignedWorkers(next)} workers${next.handover === undefined ? '' : `, ${next.handover.moves.length} still moving`}`,
-    );
-  }
 }
 
 async function announce(cluster: Cluster, job: AbacusJob, change: Classification): Promise<void> {

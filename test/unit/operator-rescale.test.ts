@@ -5,6 +5,8 @@ import { ownerMap, parseAssignment, planOwners, type Assignment } from '../../co
 import { emptyReport, parseReport, pruneReport, REPORT_KEY, workerDuties, type WorkerReport } from '../../common/handover';
 import { reconcile, type KubeObject } from '../../operator/reconcile/reconciler';
 import { decideRescale } from '../../operator/reconcile/rescale';
+import { advanceHandoverNow } from '../../operator/reconcile/advance';
+import { ApiError } from '../../common/kube-client';
 import { minimalJob, RecordingCluster } from './operator-fixtures';
 
 const T0 = new Date('2025-01-01T00:00:00Z');
@@ -95,4 +97,57 @@ test('decideRescale: a dead old owner stalls its moves (never a second counter) 
   assert.equal(d.publish, undefined);
   assert.match(d.rescaling.message, /1 waiting for release by worker 0/);
   assert.equal(d.statefulSetReplicas, 2);
+});
+
+/** Scales a settled 2-worker job to 3 and lets the operator start the hand-over; the workers have not acted on it. */
+async function handoverStarted(): Promise<RecordingCluster> {
+  const cluster = new RecordingCluster(minimalJob({ replicas: 2, keyGroups: 12, ...CHECKPOINTS }));
+  await reconcile(cluster, 'ns', 'j', () => T0);
+  for (const o of [0, 1]) workerActs(cluster, o, 0);
+  cluster.job = { ...cluster.job, metadata: { ...cluster.job.metadata, generation: 2 }, spec: { ...cluster.job.spec, replicas: 3 } };
+  await reconcile(cluster, 'ns', 'j', () => T0);
+  workerActs(cluster, 2, 0);
+  await reconcile(cluster, 'ns', 'j', () => T0);
+  assert.ok(doc(cluster).handover !== undefined);
+  return cluster;
+}
+
+test('advanceHandoverNow: a report advances the hand-over alone (no child applied, no status written), and a full reconcile then finds nothing to publish', async () => {
+  const cluster = await handoverStarted();
+  for (const o of [0, 1, 2]) workerActs(cluster, o, 0);
+  const before = doc(cluster);
+  const applied = cluster.applied.length;
+  const status = cluster.status;
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), true);
+  assert.ok(doc(cluster).generation > before.generation, 'the next phase is published');
+  assert.deepEqual(cluster.applied.slice(applied), ['ConfigMap/j-assignment'], 'only the document');
+  assert.equal(cluster.status, status, 'no status write');
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), false, 'the same reports move nothing further');
+
+  // Played to the end by the fast lane alone, the hand-over finishes with its event.
+  for (let round = 0; round < 6 && doc(cluster).handover !== undefined; round++) {
+    for (const o of [0, 1, 2]) workerActs(cluster, o, round * 1000);
+    await advanceHandoverNow(cluster, 'ns', 'j', () => T0);
+  }
+  assert.equal(doc(cluster).handover, undefined);
+  assert.ok(cluster.events.includes('Normal/RescaleFinished'));
+  await reconcile(cluster, 'ns', 'j', () => T0);
+  assert.equal(rescaling(cluster).status, 'False');
+  assert.equal(stsReplicas(cluster), 3);
+});
+
+test('a reconcile whose publish loses to another publisher (409 on the resourceVersion) tells nothing and decides again at once', async () => {
+  const cluster = await handoverStarted();
+  for (const o of [0, 1, 2]) workerActs(cluster, o, 0);
+  const before = doc(cluster);
+  const events = cluster.events.length;
+  const apply = cluster.apply.bind(cluster);
+  cluster.apply = (o: KubeObject) => (o.metadata?.name === 'j-assignment' ? Promise.reject(new ApiError(409, 'Conflict', 'the object has been modified')) : apply(o));
+  assert.deepEqual(await reconcile(cluster, 'ns', 'j', () => T0), { requeueAfterMs: 0 });
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), false);
+  assert.deepEqual(cluster.events.slice(events), [], 'no event for a step it did not publish');
+  assert.equal(doc(cluster).generation, before.generation);
+  cluster.apply = apply;
+  await reconcile(cluster, 'ns', 'j', () => T0);
+  assert.ok(doc(cluster).generation > before.generation);
 });

@@ -110,6 +110,33 @@ export interface TaskProgress {
 /** A flush stops looking for expired records once it has this many to delete; the other groups' sweeps wait for the next flushes. */
 const SWEEP_BATCH = 200_000;
 
+/** Milliseconds each phase of one flush took, in order, with the rows and state records it wrote. */
+export interface FlushTimes {
+  finaliseMs?: number;
+  previousSinkMs?: number;
+  sweepMs?: number;
+  commitMs?: number;
+  sinkMs?: number;
+  rows?: number;
+  puts?: number;
+}
+
+/** Times the phases of a flush, each from the end of the one before. */
+class FlushPhases {
+  readonly times: FlushTimes = {};
+  readonly started: number;
+  private last: number;
+  constructor(private readonly clock: () => number) {
+    this.started = clock();
+    this.last = this.started;
+  }
+  mark(phase: 'finaliseMs' | 'previousSinkMs' | 'sweepMs' | 'commitMs' | 'sinkMs'): void {
+    const now = this.clock();
+    this.times[phase] = now - this.last;
+    this.last = now;
+  }
+}
+
 export class CountTask {
   private readonly window = new WindowAccumulator();
   private readonly tally: CountingTally = { counted: 0, duplicates: 0, beyondHorizon: 0 };
@@ -124,6 +151,8 @@ export class CountTask {
   private looping = false;
   /** Stops waiting for the last window's sink write: while any does, the loop closes no window (see stopGroups). */
   private windowCloseHeld = 0;
+  /** Where the last flush's time went (see FlushPhases): a stop reports it, as its flush is part of the moved groups' pause. */
+  private lastFlush: FlushTimes = {};
   private readonly clock: () => number;
   private windowStartedAt: number;
   private outboxWritten = false;
@@ -377,7 +406,7 @@ export class CountTask {
    * cache. Resolves with the times the groups' last records were counted (`stop`: the
    * consistent point) and their flush committed (`flushed`). Other groups only wait for that one flush.
    */
-  async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
+  async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number; flush: FlushTimes }> {
     // The stop's flush must see the last window's sink write confirmed before it commits; if
     // that write were still in flight at the stop, the moving groups would wait for two sink
     // writes instead of one. So it is waited for first, while every group still counts, and
@@ -391,11 +420,14 @@ export class CountTask {
     }
   }
 
-  private stopAtConsistentPoint(groups: readonly number[]): Promise<{ stop: number; flushed: number }> {
+  private stopAtConsistentPoint(groups: readonly number[]): Promise<{ stop: number; flushed: number; flush: FlushTimes }> {
     return this.atConsistentPoint(async () => {
       const owned = this.requireOwnedSet();
       const stop = this.clock();
       await this.flush();
+      // The sink has confirmed this commit's totals. A restart must not re-send them from the
+      // outbox: once the groups are released, their new owner's totals are newer than these.
+      await this.dropConfirmedOutbox();
       for (const g of groups) owned.delete(g);
       this.options.source.removeGroups?.(groups);
       this.cache.forgetGroups(groups);
@@ -406,7 +438,7 @@ export class CountTask {
         this.hydrate.delete(g);
         this.restoredClean.delete(g);
       }
-      return { stop, flushed: this.clock() };
+      return { stop, flushed: this.clock(), flush: this.lastFlush };
     });
   }
 
@@ -511,20 +543,26 @@ export class CountTask {
    * committed, its sink write going on while the loop fills the next window.
    */
   async flush(overlap = false): Promise<void> {
-    this.windowStartedAt = this.clock();
+    const phases = new FlushPhases(this.clock);
+    this.lastFlush = phases.times;
+    this.windowStartedAt = phases.started;
     if (this.recordsInWindow === 0) {
       if (!overlap) await this.sinkConfirmed();
+      phases.mark('sinkMs');
       return;
     }
     const timer = metrics.windowFlushSeconds.startTimer();
     // Finalising may overlap the previous window's sink write: that window's counters are
     // committed and in the cache, so none of them is hydrated from the sink.
     const { keys: counterKeys, rows } = await this.finalise();
+    phases.mark('finaliseMs');
     // The outbox holds one commit's counters: this commit replaces it only once the sink has
     // the previous one's totals. A checkpoint waiting for a commit point goes first.
     await this.sinkConfirmed();
     while (this.commitPointWaiters > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    phases.mark('previousSinkMs');
     const sweep = await this.sweepDue();
+    phases.mark('sweepMs');
 
     const { puts, deletes } = this.cache.changes();
     for (const key of sweep.keys) deletes.push(key);
@@ -555,6 +593,9 @@ export class CountTask {
       done();
       throw new AbacusError('CommitFailed', `committing the window to ${this.store.location} failed: ${(err as Error).message}`, 'check the volume (space, permissions); the task restarts from the last committed position');
     }
+    phases.mark('commitMs');
+    phases.times.rows = rows.length;
+    phases.times.puts = puts.length;
     this.cache.markCommitted();
     for (const [g, cutoff] of sweep.cutoffs) this.sweptAt.set(g, cutoff);
     metrics.stateExpired.inc({ kind: 'dedup' }, sweep.dedup);
@@ -577,7 +618,10 @@ export class CountTask {
       .finally(done);
     write.catch(() => undefined); // a failure is thrown by the next sinkConfirmed(), not left unhandled
     this.sinkWrite = write;
-    if (!overlap) await this.sinkConfirmed();
+    if (!overlap) {
+      await this.sinkConfirmed();
+      phases.mark('sinkMs');
+    }
   }
   /** Waits for the sink write of the last commit (if one is outstanding); throws its failure (SinkGaveUp). */
   private async sinkConfirmed(): Promise<void> {
@@ -933,13 +977,17 @@ export class CountTask {
   async close(): Promise<void> {
     await this.checkpointing; // never close the store under a snapshot being read
     await this.retaining;
-    // The sink has the last commit's totals: without this, the next open would re-send them
-    // (harmless, they are totals) and say the previous run stopped before the sink had them.
-    if (this.outboxWritten && this.outboxConfirmed) {
-      await this.store.write([], [OUTBOX_KEY], true);
-      this.outboxWritten = false;
-    }
+    // Without this the next open would re-send the last totals (the same values when this
+    // worker kept its groups) and say the previous run stopped before the sink had them.
+    await this.dropConfirmedOutbox();
     await this.store.close();
+  }
+
+  /** Deletes the outbox once the sink has confirmed its totals: nothing of it is left to re-send. */
+  private async dropConfirmedOutbox(): Promise<void> {
+    if (!this.outboxWritten || !this.outboxConfirmed) return;
+    await this.store.write([], [OUTBOX_KEY], true);
+    this.outboxWritten = false;
   }
 }
 
