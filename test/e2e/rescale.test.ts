@@ -64,23 +64,29 @@ test('kubectl scale 2 → 5 → 3 → 1 while input flows: only moved groups mov
   process.stderr.write(`rescale timings: ${timings.join(', ')}; ${moves.length} moved groups, pause p50 ${p.p50} ms, p99 ${p.p99} ms, max ${p.max} ms; ${RescaleCluster.stepSummary(moves)}\n`);
 });
 
-test('a worker SIGKILLed and the operator killed in the middle of hand-overs: the moves finish, counts exact', async () => {
+test('workers SIGKILLed before and after their release, and the operator killed, in the middle of hand-overs: the moves finish, counts exact', async () => {
   const { job, topic, keyspace, kubelet } = await cluster.setUpJob('kill', 2, 12);
   const values = testInput({ seed: 9, nowSec: Math.floor(Date.now() / 1000), valid: 4000, dupRate: 0.1, maxEventBytes: MAX_EVENT_BYTES, customers: 150 });
   const feeder = new Feeder(env.kafka, topic, values, 150, 400);
 
-  // 2 → 4: kill the old owner 0 as soon as a group of it is being released.
-  const released = cluster.untilAssignment(job, 'a release by worker 0', (a) => a.handover?.moves.some((m) => m.phase === 'release' && m.from === 0) === true, 120_000);
+  // 2 → 4: kill the old owner 0 as soon as it reported a release. Its groups now count on
+  // their new owner: the restarted worker must not send their older totals again.
+  const reported = cluster.untilReport(job, 0, 'a release reported by worker 0', (r) => Object.keys(r.released).length > 0, 120_000);
   cluster.scale(job, 4);
-  await released;
+  await reported;
   await kubelet.workers.get(0)!.kill();
   await cluster.settled(job, 4);
 
-  // 4 → 2: kill the operator once the hand-over has started; a new one finishes it.
+  // 4 → 2: kill the old owner 3 as soon as a group of it is to be released (the restarted
+  // worker releases it from its committed state), and the operator once the hand-over has
+  // started; a new one finishes it.
+  const releasing = cluster.untilAssignment(job, 'a release by worker 3', (a) => a.handover?.moves.some((m) => m.phase === 'release' && m.from === 3) === true, 120_000);
   const started = cluster.untilAssignment(job, 'the hand-over to 2 started', (a) => a.handover?.targetReplicas === 2, 60_000);
   cluster.scale(job, 2);
   await started;
   await cluster.replaceOperator(2000);
+  await releasing;
+  await kubelet.workers.get(3)!.kill();
   await cluster.settled(job, 2);
 
   const produced = await feeder.finish();

@@ -7,7 +7,7 @@ import { tempDir } from './local';
 import { ProcessKubelet } from './process-kubelet';
 import { createNamespace, deleteNamespace, example, getJson, installCrd, kubeEnv, kubectl, startOperator, waitFor, type OperatorProcess } from '../integration/operator-harness';
 import { parseAssignment, type Assignment } from '../../common/assignment';
-import type { MoveTimeline } from '../../common/handover';
+import { ASSIGNMENT_KEY, parseReport, REPORT_KEY, workerStatusConfigMapName, type MoveTimeline, type WorkerReport } from '../../common/handover';
 import { dropKeyspace } from './cassandra';
 
 /**
@@ -136,31 +136,40 @@ export class RescaleCluster {
    * milliseconds a call on a loaded machine) can miss a phase that lasts less than that.
    */
   untilAssignment(job: string, what: string, predicate: (a: Assignment) => boolean, timeoutMs: number): Promise<Assignment> {
+    return this.untilConfigMap(`${job}-assignment`, ASSIGNMENT_KEY, parseAssignment, what, predicate, timeoutMs);
+  }
+
+  /** The first report of worker `ordinal` that satisfies `predicate`, seen through a watch (as untilAssignment). */
+  untilReport(job: string, ordinal: number, what: string, predicate: (r: WorkerReport) => boolean, timeoutMs: number): Promise<WorkerReport> {
+    return this.untilConfigMap(workerStatusConfigMapName(job, ordinal), REPORT_KEY, parseReport, what, predicate, timeoutMs);
+  }
+
+  private untilConfigMap<T>(name: string, key: string, parse: (text: string) => T, what: string, predicate: (value: T) => boolean, timeoutMs: number): Promise<T> {
     const { bin, kubeconfig } = kubeEnv();
-    const args = ['--kubeconfig', kubeconfig, 'get', 'configmap', `${job}-assignment`, '-n', this.namespace, '--watch', '-o', 'jsonpath={.data.assignment\\.json}'];
+    const args = ['--kubeconfig', kubeconfig, 'get', 'configmap', name, '-n', this.namespace, '--watch', '-o', `jsonpath={.data.${key.replace(/\./g, '\\.')}}{"\\n"}`];
     const watch = spawn(join(bin, 'kubectl'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    return new Promise<Assignment>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       let buffered = '';
       let stderr = '';
-      const done = (err: Error | undefined, a?: Assignment) => {
+      const done = (err: Error | undefined, value?: T) => {
         clearTimeout(timer);
         watch.kill();
         if (err !== undefined) reject(err);
-        else resolve(a!);
+        else resolve(value!);
       };
-      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs}ms waiting for ${what} (watching ${job}-assignment)`)), timeoutMs);
+      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs}ms waiting for ${what} (watching ${name})`)), timeoutMs);
       watch.stdout.on('data', (chunk: Buffer) => {
         buffered += chunk.toString('utf8');
         const lines = buffered.split('\n');
         buffered = lines.pop()!;
         for (const line of lines) {
           if (line.trim() === '') continue;
-          const a = parseAssignment(line);
-          if (predicate(a)) return done(undefined, a);
+          const value = parse(line);
+          if (predicate(value)) return done(undefined, value);
         }
       });
       watch.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-      watch.on('exit', (code) => done(new Error(`kubectl watch of ${job}-assignment ended (${code}) before ${what}: ${stderr.trim()}`)));
+      watch.on('exit', (code) => done(new Error(`kubectl watch of ${name} ended (${code}) before ${what}: ${stderr.trim()}`)));
     });
   }
 
