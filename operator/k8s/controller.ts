@@ -52,8 +52,9 @@ export class Controller {
       RESOURCES.configMap,
       { namespace: ns, labelSelector: `${MANAGED_BY}=${FIELD_MANAGER}` },
       (_t, obj) => {
+        const busy = this.reconciling(obj); // before enqueueing: an idle worker would take the key at once
         this.enqueueOwner(obj);
-        this.advanceOnReport(obj);
+        if (busy) this.advanceOnReport(obj);
       },
       count('configmaps'),
     );
@@ -72,8 +73,15 @@ export class Controller {
     if (owner !== undefined) this.queue.add(`${obj.metadata.namespace}/${owner}`);
   }
 
+  /** True while the reconcile of the object's owning job is in flight. */
+  private reconciling(obj: Obj): boolean {
+    const owner = ownerOf(obj);
+    return owner !== undefined && this.queue.isProcessing(`${obj.metadata.namespace}/${owner}`);
+  }
+
   /**
-   * A worker's report while its job's reconcile is in flight: the hand-over's next phase is
+   * A worker's report while its job's reconcile is in flight (otherwise the queue runs the
+   * reconcile at once, and it advances the hand-over first): the hand-over's next phase is
    * published now (advance.ts), not after that reconcile's applies — the moved key groups are
    * paused meanwhile. One at a time per job; a report arriving during one runs it again.
    */
@@ -81,7 +89,6 @@ export class Controller {
     const owner = ownerOf(obj);
     if (owner === undefined || !isWorkerReport(obj.metadata.name, owner)) return;
     const key = `${obj.metadata.namespace}/${owner}`;
-    if (!this.queue.isProcessing(key)) return; // the queue runs its reconcile at once, which advances first
     if (this.advancing.has(key)) {
       this.advancing.set(key, true);
       return;

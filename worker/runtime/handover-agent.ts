@@ -233,9 +233,9 @@ export class HandoverAgent {
     const stop = task.groups().filter((g) => !wanted.has(g));
     let stopped = { stop: this.clock(), flushed: this.clock() };
     if (stop.length > 0) {
-      const { flush, ...times } = await task.stopGroups(stop);
-      stopped = times;
-      this.opts.log('info', 'stopped key groups', { generation: doc.generation, groups: stop.length, flushMs: times.flushed - times.stop, ...flush });
+      const { times, ...at } = await task.stopGroups(stop);
+      stopped = at;
+      this.opts.log('info', 'stopped key groups', { generation: doc.generation, groups: stop.length, stopMs: at.flushed - at.stop, ...times });
     }
 
     // 2. Release: the final checkpoint of the stopped groups is the commit point of the move.

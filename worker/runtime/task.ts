@@ -110,27 +110,37 @@ export interface TaskProgress {
 /** A flush stops looking for expired records once it has this many to delete; the other groups' sweeps wait for the next flushes. */
 const SWEEP_BATCH = 200_000;
 
-/** Milliseconds each phase of one flush took, in order, with the rows and state records it wrote. */
-export interface FlushTimes {
+/**
+ * Milliseconds each phase of a stop took, in order: the flush's (finalise, previous sink
+ * write, sweep, commit, sink write) then the stop's own (outbox dropped, source and cache
+ * forgetting the groups), with the rows and state records the flush wrote.
+ */
+export interface StopTimes {
   finaliseMs?: number;
   previousSinkMs?: number;
   sweepMs?: number;
   commitMs?: number;
   sinkMs?: number;
+  outboxMs?: number;
+  sourceMs?: number;
+  cacheMs?: number;
   rows?: number;
   puts?: number;
 }
+type Phase = Exclude<keyof StopTimes, 'rows' | 'puts'>;
 
-/** Times the phases of a flush, each from the end of the one before. */
-class FlushPhases {
-  readonly times: FlushTimes = {};
+/** Times consecutive phases, each from the end of the one before. */
+class Phases {
   readonly started: number;
   private last: number;
-  constructor(private readonly clock: () => number) {
+  constructor(
+    private readonly clock: () => number,
+    readonly times: StopTimes = {},
+  ) {
     this.started = clock();
     this.last = this.started;
   }
-  mark(phase: 'finaliseMs' | 'previousSinkMs' | 'sweepMs' | 'commitMs' | 'sinkMs'): void {
+  mark(phase: Phase): void {
     const now = this.clock();
     this.times[phase] = now - this.last;
     this.last = now;
@@ -151,8 +161,8 @@ export class CountTask {
   private looping = false;
   /** Stops waiting for the last window's sink write: while any does, the loop closes no window (see stopGroups). */
   private windowCloseHeld = 0;
-  /** Where the last flush's time went (see FlushPhases): a stop reports it, as its flush is part of the moved groups' pause. */
-  private lastFlush: FlushTimes = {};
+  /** Where the last flush's time went (see StopTimes): a stop reports it, as its flush is part of the moved groups' pause. */
+  private lastFlush: StopTimes = {};
   private readonly clock: () => number;
   private windowStartedAt: number;
   private outboxWritten = false;
@@ -406,7 +416,7 @@ export class CountTask {
    * cache. Resolves with the times the groups' last records were counted (`stop`: the
    * consistent point) and their flush committed (`flushed`). Other groups only wait for that one flush.
    */
-  async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number; flush: FlushTimes }> {
+  async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number; times: StopTimes }> {
     // The stop's flush must see the last window's sink write confirmed before it commits; if
     // that write were still in flight at the stop, the moving groups would wait for two sink
     // writes instead of one. So it is waited for first, while every group still counts, and
@@ -420,16 +430,19 @@ export class CountTask {
     }
   }
 
-  private stopAtConsistentPoint(groups: readonly number[]): Promise<{ stop: number; flushed: number; flush: FlushTimes }> {
+  private stopAtConsistentPoint(groups: readonly number[]): Promise<{ stop: number; flushed: number; times: StopTimes }> {
     return this.atConsistentPoint(async () => {
       const owned = this.requireOwnedSet();
       const stop = this.clock();
       await this.flush();
       // The sink has confirmed this commit's totals. A restart must not re-send them from the
       // outbox: once the groups are released, their new owner's totals are newer than these.
+      const phases = new Phases(this.clock, { ...this.lastFlush });
       await this.dropConfirmedOutbox();
+      phases.mark('outboxMs');
       for (const g of groups) owned.delete(g);
       this.options.source.removeGroups?.(groups);
+      phases.mark('sourceMs');
       this.cache.forgetGroups(groups);
       for (const g of groups) {
         this.indexed.delete(g);
@@ -438,7 +451,8 @@ export class CountTask {
         this.hydrate.delete(g);
         this.restoredClean.delete(g);
       }
-      return { stop, flushed: this.clock(), flush: this.lastFlush };
+      phases.mark('cacheMs');
+      return { stop, flushed: this.clock(), times: phases.times };
     });
   }
 
@@ -543,7 +557,7 @@ export class CountTask {
    * committed, its sink write going on while the loop fills the next window.
    */
   async flush(overlap = false): Promise<void> {
-    const phases = new FlushPhases(this.clock);
+    const phases = new Phases(this.clock);
     this.lastFlush = phases.times;
     this.windowStartedAt = phases.started;
     if (this.recordsInWindow === 0) {
