@@ -127,3 +127,33 @@ test('forgetGroups drops the cached and uncommitted records of exactly those key
     assert.equal(before - cache.bytes, forgotten.reduce((n, k) => n + entryBytes(k, '1,0'), 0));
   });
 });
+
+test('the per-group record counts follow loads, commits, evictions and forgets; forgetting a group the cache holds nothing of changes nothing', async () => {
+  await withCache(async (cache, store) => {
+    const groups = [0, 3, 10, 255];
+    const key = (g: number, i: number) => `${g.toString(16).padStart(4, '0')}Ck-${i}`;
+    const total = () => groups.reduce((n, g) => n + cache.cachedInGroup(g), 0);
+    let seed = 7;
+    const next = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    // 60 windows of 12 keys over 4 groups × 40 keys: far past the capacity of 100, so evictions happen.
+    for (let w = 0; w < 60; w++) {
+      const keys = Array.from({ length: 12 }, () => key(groups[next(4)]!, next(40)));
+      await cache.load(keys);
+      for (const k of keys) if (next(2) === 0) cache.set(k, `${w},0`);
+      await store.write(cache.changes().puts, [], false);
+      cache.markCommitted();
+      assert.equal(total(), cache.size, `window ${w}: the groups' counts add up to the records cached`);
+    }
+    assert.ok(cache.size > 0 && cache.size <= 100);
+    const before = cache.size;
+    cache.forgetGroups([1, 2, 4096]); // groups it holds nothing of
+    assert.equal(cache.size, before);
+    for (const g of groups) {
+      const held = cache.cachedInGroup(g);
+      const size = cache.size;
+      cache.forgetGroups([g]);
+      assert.equal(cache.cachedInGroup(g), 0);
+      assert.equal(cache.size, size - held, `forgetting group ${g} dropped exactly its ${held} records`);
+    }
+  });
+});
