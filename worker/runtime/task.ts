@@ -89,7 +89,7 @@ export interface TaskOptions {
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: TaskProgress) => void;
   /** Extra log lines (sink retries, recovery) go here. */
-  readonly log?: (line: string) => void;
+  readonly log?: (line: string, level?: 'info' | 'warn') => void;
   /** Checkpointing; none when absent. */
   readonly checkpoints?: TaskCheckpoints;
 }
@@ -767,6 +767,7 @@ export class CountTask {
         this.checkpointFailuresInARow = 0;
         this.options.log?.(
           `checkpoint ${result.manifestId} (${reason}) committed: ${result.base.length} base, ${result.delta.length} delta, ${result.unchanged.length} unchanged groups; ${result.bytes} bytes in ${result.durationMs} ms`,
+          'info',
         );
         this.retainSoon(checkpointer);
         return result;
@@ -851,6 +852,7 @@ export class CountTask {
       this.options.log?.(
         `restored ${result.groups.length} key groups (${result.records} records, ${result.bytes} bytes) in ${result.durationMs} ms` +
           (result.missing.length > 0 ? `; no checkpoint holds key groups ${result.missing.join(',')}` : ''),
+        result.missing.length > 0 ? 'warn' : 'info',
       );
     }
     return result;

@@ -284,7 +284,7 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
       deadLetter,
       keyGroups: initialGroups,
       signal,
-      log: (line) => log('warn', line),
+      log: (line, level = 'warn') => log(level, line),
       // Producers' clocks may run ahead; an hour is believed, a record stamped later does not move expiry past it.
       sweepCeilingMs: () => Date.now() + 3_600_000,
       ...(checkpoints === undefined ? {} : { checkpoints }),
