@@ -96,10 +96,15 @@ export class Controller {
     this.advancing.set(key, false);
     void (async () => {
       try {
-        do {
+        // Again when a report came meanwhile, or when the reconcile published first (a
+        // conflict): the report that woke this one may not be in what it published.
+        for (let conflicts = 0; ; ) {
           this.advancing.set(key, false);
-          if (await advanceHandoverNow(this.cluster, obj.metadata.namespace!, owner)) this.metrics.reconciles.inc({ result: 'advance' });
-        } while (this.advancing.get(key) === true);
+          const outcome = await advanceHandoverNow(this.cluster, obj.metadata.namespace!, owner);
+          if (outcome === 'published') this.metrics.reconciles.inc({ result: 'advance' });
+          if (outcome === 'conflict' && ++conflicts <= MAX_ADVANCE_CONFLICTS) continue;
+          if (this.advancing.get(key) !== true) break;
+        }
       } catch (err) {
         // The queued reconcile (the report enqueued it) advances it instead.
         log('warn', 'advancing the hand-over on a report failed; the next reconcile will', { job: key, error: (err as Error).message });
@@ -189,6 +194,9 @@ export class Controller {
     return this.inFlight;
   }
 }
+
+/** A fast-lane advance that lost this many resourceVersion races in a row leaves the step to the queued reconcile. */
+const MAX_ADVANCE_CONFLICTS = 3;
 
 function ownerOf(obj: Obj): string | undefined {
   return obj.metadata.ownerReferences?.find((o) => o.controller === true && o.kind === KIND)?.name;

@@ -61,20 +61,24 @@ export async function publishAdvance(cluster: Cluster, job: AbacusJob, view: Han
   return true;
 }
 
+/** What advanceHandoverNow did. */
+export type AdvanceOutcome = 'published' | 'nothing' | 'conflict';
+
 /**
  * Advances a job's hand-over in progress and nothing else, outside the job's reconcile queue
  * (ADR 5): a worker's report arriving while the job's full reconcile is in flight would wait
  * for all of its applies, and the moved groups are paused until their next phase is
  * published. The full reconcile that follows finds the document advanced. Safe beside it: both
- * publish on the document's resourceVersion, so one of two concurrent publishers fails and
- * decides again. True when it published.
+ * publish on the document's resourceVersion, so one of two concurrent publishers fails
+ * ('conflict') and decides again.
  */
-export async function advanceHandoverNow(cluster: Cluster, namespace: string, name: string, now: () => Date = () => new Date()): Promise<boolean> {
+export async function advanceHandoverNow(cluster: Cluster, namespace: string, name: string, now: () => Date = () => new Date()): Promise<AdvanceOutcome> {
   const raw = await cluster.getJob(namespace, name);
-  if (raw === undefined || raw.metadata.deletionTimestamp !== undefined) return false;
+  if (raw === undefined || raw.metadata.deletionTimestamp !== undefined) return 'nothing';
   const job: AbacusJob = { ...raw, spec: applyDefaults(specSchema.json, raw.spec) as AbacusJob['spec'] };
   const view = await readHandover(cluster, job, now());
-  return advances(view) && (await publishAdvance(cluster, job, view));
+  if (!advances(view)) return 'nothing';
+  return (await publishAdvance(cluster, job, view)) ? 'published' : 'conflict';
 }
 
 /** The reports of every worker that may take part (unreadable ones are skipped: the hand-over waits for them). */

@@ -118,11 +118,11 @@ test('advanceHandoverNow: a report advances the hand-over alone (no child applie
   const before = doc(cluster);
   const applied = cluster.applied.length;
   const status = cluster.status;
-  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), true);
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), 'published');
   assert.ok(doc(cluster).generation > before.generation, 'the next phase is published');
   assert.deepEqual(cluster.applied.slice(applied), ['ConfigMap/j-assignment'], 'only the document');
   assert.equal(cluster.status, status, 'no status write');
-  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), false, 'the same reports move nothing further');
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), 'nothing', 'the same reports move nothing further');
 
   // Played to the end by the fast lane alone, the hand-over finishes with its event.
   for (let round = 0; round < 6 && doc(cluster).handover !== undefined; round++) {
@@ -144,7 +144,7 @@ test('a reconcile whose publish loses to another publisher (409 on the resourceV
   const apply = cluster.apply.bind(cluster);
   cluster.apply = (o: KubeObject) => (o.metadata?.name === 'j-assignment' ? Promise.reject(new ApiError(409, 'Conflict', 'the object has been modified')) : apply(o));
   assert.deepEqual(await reconcile(cluster, 'ns', 'j', () => T0), { requeueAfterMs: 0 });
-  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), false);
+  assert.equal(await advanceHandoverNow(cluster, 'ns', 'j', () => T0), 'conflict');
   assert.deepEqual(cluster.events.slice(events), [], 'no event for a step it did not publish');
   assert.equal(doc(cluster).generation, before.generation);
   cluster.apply = apply;
