@@ -412,8 +412,8 @@ export class CountTask {
 
   /**
    * Stops counting key groups at a consistent point: the window is flushed (state and positions
-   * committed, the sink has confirmed the totals), then the groups leave the source and the
-   * cache. Resolves with the times the groups' last records were counted (`stop`: the
+   * committed, the sink has confirmed the totals), the confirmed outbox is deleted, then the
+   * groups leave the source (their cached records stay, see below). Resolves with the times the groups' last records were counted (`stop`: the
    * consistent point) and their flush committed (`flushed`). Other groups only wait for that one flush.
    */
   async stopGroups(groups: readonly number[]): Promise<{ stop: number; flushed: number; times: StopTimes }> {
@@ -435,9 +435,9 @@ export class CountTask {
       const owned = this.requireOwnedSet();
       const stop = this.clock();
       await this.flush();
+      const phases = new Phases(this.clock, { ...this.lastFlush });
       // The sink has confirmed this commit's totals. A restart must not re-send them from the
       // outbox: once the groups are released, their new owner's totals are newer than these.
-      const phases = new Phases(this.clock, { ...this.lastFlush });
       await this.dropConfirmedOutbox();
       phases.mark('outboxMs');
       for (const g of groups) owned.delete(g);
