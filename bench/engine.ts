@@ -17,7 +17,7 @@
  * - wide event: `--wide-events` events (default 20) with `--wide-facets` facets each
  *   (default 60,000, ~860 KB an event).
  *
- *   npm run bench -- [--events N] [--customers N] [--window 1s] [--clock cpu|wall] [--cache-entries N | --memory-budget SIZE] [--data-dir DIR] [--keep]
+ *   npm run bench -- [--events N] [--customers N] [--window 1s] [--clock cpu|wall] [--cache-entries N | --memory-budget SIZE] [--engine records|native] [--data-dir DIR] [--keep]
  *                    [--case all|normal|heavy|wide] [--heavy-events N] [--wide-events N] [--wide-facets N]
  *
  * With --memory-budget (e.g. 1Gi) the state sizes itself from the budget (common/memory-budget.ts)
@@ -51,6 +51,7 @@ async function main(): Promise<void> {
       clock: { type: 'string', default: 'cpu' },
       'cache-entries': { type: 'string', default: '2000000' },
       'memory-budget': { type: 'string' },
+      engine: { type: 'string', default: 'records' },
       'data-dir': { type: 'string' },
       keep: { type: 'boolean', default: false },
       case: { type: 'string', default: 'all' },
@@ -63,8 +64,8 @@ async function main(): Promise<void> {
   const cases = values.case === 'all' ? ['normal', 'heavy', 'wide'] : [values.case];
   const perEvent: Record<string, CaseCost> = {};
   if (cases.includes('normal')) perEvent.normal = await normalCase(values);
-  if (cases.includes('heavy')) perEvent.heavy = await listCase('heavy customer', heavyCustomer(Number(values['heavy-events'])), values.window, values.clock);
-  if (cases.includes('wide')) perEvent.wide = await listCase('wide events', wideEvents(Number(values['wide-events']), Number(values['wide-facets'])), values.window, values.clock);
+  if (cases.includes('heavy')) perEvent.heavy = await listCase('heavy customer', heavyCustomer(Number(values['heavy-events'])), values);
+  if (cases.includes('wide')) perEvent.wide = await listCase('wide events', wideEvents(Number(values['wide-events']), Number(values['wide-facets'])), values);
   if (perEvent.normal !== undefined && Object.keys(perEvent).length > 1) {
     console.log('');
     console.log('engine CPU cost vs the normal workload (per event / per counter update):');
@@ -126,16 +127,16 @@ function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
 
-async function normalCase(values: { events: string; customers: string; window: string; clock: string; 'cache-entries': string; 'memory-budget'?: string; 'data-dir'?: string; keep: boolean }): Promise<CaseCost> {
+async function normalCase(values: { events: string; customers: string; window: string; clock: string; engine: string; 'cache-entries': string; 'memory-budget'?: string; 'data-dir'?: string; keep: boolean }): Promise<CaseCost> {
   const events = Number(values.events);
   const generator: GeneratorOptions = benchWorkload(events, Number(values.customers));
   const budget = values['memory-budget'];
-  const config = resolveJobConfig({ keyGroups: 128, window: values.window, state: budget === undefined ? { cacheEntries: Number(values['cache-entries']) } : { memoryBudget: budget } });
+  const config = resolveJobConfig({ keyGroups: 128, window: values.window, state: { engine: values.engine, ...(budget === undefined ? { cacheEntries: Number(values['cache-entries']) } : { memoryBudget: budget }) } });
   const dataDir = values['data-dir'] ?? mkdtempSync(join(tmpdir(), 'abacus-bench-'));
   console.log(`workload: ${int(events)} records, ${int(generator.customers)} customers (Zipf s=${generator.zipfExponent}), ${generator.facets} facets → ${3 * (1 + generator.facets)} counters/event, ${generator.duplicateRate * 100}% duplicates, ${generator.lateRate * 100}% late/historical`);
   const m = config.memory;
   const cacheSize = m === undefined ? `cache ${int(config.stateCacheEntries)} entries` : `memory budget ${bytes(m.budget)}: cache ${bytes(m.cacheBytes)}, Bloom filter ${bytes(m.filterBits / 8)}, block cache ${bytes(m.blockCacheSize)}, write buffers 2 × ${bytes(m.writeBufferSize)}, runtime reserve ${bytes(m.reserve)}`;
-  console.log(`config: level ${config.level}, ${config.keyGroups} key groups, window ${values.window}, ${cacheSize}; data in ${dataDir}`);
+  console.log(`config: ${config.engine} engine, level ${config.level}, ${config.keyGroups} key groups, window ${values.window}, ${config.engine === 'native' ? 'all state in memory' : cacheSize}; data in ${dataDir}`);
 
   // The generator's own cost, measured alone on a sample, so it can be taken out.
   const sample = Math.min(events, 300_000);
@@ -164,6 +165,7 @@ async function normalCase(values: { events: string; customers: string; window: s
   const cpu = cpuSeconds(process.cpuUsage(cpu0));
   const stateApprox = task.stateSize();
   const cacheStats = task.cacheStats;
+  const kernel = task.nativeStats();
   await task.close();
   await countSink.close();
   const engineCpu = cpu - genCpuPerRecord * result.read;
@@ -175,9 +177,10 @@ async function normalCase(values: { events: string; customers: string; window: s
   console.log(`cpu ${cpu.toFixed(1)} s (user+sys, all threads incl. RocksDB) → ${rate(result.read / cpu)} per core (generator included)`);
   console.log(`engine alone: ${rate(result.read / engineCpu)} per core (generator's ${(genCpuPerRecord * result.read).toFixed(1)} s subtracted)`);
   const peakRss = process.resourceUsage().maxRSS * 1024;
-  console.log(`peak RSS ${bytes(peakRss)}${m === undefined ? '' : ` — ${peakRss <= m.budget ? 'within' : 'OVER'} the memory budget of ${bytes(m.budget)} (${((peakRss / m.budget) * 100).toFixed(0)} %)`}; state cache at the end: ${int(task.cacheSize)} records, ${bytes(task.cacheBytes)} estimated`);
+  const held = kernel === undefined ? `state cache at the end: ${int(task.cacheSize)} records, ${bytes(task.cacheBytes)} estimated` : `kernel tables: ${bytes(kernel.stateBytes)} (${int(kernel.identities)} identities, ${int(kernel.markers)} markers, ${int(kernel.counters)} counters, ${int(kernel.customers)} customers, ${int(kernel.buckets)} buckets)`;
+  console.log(`peak RSS ${bytes(peakRss)}${m === undefined ? '' : ` — ${peakRss <= m.budget ? 'within' : 'OVER'} the memory budget of ${bytes(m.budget)} (${((peakRss / m.budget) * 100).toFixed(0)} %)`}; ${held}`);
   console.log(`state on disk ${bytes(du(localPaths(dataDir).state))} (files when the task closed: ${bytes(stateApprox)}), sink ${bytes(du(localPaths(dataDir).sink))}`);
-  console.log(`state reads: ${int(cacheStats.cacheHits)} cache hits, ${int(cacheStats.filteredReads)} ruled out by the Bloom filter, ${int(cacheStats.storeReads)} from RocksDB`);
+  if (kernel === undefined) console.log(`state reads: ${int(cacheStats.cacheHits)} cache hits, ${int(cacheStats.filteredReads)} ruled out by the Bloom filter, ${int(cacheStats.storeReads)} from RocksDB`);
   if (!values.keep && values['data-dir'] === undefined) rmSync(dataDir, { recursive: true, force: true });
   const updates = result.counted * 3 * (1 + generator.facets);
   console.log(`engine cost: ${((engineCpu / result.read) * 1e6).toFixed(1)} µs/event, ${((engineCpu / updates) * 1e6).toFixed(2)} µs/counter update`);
@@ -225,9 +228,9 @@ function wideEvents(events: number, facets: number): ListCase {
   return { records, updates: events * 3 * (1 + facets), describe: `${int(events)} events of ${int(facets)} facets each (${bytes(records[0]!.length)} an event)` };
 }
 
-async function listCase(name: string, c: ListCase, window: string, clock: string): Promise<CaseCost> {
+async function listCase(name: string, c: ListCase, { window, clock, engine }: { window: string; clock: string; engine: string }): Promise<CaseCost> {
   const maxBytes = Math.max(...c.records.map((r) => r.length));
-  const config = resolveJobConfig({ keyGroups: 128, window, maxEventBytes: Math.max(1 << 20, maxBytes) });
+  const config = resolveJobConfig({ keyGroups: 128, window, maxEventBytes: Math.max(1 << 20, maxBytes), state: { engine } });
   const dataDir = mkdtempSync(join(tmpdir(), 'abacus-bench-'));
   console.log('');
   console.log(`${name}: ${c.describe}`);

@@ -104,6 +104,13 @@ export interface JobConfig {
   /** How many state records the in-memory cache keeps across windows. */
   readonly stateCacheEntries: number;
   /**
+   * Which counting engine keeps the state (docs/adr/0007-hot-path.md): `records` (default) —
+   * string records in RocksDB behind a cache; `native` — the Rust kernel's fixed-width tables in
+   * memory, persisted as per-key-group segments (experimental: local mode only, no expiry or
+   * memory budget yet).
+   */
+  readonly engine: StateEngine;
+  /**
    * The memory budget's division (common/memory-budget.ts), when `state.memoryBudget` is set:
    * the cache is then bounded by its estimated bytes, and the Bloom filter and RocksDB's
    * block cache and write buffers are sized from it too.
@@ -124,6 +131,8 @@ export function stateFingerprint(config: JobConfig): Record<string, unknown> {
     granularities: [...config.granularities],
     facets: config.facets,
     maxEventBytes: config.maxEventBytes,
+    // Only when it is not the default, so that state written before engines existed still matches.
+    ...(config.engine === 'records' ? {} : { engine: config.engine }),
   };
 }
 
@@ -219,7 +228,7 @@ export function resolveJobConfig(raw: Raw): JobConfig {
   const facets = resolveFacets(raw.facets);
   const dedup = section(raw.dedup, 'dedup', ['retention']);
   const uniques = section(raw.uniques, 'uniques', ['retention']);
-  const state = section(raw.state, 'state', ['cacheEntries', 'memoryBudget']);
+  const state = section(raw.state, 'state', ['cacheEntries', 'memoryBudget', 'engine']);
   const rocks = section(raw.rocksdb, 'rocksdb', ['blockCacheSize', 'writeBufferSize', 'blockSize', 'maxOpenFiles']);
   const memory = resolveMemory(state, rocks);
   const metrics = section(raw.metrics, 'metrics', ['port']);
@@ -240,6 +249,7 @@ export function resolveJobConfig(raw: Raw): JobConfig {
     // With a budget the cache is bounded by bytes, not by a count of records.
     stateCacheEntries: memory !== undefined ? 1e9 : integer(state.cacheEntries ?? DEFAULTS.stateCacheEntries, 'state.cacheEntries', 1000, 1e9),
     ...(memory === undefined ? {} : { memory }),
+    engine: resolveEngine(state.engine, memory),
     rocksdb: {
       blockCacheSize: memory?.blockCacheSize ?? positiveSize(rocks.blockCacheSize ?? DEFAULTS.blockCacheSize, 'rocksdb.blockCacheSize'),
       writeBufferSize: memory?.writeBufferSize ?? positiveSize(rocks.writeBufferSize ?? DEFAULTS.writeBufferSize, 'rocksdb.writeBufferSize'),
@@ -251,6 +261,16 @@ export function resolveJobConfig(raw: Raw): JobConfig {
     cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra', ['contactPoints', 'localDataCenter', 'keyspace', 'table', 'consistency', 'mode', 'createSchema', 'replicationFactor']), identity),
     checkpoints: raw.checkpoints === undefined ? undefined : resolveCheckpoints(section(raw.checkpoints, 'checkpoints', ['interval', 'retention', 's3', 'dir']), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
   };
+}
+
+export type StateEngine = 'records' | 'native';
+
+function resolveEngine(raw: unknown, memory: MemoryPlan | undefined): StateEngine {
+  const engine = oneOf(raw ?? 'records', ['records', 'native'] as const, 'state.engine');
+  if (engine === 'native' && memory !== undefined) {
+    throw new ConfigError('state.engine', 'native does not support state.memoryBudget yet (its state is all in memory)', 'remove state.memoryBudget, or use state.engine: records');
+  }
+  return engine;
 }
 
 /** RocksDB settings of local mode's embedded sink: under a memory budget, the small share the reserve holds for it. */

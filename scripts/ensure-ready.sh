@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes a fresh clone runnable: installs the locked dependencies when node_modules is missing
-# or older than package-lock.json, and compiles the TypeScript when dist/ is missing or older
-# than any source file. Used by `npm run demo` and `npm test` so that each works alone.
+# or older than package-lock.json, compiles the TypeScript when dist/ is missing or older
+# than any source file, and builds the native counting kernel when it is missing or older
+# than its sources (scripts/build-native.sh: cargo, cached under ~/.cache/abacus/cargo).
+# Used by `npm run demo`, `npm run bench` and `npm test` so that each works alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +17,4 @@ if [ ! -f "$stamp" ] || [ -n "$(find common worker operator test bench scripts t
   npx tsc -p tsconfig.json >&2
   touch "$stamp"
 fi
+bash scripts/build-native.sh

@@ -11,6 +11,9 @@ npm run --silent build
 echo "== lint"
 npm run --silent lint
 
+echo "== native kernel: Rust unit tests"
+bash scripts/build-native.sh --test
+
 echo "== unit and local tests (no servers)"
 node --test --test-concurrency=2 dist/test/unit/ dist/test/local/
 

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { nativeKernelPath } from '../../worker/native/kernel';
 import type { KernelSettings } from './ts-kernel';
 
 /**
- * The TypeScript side of the Rust prototype (native/hotpath, built with
- * `cargo build --release` there; not part of `npm run build`): one call per micro-batch.
+ * The TypeScript side of the Rust prototype (native/hotpath, built by scripts/build-native.sh,
+ * which ensure-ready runs): one call per micro-batch.
  */
 
 export interface BatchDeltas {
@@ -36,10 +36,10 @@ interface NativeModule {
   Kernel: new (level: string, granularities: number[], dedupRetentionSec: number, uniquesRetentionSec: number, simd: boolean, compactMarkers: boolean, markerSlots: number) => RustKernel;
 }
 
-/** The built library: $ABACUS_HOTPATH_LIB, else native/hotpath's release build. */
+/** The built library: $ABACUS_HOTPATH_LIB, else the kernel's (worker/native/kernel.ts: dist/native/abacus-kernel.node). */
 export function nativeLibrary(): string {
-  const path = process.env.ABACUS_HOTPATH_LIB ?? join(__dirname, '..', '..', '..', 'native', 'hotpath', 'target', 'release', 'libabacus_hotpath.so');
-  if (!existsSync(path)) throw new Error(`the Rust prototype is not built (${path} is missing): run \`cargo build --release\` in native/hotpath`);
+  const path = process.env.ABACUS_HOTPATH_LIB ?? nativeKernelPath();
+  if (!existsSync(path)) throw new Error(`the Rust prototype is not built (${path} is missing): run \`bash scripts/build-native.sh\``);
   return path;
 }
 

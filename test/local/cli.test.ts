@@ -129,34 +129,35 @@ test('a metrics port in use is a named error before the data dir is created', as
   rmSync(dir, { recursive: true });
 });
 
-test('killed with SIGKILL at random instants and restarted, the counts are exactly the contract', async () => {
-  const dir = tempDir();
-  const file = join(dir, 'events.jsonl');
-  const lines = testInput({ seed: 99, nowSec: NOW, valid: 60_000, dupRate: 0.05, maxEventBytes: 1024 * 1024, customers: 2000 });
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  const data = join(dir, 'data');
-  const args = ['run', '--input', file, '--data-dir', data, '--ingest-time', INGEST, '--window', '50ms', '--quiet'];
-  const r = rng(99);
-  let kills = 0;
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const child = abacusChild(args);
-    const delay = 200 + Math.floor(r() * 800);
-    const timer = setTimeout(() => child.kill('SIGKILL'), delay);
-    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
-    clearTimeout(timer);
-    if (signal === 'SIGKILL') kills++;
-    else {
-      assert.equal(code, 0, `run ${attempt} exited with ${code}`);
-      break;
+for (const engine of ['records', 'native']) {
+  test(`killed with SIGKILL at random instants and restarted, the counts are exactly the contract [${engine}]`, async () => {
+    const dir = tempDir();
+    const file = join(dir, 'events.jsonl');
+    const lines = testInput({ seed: 99, nowSec: NOW, valid: 60_000, dupRate: 0.05, maxEventBytes: 1024 * 1024, customers: 2000 });
+    writeFileSync(file, `${lines.join('\n')}\n`);
+    const data = join(dir, 'data');
+    const args = ['run', '--input', file, '--data-dir', data, '--ingest-time', INGEST, '--window', '50ms', '--quiet', '--engine', engine];
+    const r = rng(99);
+    let kills = 0;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const child = abacusChild(args);
+      const delay = 200 + Math.floor(r() * 800);
+      const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+      const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+      clearTimeout(timer);
+      if (signal === 'SIGKILL') kills++;
+      else {
+        assert.equal(code, 0, `run ${attempt} exited with ${code}`);
+        break;
+      }
     }
-  }
-  assert.ok(kills >= 2, `the process was killed mid-run at least twice (got ${kills})`);
-  const final = abacus(args);
-  assert.equal(final.status, 0, final.stderr);
-  assert.ok(existsSync(join(data, 'sink')));
-  assert.deepEqual(counts(data), expectedFor(lines));
-  rmSync(dir, { recursive: true });
-});
+    assert.ok(kills >= 2, `the process was killed mid-run at least twice (got ${kills})`);
+    const final = abacus(args);
+    assert.equal(final.status, 0, final.stderr);
+    assert.ok(existsSync(join(data, 'sink')));
+    assert.deepEqual(counts(data), expectedFor(lines));
+  });
+}
 
 test('the demo runs, serves metrics while running, and prints a readable summary', () => {
   const r = abacus(['demo', '--events', '5000', '--metrics-port', '0']);

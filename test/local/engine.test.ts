@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import type { AbacusError } from '../../common/errors';
+import { LocalSink } from '../../worker/io/local-sink';
 import { runLocal } from '../../worker/runtime/local';
+import { CountTask } from '../../worker/runtime/task';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
 import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
@@ -13,7 +17,11 @@ import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRe
  */
 
 const NOW = Date.UTC(2026, 10, 27, 12) / 1000;
+/** Every property below holds for both engines (docs/adr/0007-hot-path.md). */
+const ENGINES = ['records', 'native'] as const;
 const MAX = 4096;
+
+type Engine = (typeof ENGINES)[number];
 
 function input(seed: number, valid: number): InputRecord[] {
   const r = rng(seed);
@@ -23,93 +31,122 @@ function input(seed: number, valid: number): InputRecord[] {
   return values.map((value) => ({ value, ingestTimeMs: (t += Math.floor(r() * 60_000)) }));
 }
 
-async function countWith(records: readonly InputRecord[], configOverrides: Record<string, unknown>, seed: number, dataDir = tempDir()) {
+async function countWith(records: readonly InputRecord[], configOverrides: Record<string, unknown>, seed: number, engine: Engine, dataDir = tempDir()) {
   const r = rng(seed);
-  const config = testConfig({ maxEventBytes: MAX, ...configOverrides });
+  const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine }, ...configOverrides });
   const batchSizes = Array.from({ length: 7 }, () => 1 + Math.floor(r() * 300));
   await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700) });
   return { rows: await localCounts(dataDir, config), dataDir, config };
 }
 
-test('random splits into windows and batches give the contract counts (account level)', async () => {
-  for (const seed of [1, 2, 3, 4, 5]) {
-    const records = input(seed, 400);
+for (const engine of ENGINES) {
+  test(`random splits into windows and batches give the contract counts (account level) [${engine}]`, async () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const records = input(seed, 400);
+      const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
+      assert.ok(expected.duplicates > 0 && expected.invalid.length > 0, 'input has duplicates and invalid events');
+      const a = await countWith(records, {}, seed * 7, engine);
+      const b = await countWith(records, {}, seed * 13, engine);
+      assert.deepEqual(a.rows, expected.rows, `seed ${seed}, split A`);
+      assert.deepEqual(b.rows, expected.rows, `seed ${seed}, split B`);
+      rmSync(a.dataDir, { recursive: true });
+      rmSync(b.dataDir, { recursive: true });
+    }
+  });
+}
+
+for (const engine of ENGINES) {
+  test(`customer level, a subset of granularities and an include list [${engine}]`, async () => {
+    const records = input(11, 300);
+    const expected = referenceRun(records, { level: 'customer', granularities: ['day', 'month'], facets: { include: ['campaign', 'amount'] }, maxEventBytes: MAX });
+    const got = await countWith(records, { level: 'customer', granularities: ['month', 'day'], facets: { include: ['campaign', 'amount'] } }, 11, engine);
+    assert.deepEqual(got.rows, expected.rows);
+    assert.ok(got.rows.every((row) => row.uniques === undefined), 'no uniques at customer level');
+    rmSync(got.dataDir, { recursive: true });
+  });
+}
+
+for (const engine of ENGINES) {
+  test(`an exclude list drops those facets only [${engine}]`, async () => {
+    const records = input(12, 200);
+    const expected = referenceRun(records, { level: 'account', facets: { exclude: ['device'] }, maxEventBytes: MAX });
+    const got = await countWith(records, { facets: { exclude: ['device'] } }, 12, engine);
+    assert.deepEqual(got.rows, expected.rows);
+    rmSync(got.dataDir, { recursive: true });
+  });
+}
+
+for (const engine of ENGINES) {
+  test(`input delivered again after a restore (positions ignored) changes nothing [${engine}]`, async () => {
+    const records = input(21, 300);
     const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
-    assert.ok(expected.duplicates > 0 && expected.invalid.length > 0, 'input has duplicates and invalid events');
-    const a = await countWith(records, {}, seed * 7);
-    const b = await countWith(records, {}, seed * 13);
-    assert.deepEqual(a.rows, expected.rows, `seed ${seed}, split A`);
-    assert.deepEqual(b.rows, expected.rows, `seed ${seed}, split B`);
-    rmSync(a.dataDir, { recursive: true });
-    rmSync(b.dataDir, { recursive: true });
-  }
-});
+    const first = await countWith(records, {}, 21, engine);
+    assert.deepEqual(first.rows, expected.rows);
+    // Re-deliver a prefix and then everything, into the same state, as a replay would.
+    for (const replay of [records.slice(0, 120), records]) {
+      await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(replay, [50], true), clock: jumpyClock(5, 900) });
+      assert.deepEqual(await localCounts(first.dataDir, first.config), expected.rows);
+    }
+    rmSync(first.dataDir, { recursive: true });
+  });
+}
 
-test('customer level, a subset of granularities and an include list', async () => {
-  const records = input(11, 300);
-  const expected = referenceRun(records, { level: 'customer', granularities: ['day', 'month'], facets: { include: ['campaign', 'amount'] }, maxEventBytes: MAX });
-  const got = await countWith(records, { level: 'customer', granularities: ['month', 'day'], facets: { include: ['campaign', 'amount'] } }, 11);
-  assert.deepEqual(got.rows, expected.rows);
-  assert.ok(got.rows.every((row) => row.uniques === undefined), 'no uniques at customer level');
-  rmSync(got.dataDir, { recursive: true });
-});
+for (const engine of ENGINES) {
+  test(`a run over the same data dir after success reads nothing and changes nothing [${engine}]`, async () => {
+    const records = input(31, 150);
+    const first = await countWith(records, {}, 31, engine);
+    const again = await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(records) });
+    assert.equal(again.read, 0);
+    assert.deepEqual(await localCounts(first.dataDir, first.config), first.rows);
+    rmSync(first.dataDir, { recursive: true });
+  });
+}
 
-test('an exclude list drops those facets only', async () => {
-  const records = input(12, 200);
-  const expected = referenceRun(records, { level: 'account', facets: { exclude: ['device'] }, maxEventBytes: MAX });
-  const got = await countWith(records, { facets: { exclude: ['device'] } }, 12);
-  assert.deepEqual(got.rows, expected.rows);
-  rmSync(got.dataDir, { recursive: true });
-});
+for (const engine of ENGINES) {
+  test(`counts continue across two inputs into one data dir, duplicates across them dropped [${engine}]`, async () => {
+    const records = input(41, 300);
+    const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
+    const dataDir = tempDir();
+    const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine } });
+    await runLocal({ config, dataDir, source: new ArraySource(records.slice(0, 180), [64], false, 'part-1') });
+    await runLocal({ config, dataDir, source: new ArraySource(records.slice(150), [64], false, 'part-2') });
+    assert.deepEqual(await localCounts(dataDir, config), expected.rows);
+    rmSync(dataDir, { recursive: true });
+  });
+}
 
-test('input delivered again after a restore (positions ignored) changes nothing', async () => {
-  const records = input(21, 300);
-  const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
-  const first = await countWith(records, {}, 21);
-  assert.deepEqual(first.rows, expected.rows);
-  // Re-deliver a prefix and then everything, into the same state, as a replay would.
-  for (const replay of [records.slice(0, 120), records]) {
-    await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(replay, [50], true), clock: jumpyClock(5, 900) });
-    assert.deepEqual(await localCounts(first.dataDir, first.config), expected.rows);
-  }
-  rmSync(first.dataDir, { recursive: true });
-});
+for (const engine of ENGINES) {
+  test(`uniques within the horizon are exact even when copies arrive days apart [${engine}]`, async () => {
+    const day = 86_400_000;
+    const ev = (customer: string, id: string, ts: number): string => JSON.stringify({ company_id: 'c', statistic_id: 'open', customer_id: customer, timestamp: ts, event_id: id, campaign: 'x' });
+    const t0 = NOW * 1000;
+    const records: InputRecord[] = [
+      { value: ev('u1', 'a', NOW - 3600), ingestTimeMs: t0 },
+      { value: ev('u1', 'b', NOW - 3600), ingestTimeMs: t0 + 2 * day },
+      { value: ev('u2', 'c', NOW - 3600), ingestTimeMs: t0 + 3 * day },
+      { value: ev('u1', 'a', NOW - 3600), ingestTimeMs: t0 + 5 * day }, // duplicate within 7 days
+    ];
+    const expected = referenceRun(records, { level: 'account' });
+    const got = await countWith(records, {}, 51, engine);
+    assert.deepEqual(got.rows, expected.rows);
+    const hourTotal = got.rows.find((r) => r.granularity === 'hour' && r.facet === '*')!;
+    assert.equal(hourTotal.count, 3);
+    assert.equal(hourTotal.uniques, 2);
+    rmSync(got.dataDir, { recursive: true });
+  });
+}
 
-test('a run over the same data dir after success reads nothing and changes nothing', async () => {
-  const records = input(31, 150);
-  const first = await countWith(records, {}, 31);
-  const again = await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(records) });
-  assert.equal(again.read, 0);
-  assert.deepEqual(await localCounts(first.dataDir, first.config), first.rows);
-  rmSync(first.dataDir, { recursive: true });
-});
-
-test('counts continue across two inputs into one data dir, duplicates across them dropped', async () => {
-  const records = input(41, 300);
-  const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
+test('a task that owns a subset of key groups (a worker) refuses the native engine, naming the fix', async () => {
   const dataDir = tempDir();
-  const config = testConfig({ maxEventBytes: MAX });
-  await runLocal({ config, dataDir, source: new ArraySource(records.slice(0, 180), [64], false, 'part-1') });
-  await runLocal({ config, dataDir, source: new ArraySource(records.slice(150), [64], false, 'part-2') });
-  assert.deepEqual(await localCounts(dataDir, config), expected.rows);
-  rmSync(dataDir, { recursive: true });
-});
-
-test('uniques within the horizon are exact even when copies arrive days apart', async () => {
-  const day = 86_400_000;
-  const ev = (customer: string, id: string, ts: number): string => JSON.stringify({ company_id: 'c', statistic_id: 'open', customer_id: customer, timestamp: ts, event_id: id, campaign: 'x' });
-  const t0 = NOW * 1000;
-  const records: InputRecord[] = [
-    { value: ev('u1', 'a', NOW - 3600), ingestTimeMs: t0 },
-    { value: ev('u1', 'b', NOW - 3600), ingestTimeMs: t0 + 2 * day },
-    { value: ev('u2', 'c', NOW - 3600), ingestTimeMs: t0 + 3 * day },
-    { value: ev('u1', 'a', NOW - 3600), ingestTimeMs: t0 + 5 * day }, // duplicate within 7 days
-  ];
-  const expected = referenceRun(records, { level: 'account' });
-  const got = await countWith(records, {}, 51);
-  assert.deepEqual(got.rows, expected.rows);
-  const hourTotal = got.rows.find((r) => r.granularity === 'hour' && r.facet === '*')!;
-  assert.equal(hourTotal.count, 3);
-  assert.equal(hourTotal.uniques, 2);
-  rmSync(got.dataDir, { recursive: true });
+  const config = testConfig({ state: { cacheEntries: 1000, engine: 'native' } });
+  const sink = await LocalSink.open(join(dataDir, 'sink'), config.rocksdb, config.level);
+  try {
+    await assert.rejects(
+      CountTask.open({ config, dataDir, source: new ArraySource([]), sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, keyGroups: [0, 1] }),
+      (err: AbacusError) => err.code === 'EngineNotSupported' && /local mode only.*use state\.engine: records/s.test(err.message),
+    );
+  } finally {
+    await sink.close();
+    rmSync(dataDir, { recursive: true });
+  }
 });

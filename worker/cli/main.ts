@@ -31,7 +31,7 @@ usage:
       Generate realistic events, count them, show the results.
   abacus run --input FILE.jsonl|- --data-dir DIR [--config JOB.yaml] [--level account|customer]
              [--window DURATION] [--key-groups K] [--ingest-time ISO] [--metrics-port N]
-             [--memory-budget SIZE]
+             [--memory-budget SIZE] [--engine records|native]
              [--checkpoint-dir DIR [--checkpoint-interval 30s] [--checkpoint-retention N]]
       Count a JSONL file (or standard input: --input -) into a local data dir; a file's
       count resumes where it stopped after a crash.
@@ -52,7 +52,9 @@ usage:
 
 Durations are written like 500ms, 2s, 5m, 1h, 7d; sizes like 512Mi, 2Gi.
 --memory-budget (run, demo, worker) bounds the state's memory (cache, Bloom filter, RocksDB
-block cache and write buffers) and sizes them from it (state.memoryBudget in the job file).`;
+block cache and write buffers) and sizes them from it (state.memoryBudget in the job file).
+--engine (run, demo) chooses the counting engine (state.engine): records (default), or native,
+the Rust kernel (experimental; local mode only; docs/adr/0007-hot-path.md).`;
 
 export function main(argv: string[]): void {
   standardOutput(); // from here on, a reader that goes away (EPIPE) ends output quietly
@@ -145,9 +147,10 @@ const JOB_FLAGS = {
   'key-groups': { type: 'string' },
   'metrics-port': { type: 'string' },
   'memory-budget': { type: 'string' },
+  engine: { type: 'string' },
 } as const;
 
-type JobFlagValues = { config?: string; level?: string; window?: string; 'key-groups'?: string; 'metrics-port'?: string; 'memory-budget'?: string };
+type JobFlagValues = { config?: string; level?: string; window?: string; 'key-groups'?: string; 'metrics-port'?: string; 'memory-budget'?: string; engine?: string };
 
 function jobOverrides(values: JobFlagValues): Record<string, unknown> {
   return {
@@ -155,7 +158,10 @@ function jobOverrides(values: JobFlagValues): Record<string, unknown> {
     window: values.window,
     keyGroups: values['key-groups'],
     metrics: values['metrics-port'] === undefined ? undefined : { port: values['metrics-port'] },
-    state: values['memory-budget'] === undefined ? undefined : { memoryBudget: values['memory-budget'] },
+    state:
+      values['memory-budget'] === undefined && values.engine === undefined
+        ? undefined
+        : { ...(values['memory-budget'] === undefined ? {} : { memoryBudget: values['memory-budget'] }), ...(values.engine === undefined ? {} : { engine: values.engine }) },
   };
 }
 

@@ -200,6 +200,10 @@ async function rebuildSink(store: RocksStore, sinkDir: string, config: JobConfig
 
 /** A config with the settings a checkpoint was written with (level, key groups, …) and default tuning. */
 function configOfFingerprint(fingerprint: Readonly<Record<string, unknown>>): JobConfig {
+  if (fingerprint.engine === 'native') {
+    // Its counters live in the kernel's segments, which the sink rebuild below does not read.
+    throw new AbacusError('RestoreNotSupported', 'this checkpoint was written by the native engine (state.engine: native), which abacus restore cannot rebuild a sink from yet', 'count the input again into a fresh data dir with --engine native');
+  }
   const level = fingerprint.level === 'customer' ? 'customer' : ('account' satisfies Level);
   return resolveJobConfig({ level, keyGroups: typeof fingerprint.keyGroups === 'number' ? fingerprint.keyGroups : DEFAULTS.keyGroups });
 }

@@ -3,11 +3,12 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
+import { NativeState, type NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
-import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, UNKEYED_POSITION_PREFIX } from '../state/keys';
+import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, segmentKey, segmentSeq, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
 import { expiryStep, sweepCutoff } from '../state/expiry';
@@ -225,6 +226,10 @@ export class CountTask {
   private checkpointFailuresInARow = 0;
   /** What the last committed checkpoint wrote. */
   lastCheckpoint: CheckpointResult | undefined;
+  /** The native engine (`state.engine: native`); undefined with the records engine (the cache and counting.ts). */
+  private readonly native: NativeState | undefined;
+  /** Native engine: per key group, the sequence number of its next segment. */
+  private readonly nextSegment = new Map<number, number>();
 
   private constructor(
     private readonly options: TaskOptions,
@@ -244,6 +249,10 @@ export class CountTask {
     this.owned = options.keyGroups === undefined ? undefined : new Set(options.keyGroups);
     this.clock = options.clock ?? Date.now;
     this.windowStartedAt = this.clock();
+    if (c.engine === 'native' && this.owned !== undefined) {
+      throw new AbacusError('EngineNotSupported', 'state.engine: native runs in local mode only for now (key-group hand-over is not built for it)', 'use state.engine: records (the default) for workers');
+    }
+    this.native = c.engine === 'native' ? new NativeState(this.settings) : undefined;
   }
 
   /** Opens the state, checks it was written with the same settings, indexes it, and finishes an interrupted sink write. */
@@ -257,7 +266,8 @@ export class CountTask {
       const task = new CountTask(options, store, cache);
       task.sinkHeldNothing = (await options.sink.holdsNoCounters?.()) === true;
       await task.openCheckpoints();
-      for (const g of task.ownedGroups()) await cache.indexRange(keyGroupRange(g));
+      if (task.native !== undefined) await task.loadSegments(task.ownedGroups());
+      else for (const g of task.ownedGroups()) await cache.indexRange(keyGroupRange(g));
       await task.replayOutbox();
       return task;
     } catch (err) {
@@ -523,19 +533,27 @@ export class CountTask {
       }
       const ingestSec = Math.floor(record.ingestTimeMs / 1000);
       if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
-      pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
-    }
-    await this.cache.load(keys);
-    const more: string[] = [];
-    for (const p of pending) overflowKeys(p.keys, this.settings, this.cache, more);
-    if (more.length > 0) {
-      await this.cache.loadMore(more);
-      more.length = 0;
-      for (const p of pending) shardOverflowKeys(p.keys, this.cache, more);
-      if (more.length > 0) await this.cache.loadMore(more);
+      if (this.native !== undefined) this.native.add(ev, group, ingestSec);
+      else pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
     }
     const before = { ...this.tally };
-    for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
+    if (this.native !== undefined) {
+      const batch = this.native.count();
+      this.tally.counted += batch.counted;
+      this.tally.duplicates += batch.duplicates;
+      this.tally.beyondHorizon += batch.beyondHorizon;
+    } else {
+      await this.cache.load(keys);
+      const more: string[] = [];
+      for (const p of pending) overflowKeys(p.keys, this.settings, this.cache, more);
+      if (more.length > 0) {
+        await this.cache.loadMore(more);
+        more.length = 0;
+        for (const p of pending) shardOverflowKeys(p.keys, this.cache, more);
+        if (more.length > 0) await this.cache.loadMore(more);
+      }
+      for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
+    }
     this.recordsInWindow += records.length;
     this.progress.read += records.length;
     this.progress.counted = this.tally.counted;
@@ -571,22 +589,23 @@ export class CountTask {
     const timer = metrics.windowFlushSeconds.startTimer();
     // Finalising may overlap the previous window's sink write: that window's counters are
     // committed and in the cache, so none of them is hydrated from the sink.
-    const { keys: counterKeys, rows } = await this.finalise();
+    const { keys: counterKeys, rows } = this.native !== undefined ? await this.finaliseNative(this.native) : await this.finalise();
     phases.mark('finaliseMs');
     // The outbox holds one commit's counters: this commit replaces it only once the sink has
     // the previous one's totals. A checkpoint waiting for a commit point goes first.
     await this.sinkConfirmed();
     while (this.commitPointWaiters > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     phases.mark('previousSinkMs');
-    const sweep = await this.sweepDue();
+    const sweep = this.native !== undefined ? NO_SWEEP : await this.sweepDue();
     phases.mark('sweepMs');
 
-    const { puts, deletes } = this.cache.changes();
+    const { puts, deletes } = this.native !== undefined ? this.segmentPuts(this.native) : this.cache.changes();
     for (const key of sweep.keys) deletes.push(key);
     for (const [g, cutoff] of sweep.cutoffs) puts.push([expiryKey(keyGroupPrefix(g)), String(cutoff)]);
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
-      puts.push([OUTBOX_KEY, JSON.stringify(counterKeys)]);
+      // The records engine's outbox names counter records; the native engine has none, so it holds the totals.
+      puts.push([OUTBOX_KEY, JSON.stringify(this.native !== undefined ? rows.map((r) => [r.id, r.count, r.uniques ?? 0]) : counterKeys)]);
       this.outboxWritten = true;
       this.outboxConfirmed = false;
     } else if (this.outboxWritten) {
@@ -607,6 +626,7 @@ export class CountTask {
       this.checkpointer?.recordCommit(puts, deletes);
     } catch (err) {
       this.cache.discardUncommitted();
+      this.native?.poison();
       done();
       throw new AbacusError('CommitFailed', `committing the window to ${this.store.location} failed: ${(err as Error).message}`, 'check the volume (space, permissions); the task restarts from the last committed position');
     }
@@ -618,7 +638,7 @@ export class CountTask {
     metrics.stateExpired.inc({ kind: 'dedup' }, sweep.dedup);
     metrics.stateExpired.inc({ kind: 'marker' }, sweep.markers);
     this.progress.expired += sweep.keys.length + sweep.expiredInWindow;
-    metrics.countersTouched.observe(this.window.size);
+    metrics.countersTouched.observe(this.native !== undefined ? rows.length : this.window.size);
     inputLagObserved(Math.max(0, (this.clock() - this.newestIngestMs) / 1000));
     this.window.clear();
     this.positions.clear();
@@ -838,6 +858,7 @@ export class CountTask {
       ...(this.options.log ? { log: this.options.log } : {}),
     });
     this.cache.forgetGroups(result.groups.map((r) => r.group));
+    if (this.native !== undefined) await this.loadSegments(result.groups.map((r) => r.group));
     for (const r of result.groups) {
       this.forgetExpiry(r.group);
       if (r.put !== undefined && this.indexed.has(r.group)) this.cache.index(r.put);
@@ -856,6 +877,53 @@ export class CountTask {
       );
     }
     return result;
+  }
+
+  /**
+   * Native engine: the window's totals from the kernel; fresh counters of groups hydrated
+   * from the sink get the sink's value added (in the rows and in the kernel's totals).
+   */
+  private async finaliseNative(native: NativeState): Promise<{ keys: string[]; rows: CounterRow[] }> {
+    const window = native.finalise();
+    await this.hydrateNative(native, window);
+    return { keys: [], rows: window.rows };
+  }
+
+  private async hydrateNative(native: NativeState, window: NativeWindow): Promise<void> {
+    if (this.hydrate.size === 0) return;
+    const positions: number[] = [];
+    for (let i = 0; i < window.rows.length; i++) if (window.fresh[i] === 1 && this.hydrate.has(window.groups[i]!)) positions.push(i);
+    if (positions.length === 0) return;
+    const missing = positions.map((i) => window.rows[i]!);
+    const values = await this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing));
+    // The sink keys its values by counter id (CountSink.read).
+    const found = positions.filter((i) => values.has(window.rows[i]!.id));
+    if (found.length > 0) native.rebase(window, found, found.map((i) => values.get(window.rows[i]!.id)!));
+  }
+
+  /** Native engine: the kernel's changes as one segment record per key group touched. */
+  private segmentPuts(native: NativeState): { puts: Array<[string, string]>; deletes: string[] } {
+    const puts: Array<[string, string]> = [];
+    for (const [g, segment] of native.changes()) {
+      const seq = this.nextSegment.get(g) ?? 0;
+      this.nextSegment.set(g, seq + 1);
+      puts.push([segmentKey(keyGroupPrefix(g), seq), segment.toString('base64')]);
+    }
+    return { puts, deletes: [] };
+  }
+
+  /** Native engine: (re)loads the groups' state into the kernel from their committed segments. */
+  private async loadSegments(groups: readonly number[]): Promise<void> {
+    const native = this.native!;
+    native.drop(groups);
+    for (const g of groups) {
+      let next = 0;
+      await this.store.scan(kindRange(keyGroupPrefix(g), 'S'), (key, value) => {
+        native.load(g, Buffer.from(value, 'base64'));
+        next = segmentSeq(key) + 1;
+      });
+      this.nextSegment.set(g, next);
+    }
   }
 
   /**
@@ -952,6 +1020,14 @@ export class CountTask {
   private async replayOutbox(): Promise<void> {
     const text = await this.store.get(OUTBOX_KEY);
     if (text === undefined) return;
+    if (this.native !== undefined) {
+      const totals = JSON.parse(text) as Array<[id: string, count: number, uniques: number]>;
+      const rows = totals.map(([id, count, uniques]) => this.rowOf(`0000C${id}`, { count, uniques }));
+      this.options.log?.(`re-sending ${rows.length} counter totals of the last commit to the sink (the previous run stopped before the sink confirmed them)`);
+      await this.writeSink(rows);
+      await this.store.write([], [OUTBOX_KEY], true);
+      return;
+    }
     const keys = JSON.parse(text) as string[];
     // The index only holds the groups owned at open — none for a worker that follows the
     // assignment (it starts with none) — and would rule these keys out: they are read as is.
@@ -978,6 +1054,11 @@ export class CountTask {
   /** Bytes the state takes on disk. */
   stateSize(): number {
     return this.store.diskSize();
+  }
+
+  /** The native engine's table sizes (benchmarks); undefined with the records engine. */
+  nativeStats(): ReturnType<NativeState['stats']> | undefined {
+    return this.native?.stats();
   }
 
   get cacheStats(): StateCache['stats'] {
@@ -1025,6 +1106,9 @@ async function checkFingerprint(store: RocksStore, config: JobConfig, dataDir: s
 type MutableRow = Omit<CounterRow, 'count' | 'uniques' | 'id'> & { id: string; count: number; uniques?: number };
 
 const ZERO: CounterValue = { count: 0, uniques: 0 };
+
+/** What a flush of the native engine sweeps: nothing yet (its segments are not expired). */
+const NO_SWEEP = { keys: [] as string[], cutoffs: [] as Array<[number, number]>, dedup: 0, markers: 0, expiredInWindow: 0 };
 
 /** A sink call abandoned because the task is stopping (see run()). */
 export class SinkGaveUp extends Error {}

@@ -18,6 +18,7 @@ import type { CounterKey, Granularity } from '../io/types';
  *   gggg P partition                                            input position of a keyed partition
  *   gggg G                                                      presence: the group has local state (worker/checkpoint/presence.ts)
  *   gggg X                                                      expiry: the cutoff of the group's last sweep (worker/state/expiry.ts)
+ *   gggg S seq                                                  native engine: one commit's changes of the group (12 hex digits of sequence; base64 of the kernel's segment)
  *   ~meta                                                       settings fingerprint
  *   ~pos partition                                              input position of an unkeyed source
  *   ~outbox                                                     counters committed but not yet confirmed by the sink
@@ -25,7 +26,7 @@ import type { CounterKey, Granularity } from '../io/types';
  * lp(s) is `${length}:${s}` so that no separator has to be forbidden in ids.
  */
 
-export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X';
+export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X' | 'S';
 
 export const KEY_GROUP_PREFIX_WIDTH = 4;
 /** Position of the record-kind letter in a key-group key. */
@@ -124,6 +125,16 @@ export function markerScope(key: string): string {
   const company = lpAt(key, bar + 1);
   const statistic = lpAt(key, bar + 1 + company.length);
   return key.slice(KIND_OFFSET + 1, bar + 1 + company.length + statistic.length);
+}
+
+/** The key of a key group's segment number `seq` (native engine): fixed width, so keys sort in the order the segments were written. */
+export function segmentKey(kgPrefix: string, seq: number): string {
+  return `${kgPrefix}S${seq.toString(16).padStart(12, '0')}`;
+}
+
+/** The sequence number of a segment key. */
+export function segmentSeq(key: string): number {
+  return parseInt(key.slice(KIND_OFFSET + 1), 16);
 }
 
 /** The expiry record of a key group (see worker/state/expiry.ts). */

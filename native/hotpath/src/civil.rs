@@ -41,7 +41,11 @@ pub fn bucket_end(g: u32, start: i64) -> i64 {
         1 => start + DAY,
         _ => {
             let (y, m) = year_month_of_days(start.div_euclid(DAY));
-            if m == 12 { days_from_civil(y + 1, 1, 1) * DAY } else { days_from_civil(y, m + 1, 1) * DAY }
+            if m == 12 {
+                days_from_civil(y + 1, 1, 1) * DAY
+            } else {
+                days_from_civil(y, m + 1, 1) * DAY
+            }
         }
     }
 }
@@ -68,7 +72,11 @@ pub fn iso_seconds(text: &str) -> Option<f64> {
     if !(1..=12).contains(&month) || day < 1 || hour > 23 || minute > 59 {
         return None;
     }
-    let dim = if month == 12 { 31 } else { days_from_civil(year, month + 1, 1) - days_from_civil(year, month, 1) };
+    let dim = if month == 12 {
+        31
+    } else {
+        days_from_civil(year, month + 1, 1) - days_from_civil(year, month, 1)
+    };
     if day > dim {
         return None;
     }
@@ -104,5 +112,9 @@ pub fn iso_seconds(text: &str) -> Option<f64> {
         }
         _ => return None,
     };
-    Some((days_from_civil(year, month, day) * DAY + hour * 3600 + minute * 60 + second - offset) as f64 + fraction)
+    Some(
+        (days_from_civil(year, month, day) * DAY + hour * 3600 + minute * 60 + second - offset)
+            as f64
+            + fraction,
+    )
 }

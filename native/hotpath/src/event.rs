@@ -37,7 +37,10 @@ impl Scratch {
 
     pub fn facet(&self, i: usize) -> (&str, &str) {
         let (n, v, e) = self.ranges[i];
-        (&self.text[n as usize..v as usize], &self.text[v as usize..e as usize])
+        (
+            &self.text[n as usize..v as usize],
+            &self.text[v as usize..e as usize],
+        )
     }
 
     fn push_facet(&mut self, name: &str, value: &str) {
@@ -148,7 +151,13 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         f.write_str("an event object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut raw = Raw { company: None, statistic: None, customer: None, timestamp: None, event_id: None };
+        let mut raw = Raw {
+            company: None,
+            statistic: None,
+            customer: None,
+            timestamp: None,
+            event_id: None,
+        };
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let value = map.next_value_seed(ScalarSeed)?;
             // A repeated field: JSON.parse keeps the last value, so does this.
@@ -165,7 +174,9 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                         self.scratch.push_facet(name, number.format_finite(n));
                         self.scratch.number = number;
                     }
-                    Scalar::Bool(b) => self.scratch.push_facet(name, if b { "true" } else { "false" }),
+                    Scalar::Bool(b) => self
+                        .scratch
+                        .push_facet(name, if b { "true" } else { "false" }),
                     _ => {}
                 },
             }
@@ -192,10 +203,18 @@ fn validate(raw: Raw) -> Option<Event> {
     }
     let event_id = match raw.event_id {
         Some(Scalar::Str(s)) if !s.is_empty() => Some(s),
-        Some(Scalar::Num(n)) if n.is_finite() => Some(Cow::Owned(ryu_js::Buffer::new().format_finite(n).to_owned())),
+        Some(Scalar::Num(n)) if n.is_finite() => Some(Cow::Owned(
+            ryu_js::Buffer::new().format_finite(n).to_owned(),
+        )),
         _ => None,
     };
-    Some(Event { company: required(raw.company)?, statistic: required(raw.statistic)?, customer: required(raw.customer)?, event_id, second: seconds.floor() as i64 })
+    Some(Event {
+        company: required(raw.company)?,
+        statistic: required(raw.statistic)?,
+        customer: required(raw.customer)?,
+        event_id,
+        second: seconds.floor() as i64,
+    })
 }
 
 /// Reads one line with serde_json; None when it is not a valid event.
@@ -209,7 +228,11 @@ pub fn parse_serde<'a>(line: &'a [u8], scratch: &mut Scratch) -> Option<Event<'a
 }
 
 /// Reads one line with simd-json (which unescapes in place, hence the mutable copy).
-pub fn parse_simd<'a>(line: &'a mut [u8], buffers: &mut simd_json::Buffers, scratch: &mut Scratch) -> Option<Event<'a>> {
+pub fn parse_simd<'a>(
+    line: &'a mut [u8],
+    buffers: &mut simd_json::Buffers,
+    scratch: &mut Scratch,
+) -> Option<Event<'a>> {
     scratch.text.clear();
     scratch.ranges.clear();
     let mut de = simd_json::Deserializer::from_slice_with_buffers(line, buffers).ok()?;

@@ -6,23 +6,27 @@
 //! batch's counter deltas as typed arrays. Parsing is serde_json or simd-json through the
 //! same serde visitor, which reads an event's fields in one pass without building a map.
 //!
-//! Not part of the build: see docs/adr/0007-hot-path.md.
+//! Not part of the build: see docs/adr/0007-hot-path.md. The production kernel built on the
+//! same tables is `CountKernel` (src/count_kernel.rs, segments in src/segment.rs).
 
 #[macro_use]
 extern crate napi_derive;
 
 mod civil;
+mod count_kernel;
 mod event;
-mod table;
+mod fingerprint;
 #[cfg(feature = "rocks")]
 mod rocks;
+mod segment;
+mod table;
 
 use napi::bindgen_prelude::{Buffer, Int32Array, Uint32Array};
 use napi::{Error, Result, Status};
 
+use crate::fingerprint::{fp, fp_of};
 use event::{parse_serde, parse_simd, Event, Scratch};
 use table::{FpTable, PairTable};
-use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 // Fingerprint domains (seeds); equal inputs under different seeds are unrelated.
 const S_STRING: u64 = 0x51a7e;
@@ -32,25 +36,6 @@ const S_DEDUP: u64 = 0xdedf9;
 const S_STEM: u64 = 0x57e33;
 const S_COUNTER: u64 = 0xc0a27;
 const S_MARKER: u64 = 0x3a4ce;
-
-fn fp(bytes: &[u8], seed: u64) -> u128 {
-    xxh3_128_with_seed(bytes, seed)
-}
-
-/// The fingerprint of fingerprints laid side by side (plus small integers as words).
-fn fp_of(parts: &[u128], extra: &[u64], seed: u64) -> u128 {
-    let mut buf = [0u8; 16 * 4 + 8 * 3];
-    let mut n = 0;
-    for p in parts {
-        buf[n..n + 16].copy_from_slice(&p.to_le_bytes());
-        n += 16;
-    }
-    for e in extra {
-        buf[n..n + 8].copy_from_slice(&e.to_le_bytes());
-        n += 8;
-    }
-    fp(&buf[..n], seed)
-}
 
 #[napi(object)]
 pub struct BatchDeltas {
@@ -112,9 +97,20 @@ pub struct Kernel {
 #[napi]
 impl Kernel {
     #[napi(constructor)]
-    pub fn new(level: String, granularities: Vec<u32>, dedup_retention_sec: f64, uniques_retention_sec: f64, simd: bool, compact_markers: bool, marker_slots: f64) -> Result<Self> {
+    pub fn new(
+        level: String,
+        granularities: Vec<u32>,
+        dedup_retention_sec: f64,
+        uniques_retention_sec: f64,
+        simd: bool,
+        compact_markers: bool,
+        marker_slots: f64,
+    ) -> Result<Self> {
         if level != "account" && level != "customer" {
-            return Err(Error::new(Status::InvalidArg, format!("level must be account or customer, got {level}")));
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("level must be account or customer, got {level}"),
+            ));
         }
         Ok(Kernel {
             account: level == "account",
@@ -125,7 +121,13 @@ impl Kernel {
             compact: compact_markers,
             customers: FpTable::new(if compact_markers { 1 << 16 } else { 0 }),
             customer_count: 0,
-            pair_markers: PairTable::new(if !compact_markers { 0 } else if marker_slots > 0.0 { marker_slots as usize } else { 1 << 23 }),
+            pair_markers: PairTable::new(if !compact_markers {
+                0
+            } else if marker_slots > 0.0 {
+                marker_slots as usize
+            } else {
+                1 << 23
+            }),
             event_counters: Vec::new(),
             dedup: FpTable::new(1 << 20),
             buckets: FpTable::new(1 << 10),
@@ -152,22 +154,39 @@ impl Kernel {
 
     /// Counts lines [starts[i], ends[i]) of `buf`, i < n, with their ingest seconds.
     #[napi]
-    pub fn count_batch(&mut self, buf: Buffer, starts: Int32Array, ends: Int32Array, ingest: Uint32Array, n: u32) -> Result<BatchDeltas> {
+    pub fn count_batch(
+        &mut self,
+        buf: Buffer,
+        starts: Int32Array,
+        ends: Int32Array,
+        ingest: Uint32Array,
+        n: u32,
+    ) -> Result<BatchDeltas> {
         let bytes: &[u8] = &buf;
         let n = n as usize;
         if n > starts.len() || n > ends.len() || n > ingest.len() {
-            return Err(Error::new(Status::InvalidArg, "starts, ends and ingest must hold n entries".to_string()));
+            return Err(Error::new(
+                Status::InvalidArg,
+                "starts, ends and ingest must hold n entries".to_string(),
+            ));
         }
         self.new_counters.clear();
         for i in 0..n {
             let (s, e) = (starts[i] as usize, ends[i] as usize);
             if s > e || e > bytes.len() {
-                return Err(Error::new(Status::InvalidArg, format!("line {i} [{s}, {e}) is outside the buffer")));
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("line {i} [{s}, {e}) is outside the buffer"),
+                ));
             }
             self.count_line(&bytes[s..e], ingest[i] as u64);
         }
         let k = self.touched.len();
-        let (mut index, mut count, mut uniques) = (Vec::with_capacity(k), Vec::with_capacity(k), Vec::with_capacity(k));
+        let (mut index, mut count, mut uniques) = (
+            Vec::with_capacity(k),
+            Vec::with_capacity(k),
+            Vec::with_capacity(k),
+        );
         for &c in &self.touched {
             index.push(c);
             count.push(self.batch_count[c as usize]);
@@ -176,8 +195,17 @@ impl Kernel {
             self.batch_uniques[c as usize] = 0;
         }
         self.touched.clear();
-        let new_counters = if self.new_counters.is_empty() { String::new() } else { format!("[{}]", &self.new_counters[1..]) };
-        Ok(BatchDeltas { index: index.into(), count: count.into(), uniques: uniques.into(), new_counters })
+        let new_counters = if self.new_counters.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", &self.new_counters[1..])
+        };
+        Ok(BatchDeltas {
+            index: index.into(),
+            count: count.into(),
+            uniques: uniques.into(),
+            new_counters,
+        })
     }
 
     #[napi]
@@ -190,7 +218,13 @@ impl Kernel {
             identities: self.dedup.len() as f64,
             markers: (self.markers.len() + self.pair_markers.len()) as f64,
             buckets: self.buckets.len() as f64,
-            state_bytes: (self.dedup.bytes() + self.buckets.bytes() + self.markers.bytes() + self.pair_markers.bytes() + self.customers.bytes() + self.counter_index.bytes() + self.batch_count.len() * 8) as f64,
+            state_bytes: (self.dedup.bytes()
+                + self.buckets.bytes()
+                + self.markers.bytes()
+                + self.pair_markers.bytes()
+                + self.customers.bytes()
+                + self.counter_index.bytes()
+                + self.batch_count.len() * 8) as f64,
         }
     }
 }
@@ -202,7 +236,8 @@ impl Kernel {
             self.line.clear();
             self.line.extend_from_slice(line);
             let mut copy = std::mem::take(&mut self.line);
-            let r = parse_simd(&mut copy, &mut self.simd_buffers, &mut scratch).map(|ev| self.count_event(&ev, &scratch, ingest));
+            let r = parse_simd(&mut copy, &mut self.simd_buffers, &mut scratch)
+                .map(|ev| self.count_event(&ev, &scratch, ingest));
             self.line = copy;
             r
         } else {
@@ -234,7 +269,14 @@ impl Kernel {
         self.tokens.push(fp(b"*", S_TOKEN));
         for t in 0..scratch.facets() {
             let (name, value) = scratch.facet(t);
-            self.tokens.push(fp_of(&[fp(name.as_bytes(), S_STRING), fp(value.as_bytes(), S_STRING)], &[], S_TOKEN));
+            self.tokens.push(fp_of(
+                &[
+                    fp(name.as_bytes(), S_STRING),
+                    fp(value.as_bytes(), S_STRING),
+                ],
+                &[],
+                S_TOKEN,
+            ));
         }
         let scope = if self.account { company } else { customer };
         self.stems.clear();
@@ -281,7 +323,11 @@ impl Kernel {
         for gi in 0..self.granularities.len() {
             let g = self.granularities[gi];
             let (stem, bucket) = self.stems[gi];
-            let epoch = if self.account { self.touch_bucket(stem, g, bucket, ingest) } else { 0 };
+            let epoch = if self.account {
+                self.touch_bucket(stem, g, bucket, ingest)
+            } else {
+                0
+            };
             for t in 0..tokens {
                 let cfp = self.counter_fps[gi * tokens + t];
                 let c = self.counter_of(cfp, ev, scratch, g, bucket, t);
@@ -312,7 +358,8 @@ impl Kernel {
             Ok(slot) => self.customers.val(slot) - 1,
             Err(miss) => {
                 self.customer_count += 1;
-                self.customers.insert(miss, customer, self.customer_count, 0);
+                self.customers
+                    .insert(miss, customer, self.customer_count, 0);
                 self.customer_count - 1
             }
         };
@@ -321,7 +368,8 @@ impl Kernel {
         for gi in 0..self.granularities.len() {
             let (g, (_, bucket)) = (self.granularities[gi], self.stems[gi]);
             for t in 0..tokens {
-                let c = self.counter_of(self.counter_fps[gi * tokens + t], ev, scratch, g, bucket, t);
+                let c =
+                    self.counter_of(self.counter_fps[gi * tokens + t], ev, scratch, g, bucket, t);
                 self.pair_markers.prefetch(c, cu);
                 self.event_counters.push(c);
             }
@@ -362,7 +410,15 @@ impl Kernel {
         self.batch_uniques[ci] += is_new;
     }
 
-    fn counter_of(&mut self, cfp: u128, ev: &Event, scratch: &Scratch, g: u32, bucket: i64, t: usize) -> u32 {
+    fn counter_of(
+        &mut self,
+        cfp: u128,
+        ev: &Event,
+        scratch: &Scratch,
+        g: u32,
+        bucket: i64,
+        t: usize,
+    ) -> u32 {
         match self.counter_index.find(cfp) {
             Ok(slot) => self.counter_index.val(slot) - 1,
             Err(miss) => {
@@ -374,10 +430,21 @@ impl Kernel {
                     self.batch_count.resize(n, 0);
                     self.batch_uniques.resize(n, 0);
                 }
-                let scope: &str = if self.account { &ev.company } else { &ev.customer };
-                let (facet, value) = if t == 0 { ("*", "*") } else { scratch.facet(t - 1) };
+                let scope: &str = if self.account {
+                    &ev.company
+                } else {
+                    &ev.customer
+                };
+                let (facet, value) = if t == 0 {
+                    ("*", "*")
+                } else {
+                    scratch.facet(t - 1)
+                };
                 self.new_counters.push(',');
-                self.new_counters.push_str(&serde_json::to_string(&(scope, &*ev.statistic, g, bucket, facet, value)).expect("strings serialise"));
+                self.new_counters.push_str(
+                    &serde_json::to_string(&(scope, &*ev.statistic, g, bucket, facet, value))
+                        .expect("strings serialise"),
+                );
                 c
             }
         }
@@ -394,7 +461,9 @@ impl Kernel {
             Ok(slot) => {
                 let last = (self.buckets.val(slot) - 1) as i64;
                 let epoch = self.buckets.val2(slot);
-                if ingest as i64 > civil::bucket_end(g, bucket).max(last) + self.uniques_retention as i64 {
+                if ingest as i64
+                    > civil::bucket_end(g, bucket).max(last) + self.uniques_retention as i64
+                {
                     self.buckets.set(slot, hour + 1, epoch + 1);
                     return epoch + 1;
                 }

@@ -28,7 +28,9 @@ impl RocksProbe {
         opts.create_if_missing(true);
         opts.set_compression_type(DBCompressionType::None);
         opts.set_block_based_table_factory(&table);
-        Ok(RocksProbe { db: DB::open(&opts, path).map_err(err)? })
+        Ok(RocksProbe {
+            db: DB::open(&opts, path).map_err(err)?,
+        })
     }
 
     /// Writes keys (16 bytes each, concatenated) with a 4-byte value, in one batch.
@@ -51,9 +53,17 @@ impl RocksProbe {
     /// One batched multi-get of every 16-byte key in `keys`; returns how many were found.
     #[napi]
     pub fn get_many(&self, keys: Buffer) -> Result<u32> {
-        let cf = self.db.cf_handle("default").ok_or_else(|| Error::new(Status::GenericFailure, "no default column family".to_string()))?;
+        let cf = self.db.cf_handle("default").ok_or_else(|| {
+            Error::new(
+                Status::GenericFailure,
+                "no default column family".to_string(),
+            )
+        })?;
         let mut found = 0;
-        for r in self.db.batched_multi_get_cf(cf, keys.chunks_exact(16), false) {
+        for r in self
+            .db
+            .batched_multi_get_cf(cf, keys.chunks_exact(16), false)
+        {
             if r.map_err(err)?.is_some() {
                 found += 1;
             }

@@ -25,7 +25,11 @@ impl FpTable {
         while cap * 3 / 4 < capacity_hint {
             cap *= 2;
         }
-        FpTable { slots: vec![Slot::default(); cap], mask: cap - 1, size: 0 }
+        FpTable {
+            slots: vec![Slot::default(); cap],
+            mask: cap - 1,
+            size: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -85,7 +89,12 @@ impl FpTable {
             self.grow();
             miss = self.find(fp).expect_err("absent before growing");
         }
-        self.slots[miss] = Slot { k0: fp as u64, k1: (fp >> 64) as u64, v: value, v2: value2 };
+        self.slots[miss] = Slot {
+            k0: fp as u64,
+            k1: (fp >> 64) as u64,
+            v: value,
+            v2: value2,
+        };
         self.size += 1;
         miss
     }
@@ -98,7 +107,9 @@ impl FpTable {
             if s.v == 0 {
                 continue;
             }
-            let to = self.find(s.k0 as u128 | (s.k1 as u128) << 64).expect_err("keys are distinct");
+            let to = self
+                .find(s.k0 as u128 | (s.k1 as u128) << 64)
+                .expect_err("keys are distinct");
             self.slots[to] = s;
         }
     }
@@ -124,7 +135,10 @@ fn pair_home(a: u32, b: u32, capacity: usize) -> usize {
 impl PairTable {
     /// `slots`: the capacity (at least 1,024); it holds 3/4 of that before it grows.
     pub fn new(slots: usize) -> Self {
-        PairTable { slots: vec![[0; 3]; slots.max(1024)], size: 0 }
+        PairTable {
+            slots: vec![[0; 3]; slots.max(1024)],
+            size: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -140,7 +154,10 @@ impl PairTable {
         #[cfg(target_arch = "x86_64")]
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch(self.slots.as_ptr().add(pair_home(a, b, self.slots.len())) as *const i8, _MM_HINT_T0);
+            _mm_prefetch(
+                self.slots.as_ptr().add(pair_home(a, b, self.slots.len())) as *const i8,
+                _MM_HINT_T0,
+            );
         }
     }
 
@@ -187,5 +204,194 @@ impl PairTable {
         }
         self.slots[miss] = [a, b, v];
         self.size += 1;
+    }
+}
+
+impl PairTable {
+    /// Rebuilds the table (same capacity, or larger if needed) keeping the entries for which
+    /// `f(a, b, v)` returns Some((a', b', v')), stored as that; O(capacity).
+    pub fn retain_map(&mut self, mut f: impl FnMut(u32, u32, u32) -> Option<(u32, u32, u32)>) {
+        let cap = self.slots.len();
+        let old = std::mem::replace(&mut self.slots, vec![[0; 3]; cap]);
+        self.size = 0;
+        for s in old {
+            if s[2] != 0 {
+                if let Some((a, b, v)) = f(s[0], s[1], s[2]) {
+                    let miss = self.find(a, b).expect_err("pairs stay distinct");
+                    self.insert(miss, a, b, v);
+                }
+            }
+        }
+    }
+
+    /// Every entry (a, b, v), in slot order.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn entries(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s[2] != 0)
+            .map(|s| (s[0], s[1], s[2]))
+    }
+}
+
+/// A value of a `TagTable` slot.
+pub trait SlotValue: Copy + Default {}
+impl SlotValue for u32 {}
+impl SlotValue for [u32; 2] {}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct TagSlot<V> {
+    k0: u64,
+    k1: u64,
+    /// 0: empty; otherwise the owner's tag (the CountKernel stores key group + 1).
+    tag: u32,
+    v: V,
+}
+
+/// Like `FpTable`, but a slot carries a non-zero tag (its owner, e.g. key group + 1) next to
+/// its value, so every value (including 0) can be stored and the table can be filtered by
+/// owner. 24 bytes a slot for a u32 value, 32 for two. Linear probing, doubles at 3/4 load.
+pub struct TagTable<V: SlotValue> {
+    slots: Vec<TagSlot<V>>,
+    mask: usize,
+    size: usize,
+}
+
+impl<V: SlotValue> TagTable<V> {
+    pub fn new(capacity_hint: usize) -> Self {
+        let cap = Self::capacity_for(capacity_hint);
+        TagTable {
+            slots: vec![TagSlot::default(); cap],
+            mask: cap - 1,
+            size: 0,
+        }
+    }
+
+    fn capacity_for(entries: usize) -> usize {
+        let mut cap = 1024;
+        while cap * 3 / 4 < entries {
+            cap *= 2;
+        }
+        cap
+    }
+
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<TagSlot<V>>()
+    }
+
+    #[inline]
+    pub fn prefetch(&self, fp: u128) {
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let slot = (fp as u64 as usize) & self.mask;
+            _mm_prefetch(self.slots.as_ptr().add(slot) as *const i8, _MM_HINT_T0);
+        }
+    }
+
+    /// Ok(slot holding fp), or Err(empty slot where it would go).
+    #[inline]
+    pub fn find(&self, fp: u128) -> Result<usize, usize> {
+        let (k0, k1) = (fp as u64, (fp >> 64) as u64);
+        let mut slot = (k0 as usize) & self.mask;
+        loop {
+            let s = &self.slots[slot];
+            if s.tag == 0 {
+                return Err(slot);
+            }
+            if s.k0 == k0 && s.k1 == k1 {
+                return Ok(slot);
+            }
+            slot = (slot + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn tag(&self, slot: usize) -> u32 {
+        self.slots[slot].tag
+    }
+
+    #[inline]
+    pub fn val(&self, slot: usize) -> V {
+        self.slots[slot].v
+    }
+
+    #[inline]
+    pub fn set(&mut self, slot: usize, v: V) {
+        self.slots[slot].v = v;
+    }
+
+    /// Sets fp's tag and value, inserting it if absent.
+    pub fn upsert(&mut self, fp: u128, tag: u32, v: V) {
+        match self.find(fp) {
+            Ok(slot) => {
+                self.slots[slot].tag = tag;
+                self.slots[slot].v = v;
+            }
+            Err(miss) => {
+                self.insert(miss, fp, tag, v);
+            }
+        }
+    }
+
+    /// Inserts fp, known absent (`miss` from find), with a non-zero tag; returns its slot.
+    pub fn insert(&mut self, mut miss: usize, fp: u128, tag: u32, v: V) -> usize {
+        debug_assert!(tag != 0);
+        if (self.size + 1) * 4 > self.slots.len() * 3 {
+            self.rehash(self.slots.len() * 2, |_, _, v| Some(v));
+            miss = self.find(fp).expect_err("absent before growing");
+        }
+        self.slots[miss] = TagSlot {
+            k0: fp as u64,
+            k1: (fp >> 64) as u64,
+            tag,
+            v,
+        };
+        self.size += 1;
+        miss
+    }
+
+    /// Rebuilds the table keeping the entries for which `f(fp, tag, v)` returns Some(v'),
+    /// stored with v'; O(capacity). The capacity stays.
+    pub fn retain_map(&mut self, f: impl FnMut(u128, u32, V) -> Option<V>) {
+        self.rehash(self.slots.len(), f);
+    }
+
+    /// Moves every kept entry into a table of `cap` slots, which must hold them all.
+    fn rehash(&mut self, cap: usize, mut f: impl FnMut(u128, u32, V) -> Option<V>) {
+        let old = std::mem::replace(&mut self.slots, vec![TagSlot::default(); cap]);
+        self.mask = cap - 1;
+        self.size = 0;
+        for s in old {
+            if s.tag == 0 {
+                continue;
+            }
+            if let Some(v) = f(s.k0 as u128 | (s.k1 as u128) << 64, s.tag, s.v) {
+                let to = self
+                    .find(s.k0 as u128 | (s.k1 as u128) << 64)
+                    .expect_err("keys are distinct");
+                self.slots[to] = TagSlot {
+                    k0: s.k0,
+                    k1: s.k1,
+                    tag: s.tag,
+                    v,
+                };
+                self.size += 1;
+            }
+        }
+    }
+
+    /// Every entry (fp, tag, value), in slot order.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn entries(&self) -> impl Iterator<Item = (u128, u32, V)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.tag != 0)
+            .map(|s| (s.k0 as u128 | (s.k1 as u128) << 64, s.tag, s.v))
     }
 }

@@ -1,0 +1,1257 @@
+//! `CountKernel`: the production counting kernel (docs/adr/0007-hot-path.md). TypeScript
+//! parses and validates events, encodes a micro-batch in the binary layout below and calls
+//! `countBatch` once per micro-batch; the kernel owns the whole counting state in memory,
+//! in key groups, applies the rules of worker/engine/counting.ts, and hands the state's
+//! changes back as one segment per key group (src/segment.rs) for TypeScript to store, and
+//! can load them back.
+//!
+//! # Batch layout (little-endian), n events back to back
+//!
+//! ```text
+//! u32 group, u32 ingestSec, u16 T,
+//! str company, str statistic, str customer, str identity     (str = u32 length + UTF-8)
+//! G × (f64 bucketEnd, str stem), T × str token               (the first token is "*")
+//! ```
+//!
+//! The counter of (granularity i, token t) has the id `stem_i ++ token_t`.
+//!
+//! # State keys
+//!
+//! Every key is an XXH3-128 fingerprint in its own seed domain, built from the fingerprints of
+//! its parts, and every key includes the key group (as TypeScript's state keys start with
+//! the group prefix), so that a group's state is self-contained:
+//!
+//! - dedup identity: fp(company, statistic, customer, identity; group)
+//! - customer: fp(customer; group)
+//! - stem key (also the bucket record's key): fp(fp(stem); group)
+//! - counter: fp(stem key, fp(token))
+//!
+//! Counters and customers get a dense in-memory (global) number, used to index the
+//! per-counter arrays and as the marker key (counter, customer) in a `PairTable`, and a
+//! group-local number (order of creation in the group) that segments use.
+//!
+//! Nothing in here panics on input: every malformed batch, argument or segment is an Error
+//! naming the problem, found before any state is changed.
+
+use std::collections::HashSet;
+
+use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array, Uint8Array};
+use napi::{Error, Result, Status};
+
+use crate::fingerprint::{fp, fp_of};
+use crate::segment::{self, Changes, Segment, EPOCH_LIMIT, FLAG_ACCOUNT};
+use crate::table::{PairTable, TagTable};
+
+// Fingerprint domains (seeds) of the persisted state keys; never change them for existing state.
+const S_PART: u64 = 0x51a7e;
+const S_DEDUP: u64 = 0xdedf9;
+const S_CUSTOMER: u64 = 0xc0575;
+const S_STEM: u64 = 0x57e33;
+const S_STEM_KEY: u64 = 0x57e34;
+const S_TOKEN: u64 = 0x70ce2;
+const S_COUNTER: u64 = 0xc0a27;
+
+const GROUPS: usize = 65_536;
+const NO_GROUP: u32 = u32::MAX;
+/// A counter or customer number that no longer exists (its group was dropped).
+const GONE: u32 = u32::MAX;
+/// Counter flags: it has a stored total (so it is not fresh); its total is in its group's change list.
+const HAS_TOTAL: u8 = 1;
+const TOTAL_LISTED: u8 = 2;
+/// The largest G accepted.
+const MAX_GRANULARITIES: usize = 16;
+/// |bucketEnd| must be below this (integral seconds, exactly representable).
+const MAX_SECONDS: f64 = 9_007_199_254_740_992.0;
+
+/// One key group's bookkeeping.
+#[derive(Default)]
+struct Group {
+    id: u32,
+    /// Group-local number → global number.
+    counters: Vec<u32>,
+    customers: Vec<u32>,
+    ch: Changes,
+    /// Listed in `Core::dirty`.
+    dirty: bool,
+}
+
+type Span = (usize, usize);
+
+/// One event's fields as byte ranges of the batch.
+#[derive(Default)]
+struct View {
+    group: u32,
+    ingest: u32,
+    /// company, statistic, customer, identity
+    parts: [Span; 4],
+    ends: Vec<i64>,
+    stems: Vec<Span>,
+    tokens: Vec<Span>,
+}
+
+/// One event's fields and state keys.
+#[derive(Default)]
+struct Keys {
+    view: View,
+    dedup: u128,
+    customer: u128,
+    /// Per granularity: the stem key (bucket record key).
+    stems: Vec<u128>,
+    tokens: Vec<u128>,
+    /// Per (granularity, token), granularity-major: the counter key.
+    counters: Vec<u128>,
+}
+
+#[inline]
+fn read_u32(b: &[u8], pos: &mut usize, i: usize, what: &str) -> std::result::Result<u32, String> {
+    match b.get(*pos..*pos + 4) {
+        Some(s) => {
+            *pos += 4;
+            Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        }
+        None => Err(format!(
+            "event {i}: {what} at byte {} runs past the end of the batch ({} bytes)",
+            *pos,
+            b.len()
+        )),
+    }
+}
+
+#[inline]
+fn read_str(b: &[u8], pos: &mut usize, i: usize, what: &str) -> std::result::Result<Span, String> {
+    let len = read_u32(b, pos, i, what)? as usize;
+    let from = *pos;
+    if b.len() - from < len {
+        return Err(format!("event {i}: {what} of {len} bytes at byte {from} runs past the end of the batch ({} bytes)", b.len()));
+    }
+    *pos += len;
+    Ok((from, from + len))
+}
+
+/// Reads the event at `pos` into `v` and advances `pos`; `check` also validates what the
+/// counting pass relies on (ranges, the first token, UTF-8 of stems and tokens).
+fn parse_event(
+    b: &[u8],
+    pos: &mut usize,
+    g: usize,
+    i: usize,
+    v: &mut View,
+    check: bool,
+) -> std::result::Result<(), String> {
+    v.group = read_u32(b, pos, i, "group")?;
+    v.ingest = read_u32(b, pos, i, "ingestSec")?;
+    let t = match b.get(*pos..*pos + 2) {
+        Some(s) => u16::from_le_bytes([s[0], s[1]]) as usize,
+        None => {
+            return Err(format!(
+                "event {i}: token count at byte {} runs past the end of the batch ({} bytes)",
+                *pos,
+                b.len()
+            ))
+        }
+    };
+    *pos += 2;
+    if check {
+        if v.group as usize >= GROUPS {
+            return Err(format!(
+                "event {i}: key group {} is not in 0..65535",
+                v.group
+            ));
+        }
+        if t == 0 {
+            return Err(format!(
+                "event {i}: it has no tokens (the first must be \"*\")"
+            ));
+        }
+    }
+    for (k, what) in ["company", "statistic", "customer", "identity"]
+        .iter()
+        .enumerate()
+    {
+        v.parts[k] = read_str(b, pos, i, what)?;
+    }
+    v.ends.clear();
+    v.stems.clear();
+    for gi in 0..g {
+        let end = match b.get(*pos..*pos + 8) {
+            Some(s) => f64::from_le_bytes(s.try_into().map_err(|_| format!("event {i}: bucketEnd"))?),
+            None => return Err(format!("event {i}: bucketEnd of granularity {gi} at byte {} runs past the end of the batch ({} bytes)", *pos, b.len())),
+        };
+        if check && !(end.is_finite() && end.fract() == 0.0 && end.abs() < MAX_SECONDS) {
+            return Err(format!(
+                "event {i}: bucketEnd of granularity {gi} is {end}, not a whole number of seconds"
+            ));
+        }
+        *pos += 8;
+        v.ends.push(end as i64);
+        let stem = read_str(b, pos, i, "stem")?;
+        if check && std::str::from_utf8(&b[stem.0..stem.1]).is_err() {
+            return Err(format!(
+                "event {i}: the stem of granularity {gi} is not valid UTF-8"
+            ));
+        }
+        v.stems.push(stem);
+    }
+    v.tokens.clear();
+    for ti in 0..t {
+        let token = read_str(b, pos, i, "token")?;
+        if check {
+            if ti == 0 && &b[token.0..token.1] != b"*" {
+                return Err(format!("event {i}: its first token is not \"*\""));
+            }
+            if std::str::from_utf8(&b[token.0..token.1]).is_err() {
+                return Err(format!("event {i}: token {ti} is not valid UTF-8"));
+            }
+        }
+        v.tokens.push(token);
+    }
+    Ok(())
+}
+
+/// Appends `s` (valid UTF-8) as a JSON string.
+fn push_json(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut from = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[from..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(c >> 4) as usize],
+                HEX[(c & 15) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        from = i + 1;
+    }
+    out.extend_from_slice(&s[from..]);
+    out.push(b'"');
+}
+
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+pub struct Tally {
+    pub counted: u64,
+    pub duplicates: u64,
+    pub beyond_horizon: u64,
+}
+
+/// The result of `finalise`, in plain Rust.
+#[derive(Default, Debug)]
+pub struct Final {
+    pub ids: String,
+    pub groups: Vec<u32>,
+    pub counts: Vec<f64>,
+    pub uniques: Vec<f64>,
+    pub fresh: Vec<u8>,
+}
+
+/// The kernel without napi types (the napi class wraps it; the tests drive it directly).
+pub struct Core {
+    g: usize,
+    account: bool,
+    dedup_retention: i64,
+    uniques_retention: i64,
+
+    /// Dedup identity → first ingest second.
+    dedup: TagTable<u32>,
+    /// Stem key → [last ingest hour, epoch].
+    buckets: TagTable<[u32; 2]>,
+    /// Customer key → global customer number.
+    customers: TagTable<u32>,
+    /// Counter key → global counter number.
+    counter_index: TagTable<u32>,
+    /// (global counter, global customer) → epoch + 1.
+    markers: PairTable,
+
+    // Per counter (global number).
+    c_group: Vec<u16>,
+    c_local: Vec<u32>,
+    /// End of the counter's id in `ids` (it starts where the previous one ends).
+    c_id_end: Vec<u64>,
+    ids: Vec<u8>,
+    /// Stored totals (count, uniques).
+    c_total: Vec<[f64; 2]>,
+    /// This window's deltas (count, uniques).
+    c_win: Vec<[u32; 2]>,
+    c_flags: Vec<u8>,
+
+    // Per customer (global number).
+    cu_group: Vec<u16>,
+    cu_local: Vec<u32>,
+
+    /// Key group → index in `gs`, or NO_GROUP.
+    group_slot: Vec<u32>,
+    gs: Vec<Group>,
+    /// Groups with changes since the last `changes()`.
+    dirty: Vec<u32>,
+
+    /// Counters touched in this window, in first-touched order.
+    touched: Vec<u32>,
+    /// The counters of the last `finalise()`, by position (GONE once dropped).
+    last_final: Vec<u32>,
+
+    keys: [Keys; 2],
+    event_counters: Vec<u32>,
+
+    counted: u64,
+    duplicates: u64,
+    beyond_horizon: u64,
+}
+
+impl Core {
+    pub fn new(
+        granularities: usize,
+        account: bool,
+        dedup_retention_sec: f64,
+        uniques_retention_sec: f64,
+    ) -> std::result::Result<Self, String> {
+        if granularities > MAX_GRANULARITIES {
+            return Err(format!(
+                "granularities must be 0..{MAX_GRANULARITIES}, got {granularities}"
+            ));
+        }
+        for (name, v) in [
+            ("dedupRetentionSec", dedup_retention_sec),
+            ("uniquesRetentionSec", uniques_retention_sec),
+        ] {
+            if v.is_nan() || v < 0.0 {
+                return Err(format!("{name} must be a number of seconds >= 0, got {v}"));
+            }
+        }
+        Ok(Core {
+            g: granularities,
+            account,
+            // Saturating: a retention beyond i64 (e.g. Infinity) never expires.
+            dedup_retention: dedup_retention_sec.floor() as i64,
+            uniques_retention: uniques_retention_sec.floor() as i64,
+            dedup: TagTable::new(1 << 16),
+            buckets: TagTable::new(1 << 10),
+            customers: TagTable::new(if account { 1 << 14 } else { 0 }),
+            counter_index: TagTable::new(1 << 14),
+            markers: PairTable::new(if account { 1 << 18 } else { 0 }),
+            c_group: Vec::new(),
+            c_local: Vec::new(),
+            c_id_end: Vec::new(),
+            ids: Vec::new(),
+            c_total: Vec::new(),
+            c_win: Vec::new(),
+            c_flags: Vec::new(),
+            cu_group: Vec::new(),
+            cu_local: Vec::new(),
+            group_slot: vec![NO_GROUP; GROUPS],
+            gs: Vec::new(),
+            dirty: Vec::new(),
+            touched: Vec::new(),
+            last_final: Vec::new(),
+            keys: Default::default(),
+            event_counters: Vec::new(),
+            counted: 0,
+            duplicates: 0,
+            beyond_horizon: 0,
+        })
+    }
+
+    /// The index in `gs` of `group`, created if absent.
+    fn group_index(&mut self, group: u32) -> usize {
+        let slot = self.group_slot[group as usize];
+        if slot != NO_GROUP {
+            return slot as usize;
+        }
+        let gi = self.gs.len();
+        self.gs.push(Group {
+            id: group,
+            ..Default::default()
+        });
+        self.group_slot[group as usize] = gi as u32;
+        gi
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, gi: usize) {
+        let grp = &mut self.gs[gi];
+        if !grp.dirty {
+            grp.dirty = true;
+            self.dirty.push(grp.id);
+        }
+    }
+
+    fn id_of(&self, c: u32) -> &[u8] {
+        let c = c as usize;
+        let from = if c == 0 {
+            0
+        } else {
+            self.c_id_end[c - 1] as usize
+        };
+        &self.ids[from..self.c_id_end[c] as usize]
+    }
+
+    /// Counts the n events of `b`; the batch is checked whole before anything is counted.
+    pub fn count_batch(&mut self, b: &[u8], n: usize) -> std::result::Result<Tally, String> {
+        let mut keys = std::mem::take(&mut self.keys);
+        let mut pos = 0;
+        for i in 0..n {
+            if let Err(e) = parse_event(b, &mut pos, self.g, i, &mut keys[0].view, true) {
+                self.keys = keys;
+                return Err(e);
+            }
+        }
+        if pos != b.len() {
+            self.keys = keys;
+            return Err(format!(
+                "the batch has {} bytes after its {n} events (it holds {} bytes)",
+                b.len() - pos,
+                b.len()
+            ));
+        }
+        let mut tally = Tally::default();
+        let mut pos = 0;
+        let mut result = Ok(());
+        if n > 0 {
+            result = parse_event(b, &mut pos, self.g, 0, &mut keys[0].view, false)
+                .map(|_| self.event_keys(b, &mut keys[0]));
+        }
+        // The keys of event i + 1 are built (and their home slots prefetched) before event i
+        // is counted, so that their cache misses overlap with its work. (Also looking up event
+        // i + 1's customer and counters early, to prefetch its marker slots one event ahead,
+        // measured 10-20 % slower on test/bench.js: the extra lookups cost more than they hide.)
+        for i in 0..n {
+            if result.is_err() {
+                break;
+            }
+            let (a, z) = keys.split_at_mut(1);
+            let (cur, next) = if i % 2 == 0 {
+                (&mut a[0], &mut z[0])
+            } else {
+                (&mut z[0], &mut a[0])
+            };
+            if i + 1 < n {
+                result = parse_event(b, &mut pos, self.g, i + 1, &mut next.view, false)
+                    .map(|_| self.event_keys(b, next));
+            }
+            self.count_event(b, cur, &mut tally);
+        }
+        self.keys = keys;
+        result?;
+        self.counted += tally.counted;
+        self.duplicates += tally.duplicates;
+        self.beyond_horizon += tally.beyond_horizon;
+        Ok(tally)
+    }
+
+    /// Every state key of the event, each with a prefetch of its home slot.
+    fn event_keys(&self, b: &[u8], k: &mut Keys) {
+        let v = &k.view;
+        let group = v.group as u64;
+        let part = |i: usize| fp(&b[v.parts[i].0..v.parts[i].1], S_PART);
+        let customer = part(2);
+        k.dedup = fp_of(&[part(0), part(1), customer, part(3)], &[group], S_DEDUP);
+        self.dedup.prefetch(k.dedup);
+        if self.account {
+            k.customer = fp_of(&[customer], &[group], S_CUSTOMER);
+            self.customers.prefetch(k.customer);
+        }
+        k.tokens.clear();
+        for &(from, to) in &v.tokens {
+            k.tokens.push(fp(&b[from..to], S_TOKEN));
+        }
+        k.stems.clear();
+        k.counters.clear();
+        for &(from, to) in &v.stems {
+            let stem = fp_of(&[fp(&b[from..to], S_STEM)], &[group], S_STEM_KEY);
+            k.stems.push(stem);
+            if self.account {
+                self.buckets.prefetch(stem);
+            }
+            for &token in &k.tokens {
+                let c = fp_of(&[stem, token], &[], S_COUNTER);
+                self.counter_index.prefetch(c);
+                k.counters.push(c);
+            }
+        }
+    }
+
+    fn count_event(&mut self, b: &[u8], k: &Keys, tally: &mut Tally) {
+        let v = &k.view;
+        let tag = v.group + 1;
+        let ingest = v.ingest;
+        let gi = self.group_index(v.group);
+
+        match self.dedup.find(k.dedup) {
+            Ok(slot) => {
+                if ingest as i64 - self.dedup.val(slot) as i64 <= self.dedup_retention {
+                    tally.duplicates += 1;
+                    return;
+                }
+                self.dedup.set(slot, ingest);
+            }
+            Err(miss) => {
+                self.dedup.insert(miss, k.dedup, tag, ingest);
+            }
+        }
+        self.gs[gi].ch.dedup.push((k.dedup, ingest));
+        self.mark_dirty(gi);
+        tally.counted += 1;
+
+        let tokens = v.tokens.len();
+        if !self.account {
+            for s in 0..self.g {
+                for t in 0..tokens {
+                    let c = self.counter_of(b, k, gi, s, t);
+                    self.add_to_window(c, 0);
+                }
+            }
+            return;
+        }
+
+        let cu = self.customer_of(k.customer, gi);
+        let mut event_counters = std::mem::take(&mut self.event_counters);
+        event_counters.clear();
+        for s in 0..self.g {
+            for t in 0..tokens {
+                let c = self.counter_of(b, k, gi, s, t);
+                self.markers.prefetch(c, cu);
+                event_counters.push(c);
+            }
+        }
+        let cu_local = self.cu_local[cu as usize];
+        for s in 0..self.g {
+            let epoch = self.touch_bucket(k.stems[s], v.ends[s], ingest, gi);
+            for t in 0..tokens {
+                let c = event_counters[s * tokens + t];
+                let mut is_new = 0;
+                match self.markers.find(c, cu) {
+                    Err(miss) => {
+                        self.markers.insert(miss, c, cu, epoch + 1);
+                        is_new = 1;
+                    }
+                    Ok(slot) if self.markers.val(slot) != epoch + 1 => {
+                        self.markers.set(slot, epoch + 1);
+                        is_new = 1;
+                    }
+                    Ok(_) => {}
+                }
+                if is_new == 1 {
+                    let local = self.c_local[c as usize];
+                    self.gs[gi].ch.markers.push([local, cu_local, epoch]);
+                    if epoch > 0 {
+                        tally.beyond_horizon += 1;
+                    }
+                }
+                self.add_to_window(c, is_new);
+            }
+        }
+        self.event_counters = event_counters;
+    }
+
+    #[inline]
+    fn add_to_window(&mut self, c: u32, is_new: u32) {
+        let w = &mut self.c_win[c as usize];
+        if w[0] == 0 {
+            self.touched.push(c);
+        }
+        w[0] += 1;
+        w[1] += is_new;
+    }
+
+    fn customer_of(&mut self, key: u128, gi: usize) -> u32 {
+        match self.customers.find(key) {
+            Ok(slot) => self.customers.val(slot),
+            Err(miss) => {
+                let cu = self.cu_local.len() as u32;
+                let grp = &mut self.gs[gi];
+                let local = grp.customers.len() as u32;
+                grp.customers.push(cu);
+                grp.ch.customers.push((key, local));
+                self.cu_group.push(grp.id as u16);
+                self.cu_local.push(local);
+                self.customers.insert(miss, key, grp.id + 1, cu);
+                cu
+            }
+        }
+    }
+
+    /// The global number of counter (granularity s, token t) of the event, created if new.
+    fn counter_of(&mut self, b: &[u8], k: &Keys, gi: usize, s: usize, t: usize) -> u32 {
+        let key = k.counters[s * k.tokens.len() + t];
+        match self.counter_index.find(key) {
+            Ok(slot) => self.counter_index.val(slot),
+            Err(miss) => {
+                let c = self.c_group.len() as u32;
+                let grp = &mut self.gs[gi];
+                let local = grp.counters.len() as u32;
+                grp.counters.push(c);
+                grp.ch.counters.push((key, local));
+                let (stem, token) = (k.view.stems[s], k.view.tokens[t]);
+                self.ids.extend_from_slice(&b[stem.0..stem.1]);
+                self.ids.extend_from_slice(&b[token.0..token.1]);
+                self.c_group.push(grp.id as u16);
+                self.c_local.push(local);
+                self.c_id_end.push(self.ids.len() as u64);
+                self.c_total.push([0.0, 0.0]);
+                self.c_win.push([0, 0]);
+                self.c_flags.push(0);
+                self.counter_index.insert(miss, key, grp.id + 1, c);
+                c
+            }
+        }
+    }
+
+    /// The rule of touchBucket in worker/engine/counting.ts; returns the marker epoch in force.
+    fn touch_bucket(&mut self, stem: u128, end: i64, ingest: u32, gi: usize) -> u32 {
+        let hour = ingest - ingest % 3600;
+        match self.buckets.find(stem) {
+            Err(miss) => {
+                self.buckets
+                    .insert(miss, stem, self.gs[gi].id + 1, [hour, 0]);
+                self.gs[gi].ch.buckets.push((stem, hour, 0));
+                0
+            }
+            Ok(slot) => {
+                let [last, epoch] = self.buckets.val(slot);
+                if ingest as i64 > end.max(last as i64).saturating_add(self.uniques_retention) {
+                    // Below 2^31 bumps (one per horizon passed) the epoch cannot reach its limit.
+                    let next = if epoch + 1 < EPOCH_LIMIT {
+                        epoch + 1
+                    } else {
+                        epoch
+                    };
+                    self.buckets.set(slot, [hour, next]);
+                    self.gs[gi].ch.buckets.push((stem, hour, next));
+                    return next;
+                }
+                if hour > last {
+                    self.buckets.set(slot, [hour, epoch]);
+                    self.gs[gi].ch.buckets.push((stem, hour, epoch));
+                }
+                epoch
+            }
+        }
+    }
+
+    /// Lists counter c's total in its group's changes (once until the next `changes()`).
+    fn list_total(&mut self, c: u32) {
+        let ci = c as usize;
+        if self.c_flags[ci] & TOTAL_LISTED == 0 {
+            self.c_flags[ci] |= TOTAL_LISTED;
+            let gi = self.group_slot[self.c_group[ci] as usize] as usize;
+            self.gs[gi].ch.totals.push(self.c_local[ci]);
+            self.mark_dirty(gi);
+        }
+    }
+
+    /// Ends the window: the touched counters' new totals, in first-touched order.
+    pub fn finalise(&mut self) -> std::result::Result<Final, String> {
+        let touched = std::mem::take(&mut self.touched);
+        let n = touched.len();
+        let mut out = Final {
+            ids: String::new(),
+            groups: Vec::with_capacity(n),
+            counts: Vec::with_capacity(n),
+            uniques: Vec::with_capacity(n),
+            fresh: Vec::with_capacity(n),
+        };
+        let mut ids = Vec::with_capacity(n * 48 + 2);
+        ids.push(b'[');
+        for (i, &c) in touched.iter().enumerate() {
+            if i > 0 {
+                ids.push(b',');
+            }
+            push_json(&mut ids, self.id_of(c));
+            let ci = c as usize;
+            let [wc, wu] = self.c_win[ci];
+            self.c_win[ci] = [0, 0];
+            let total = &mut self.c_total[ci];
+            total[0] += wc as f64;
+            total[1] += wu as f64;
+            out.groups.push(self.c_group[ci] as u32);
+            out.counts.push(total[0]);
+            out.uniques.push(total[1]);
+            out.fresh.push(if self.c_flags[ci] & HAS_TOTAL == 0 {
+                1
+            } else {
+                0
+            });
+            self.c_flags[ci] |= HAS_TOTAL;
+            self.list_total(c);
+        }
+        ids.push(b']');
+        out.ids =
+            String::from_utf8(ids).map_err(|_| "a counter id is not valid UTF-8".to_string())?;
+        self.last_final = touched;
+        self.touched = Vec::with_capacity(n);
+        Ok(out)
+    }
+
+    /// Adds amounts to the stored totals of counters of the last `finalise()` (by position).
+    pub fn rebase(
+        &mut self,
+        positions: &[u32],
+        counts: &[f64],
+        uniques: &[f64],
+    ) -> std::result::Result<(), String> {
+        if counts.len() != positions.len() || uniques.len() != positions.len() {
+            return Err(format!("rebase: positions, counts and uniques must have the same length, got {}, {} and {}", positions.len(), counts.len(), uniques.len()));
+        }
+        for (i, &p) in positions.iter().enumerate() {
+            if p as usize >= self.last_final.len() {
+                return Err(format!(
+                    "rebase: position {p} (entry {i}) is outside the last finalise ({} counters)",
+                    self.last_final.len()
+                ));
+            }
+            if self.last_final[p as usize] == GONE {
+                return Err(format!(
+                    "rebase: position {p} (entry {i}) is a counter of a dropped key group"
+                ));
+            }
+            if !counts[i].is_finite() || !uniques[i].is_finite() {
+                return Err(format!(
+                    "rebase: entry {i} has a count or uniques that is not a finite number"
+                ));
+            }
+        }
+        for (i, &p) in positions.iter().enumerate() {
+            let c = self.last_final[p as usize];
+            let total = &mut self.c_total[c as usize];
+            total[0] += counts[i];
+            total[1] += uniques[i];
+            self.list_total(c);
+        }
+        Ok(())
+    }
+
+    /// One segment per group changed since the last call, groups ascending; clears the changes.
+    pub fn changes(&mut self) -> (Vec<u32>, Vec<Vec<u8>>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        let flags = if self.account { FLAG_ACCOUNT } else { 0 };
+        let (mut groups, mut segments) = (Vec::new(), Vec::new());
+        for &group in &dirty {
+            let gi = self.group_slot[group as usize] as usize;
+            let grp = &self.gs[gi];
+            if !grp.ch.is_empty() {
+                let seg = segment::encode(
+                    group,
+                    flags,
+                    &grp.ch,
+                    |local| self.id_of(grp.counters[local as usize]),
+                    |local| {
+                        let t = self.c_total[grp.counters[local as usize] as usize];
+                        (t[0], t[1])
+                    },
+                );
+                groups.push(group);
+                segments.push(seg);
+            }
+            let grp = &mut self.gs[gi];
+            for &local in &grp.ch.totals {
+                self.c_flags[grp.counters[local as usize] as usize] &= !TOTAL_LISTED;
+            }
+            grp.ch.clear();
+            grp.dirty = false;
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        (groups, segments)
+    }
+
+    /// Applies a segment of `group` written by `changes()`; checked whole before it is applied.
+    pub fn load_segment(&mut self, group: u32, bytes: &[u8]) -> std::result::Result<(), String> {
+        if group as usize >= GROUPS {
+            return Err(format!("loadSegment: key group {group} is not in 0..65535"));
+        }
+        let seg = Segment::parse(bytes, group)?;
+        if (seg.flags & FLAG_ACCOUNT != 0) != self.account {
+            let (was, is) = if self.account {
+                ("customer", "account")
+            } else {
+                ("account", "customer")
+            };
+            return Err(format!("segment of key group {group} was written at {was} level; this kernel counts at {is} level"));
+        }
+        let tag = group + 1;
+        let slot = self.group_slot[group as usize];
+        let (have_counters, have_customers) = if slot == NO_GROUP {
+            (0, 0)
+        } else {
+            (
+                self.gs[slot as usize].counters.len(),
+                self.gs[slot as usize].customers.len(),
+            )
+        };
+        let bad = |what: String| Err(format!("segment of key group {group} is corrupt: {what}"));
+
+        // Check everything first.
+        let mut next = have_customers;
+        let mut fresh = HashSet::new();
+        let mut new_customers = Vec::with_capacity(seg.customers);
+        for i in 0..seg.customers {
+            let (key, local) = seg.customer(i);
+            match self.customers.find(key) {
+                Ok(s) if self.customers.tag(s) == tag && self.cu_local[self.customers.val(s) as usize] == local => continue,
+                Ok(_) => return bad(format!("new customer {i} (local number {local}) is already known under another number or group")),
+                Err(_) => {}
+            }
+            if local as usize != next {
+                return bad(format!(
+                    "new customer {i} has local number {local}, expected {next}"
+                ));
+            }
+            if !fresh.insert(key) {
+                return bad(format!("new customer {i} repeats an earlier one"));
+            }
+            next += 1;
+            new_customers.push(i);
+        }
+        let customers_after = next;
+        let mut next = have_counters;
+        fresh.clear();
+        let mut new_counters = Vec::with_capacity(seg.counters);
+        let mut id_at = 0usize;
+        for i in 0..seg.counters {
+            let (key, local, len) = seg.counter(i);
+            let from = id_at;
+            id_at += len as usize;
+            if id_at > seg.id_bytes {
+                return bad(format!(
+                    "the ids of its new counters overrun the {} id bytes",
+                    seg.id_bytes
+                ));
+            }
+            match self.counter_index.find(key) {
+                Ok(s) if self.counter_index.tag(s) == tag && self.c_local[self.counter_index.val(s) as usize] == local => continue,
+                Ok(_) => return bad(format!("new counter {i} (local number {local}) is already known under another number or group")),
+                Err(_) => {}
+            }
+            if local as usize != next {
+                return bad(format!(
+                    "new counter {i} has local number {local}, expected {next}"
+                ));
+            }
+            if std::str::from_utf8(seg.ids(from, id_at)).is_err() {
+                return bad(format!("the id of new counter {i} is not valid UTF-8"));
+            }
+            if !fresh.insert(key) {
+                return bad(format!("new counter {i} repeats an earlier one"));
+            }
+            next += 1;
+            new_counters.push((i, from, id_at));
+        }
+        if id_at != seg.id_bytes {
+            return bad(format!(
+                "its new counters' ids take {id_at} of its {} id bytes",
+                seg.id_bytes
+            ));
+        }
+        let counters_after = next;
+        for i in 0..seg.buckets {
+            let (_, _, epoch) = seg.bucket(i);
+            if epoch >= EPOCH_LIMIT {
+                return bad(format!("bucket record {i} has epoch {epoch}"));
+            }
+        }
+        if seg.markers > 0 && !self.account {
+            return bad("it has markers, which the customer level does not keep".to_string());
+        }
+        for i in 0..seg.markers {
+            let (c, cu, epoch) = seg.marker(i);
+            if c as usize >= counters_after
+                || cu as usize >= customers_after
+                || epoch >= EPOCH_LIMIT
+            {
+                return bad(format!("marker {i} (counter {c}, customer {cu}, epoch {epoch}) is out of range ({counters_after} counters, {customers_after} customers)"));
+            }
+        }
+        for i in 0..seg.totals {
+            let (c, count, uniques) = seg.total(i);
+            if c as usize >= counters_after {
+                return bad(format!(
+                    "total {i} is of counter {c}, which does not exist ({counters_after} counters)"
+                ));
+            }
+            if !count.is_finite() || !uniques.is_finite() {
+                return bad(format!("total {i} (counter {c}) is not a finite number"));
+            }
+        }
+
+        // Apply.
+        let gi = self.group_index(group);
+        for i in new_customers {
+            let (key, local) = seg.customer(i);
+            let cu = self.cu_local.len() as u32;
+            self.gs[gi].customers.push(cu);
+            self.cu_group.push(group as u16);
+            self.cu_local.push(local);
+            let miss = self.customers.find(key).expect_err("checked absent");
+            self.customers.insert(miss, key, tag, cu);
+        }
+        for (i, from, to) in new_counters {
+            let (key, local, _) = seg.counter(i);
+            let c = self.c_group.len() as u32;
+            self.gs[gi].counters.push(c);
+            self.ids.extend_from_slice(seg.ids(from, to));
+            self.c_group.push(group as u16);
+            self.c_local.push(local);
+            self.c_id_end.push(self.ids.len() as u64);
+            self.c_total.push([0.0, 0.0]);
+            self.c_win.push([0, 0]);
+            self.c_flags.push(HAS_TOTAL);
+            let miss = self.counter_index.find(key).expect_err("checked absent");
+            self.counter_index.insert(miss, key, tag, c);
+        }
+        // Records hit random slots: prefetch a few records ahead so the misses overlap.
+        const AHEAD: usize = 16;
+        for i in 0..seg.dedup {
+            if i + AHEAD < seg.dedup {
+                self.dedup.prefetch(seg.dedup_rec(i + AHEAD).0);
+            }
+            let (key, first) = seg.dedup_rec(i);
+            self.dedup.upsert(key, tag, first);
+        }
+        for i in 0..seg.buckets {
+            let (key, hour, epoch) = seg.bucket(i);
+            self.buckets.upsert(key, tag, [hour, epoch]);
+        }
+        let grp = &self.gs[gi];
+        let global = |i: usize| {
+            let (lc, lcu, _) = seg.marker(i);
+            (grp.counters[lc as usize], grp.customers[lcu as usize])
+        };
+        let mut pairs = Vec::with_capacity(seg.markers);
+        for i in 0..seg.markers {
+            pairs.push(global(i));
+        }
+        for i in 0..seg.markers {
+            if i + AHEAD < seg.markers {
+                self.markers
+                    .prefetch(pairs[i + AHEAD].0, pairs[i + AHEAD].1);
+            }
+            let (c, cu) = pairs[i];
+            let epoch = seg.marker(i).2;
+            match self.markers.find(c, cu) {
+                Ok(s) => self.markers.set(s, epoch + 1),
+                Err(miss) => self.markers.insert(miss, c, cu, epoch + 1),
+            }
+        }
+        for i in 0..seg.totals {
+            let (lc, count, uniques) = seg.total(i);
+            let c = self.gs[gi].counters[lc as usize] as usize;
+            self.c_total[c] = [count, uniques];
+            self.c_flags[c] |= HAS_TOTAL;
+        }
+        Ok(())
+    }
+
+    /// Forgets every key group of `groups`: O(state), the numbering of what stays is compacted.
+    pub fn drop_groups(&mut self, groups: &[u32]) -> std::result::Result<(), String> {
+        let mut dropped = vec![false; GROUPS];
+        let mut any = false;
+        for &g in groups {
+            if g as usize >= GROUPS {
+                return Err(format!("dropGroups: key group {g} is not in 0..65535"));
+            }
+            dropped[g as usize] = true;
+            any |= self.group_slot[g as usize] != NO_GROUP;
+        }
+        if !any {
+            return Ok(());
+        }
+        // Counters: new numbers in the old order, arrays and ids compacted.
+        let n = self.c_group.len();
+        let mut c_map = vec![GONE; n];
+        let mut kept = 0u32;
+        let mut ids = Vec::new();
+        let mut from = 0usize;
+        let mut w = 0usize;
+        for c in 0..n {
+            let to = self.c_id_end[c] as usize;
+            if !dropped[self.c_group[c] as usize] {
+                c_map[c] = kept;
+                kept += 1;
+                ids.extend_from_slice(&self.ids[from..to]);
+                self.c_group[w] = self.c_group[c];
+                self.c_local[w] = self.c_local[c];
+                self.c_id_end[w] = ids.len() as u64;
+                self.c_total[w] = self.c_total[c];
+                self.c_win[w] = self.c_win[c];
+                self.c_flags[w] = self.c_flags[c];
+                w += 1;
+            }
+            from = to;
+        }
+        self.ids = ids;
+        self.c_local.truncate(w);
+        self.c_group.truncate(w);
+        self.c_id_end.truncate(w);
+        self.c_total.truncate(w);
+        self.c_win.truncate(w);
+        self.c_flags.truncate(w);
+        // Customers.
+        let n = self.cu_group.len();
+        let mut cu_map = vec![GONE; n];
+        let mut w = 0usize;
+        for cu in 0..n {
+            if !dropped[self.cu_group[cu] as usize] {
+                cu_map[cu] = w as u32;
+                self.cu_group[w] = self.cu_group[cu];
+                self.cu_local[w] = self.cu_local[cu];
+                w += 1;
+            }
+        }
+        self.cu_group.truncate(w);
+        self.cu_local.truncate(w);
+        // Tables.
+        let gone = |tag: u32| dropped[(tag - 1) as usize];
+        self.dedup
+            .retain_map(|_, tag, v| if gone(tag) { None } else { Some(v) });
+        self.buckets
+            .retain_map(|_, tag, v| if gone(tag) { None } else { Some(v) });
+        self.customers.retain_map(|_, tag, v| {
+            if gone(tag) {
+                None
+            } else {
+                Some(cu_map[v as usize])
+            }
+        });
+        self.counter_index.retain_map(|_, tag, v| {
+            if gone(tag) {
+                None
+            } else {
+                Some(c_map[v as usize])
+            }
+        });
+        self.markers.retain_map(|c, cu, v| {
+            let (c, cu) = (c_map[c as usize], cu_map[cu as usize]);
+            if c == GONE || cu == GONE {
+                None
+            } else {
+                Some((c, cu, v))
+            }
+        });
+        // Groups.
+        let gs = std::mem::take(&mut self.gs);
+        self.group_slot.iter_mut().for_each(|s| *s = NO_GROUP);
+        for mut grp in gs {
+            if dropped[grp.id as usize] {
+                continue;
+            }
+            grp.counters
+                .iter_mut()
+                .for_each(|c| *c = c_map[*c as usize]);
+            grp.customers
+                .iter_mut()
+                .for_each(|c| *c = cu_map[*c as usize]);
+            self.group_slot[grp.id as usize] = self.gs.len() as u32;
+            self.gs.push(grp);
+        }
+        self.dirty.retain(|&g| !dropped[g as usize]);
+        let touched: Vec<u32> = self
+            .touched
+            .iter()
+            .map(|&c| c_map[c as usize])
+            .filter(|&c| c != GONE)
+            .collect();
+        self.touched = touched;
+        self.last_final
+            .iter_mut()
+            .for_each(|c| *c = if *c == GONE { GONE } else { c_map[*c as usize] });
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let vecs = self.c_group.capacity() * 2
+            + self.c_local.capacity() * 4
+            + self.c_id_end.capacity() * 8
+            + self.ids.capacity()
+            + self.c_total.capacity() * 16
+            + self.c_win.capacity() * 8
+            + self.c_flags.capacity()
+            + self.cu_group.capacity() * 2
+            + self.cu_local.capacity() * 4
+            + self
+                .gs
+                .iter()
+                .map(|g| g.counters.capacity() * 4 + g.customers.capacity() * 4 + g.ch.bytes())
+                .sum::<usize>()
+            + self.group_slot.len() * 4;
+        Stats {
+            counted: self.counted as f64,
+            duplicates: self.duplicates as f64,
+            beyond_horizon: self.beyond_horizon as f64,
+            identities: self.dedup.len() as f64,
+            buckets: self.buckets.len() as f64,
+            markers: self.markers.len() as f64,
+            counters: self.c_group.len() as f64,
+            customers: self.cu_group.len() as f64,
+            state_bytes: (self.dedup.bytes()
+                + self.buckets.bytes()
+                + self.customers.bytes()
+                + self.counter_index.bytes()
+                + self.markers.bytes()
+                + vecs) as f64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The napi class.
+
+#[napi(object)]
+pub struct CountTally {
+    pub counted: f64,
+    pub duplicates: f64,
+    pub beyond_horizon: f64,
+}
+
+#[napi(object)]
+pub struct Finalised {
+    /// A JSON array of the counter ids.
+    pub ids: String,
+    pub groups: Uint32Array,
+    pub counts: Float64Array,
+    pub uniques: Float64Array,
+    pub fresh: Uint8Array,
+}
+
+#[napi(object)]
+pub struct Segments {
+    pub groups: Uint32Array,
+    pub segments: Vec<Buffer>,
+}
+
+#[napi(object)]
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub counted: f64,
+    pub duplicates: f64,
+    pub beyond_horizon: f64,
+    pub identities: f64,
+    pub buckets: f64,
+    pub markers: f64,
+    pub counters: f64,
+    pub customers: f64,
+    pub state_bytes: f64,
+}
+
+fn invalid(message: String) -> Error {
+    Error::new(Status::InvalidArg, message)
+}
+
+/// A JS number that must be a whole number in 0..=max.
+fn whole(name: &str, v: f64, max: f64) -> Result<u32> {
+    if !(v.is_finite() && v.fract() == 0.0 && v >= 0.0 && v <= max) {
+        return Err(invalid(format!(
+            "{name} must be a whole number in 0..{max}, got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
+
+#[napi]
+pub struct CountKernel {
+    core: Core,
+}
+
+#[napi]
+impl CountKernel {
+    #[napi(constructor)]
+    pub fn new(
+        granularities: f64,
+        account: bool,
+        dedup_retention_sec: f64,
+        uniques_retention_sec: f64,
+    ) -> Result<Self> {
+        let g = whole("granularities", granularities, MAX_GRANULARITIES as f64)?;
+        Ok(CountKernel {
+            core: Core::new(
+                g as usize,
+                account,
+                dedup_retention_sec,
+                uniques_retention_sec,
+            )
+            .map_err(invalid)?,
+        })
+    }
+
+    /// Counts the n events encoded in `batch`; returns this batch's tally.
+    #[napi]
+    pub fn count_batch(&mut self, batch: Buffer, n: f64) -> Result<CountTally> {
+        let n = whole("n", n, u32::MAX as f64)?;
+        let t = self.core.count_batch(&batch, n as usize).map_err(invalid)?;
+        Ok(CountTally {
+            counted: t.counted as f64,
+            duplicates: t.duplicates as f64,
+            beyond_horizon: t.beyond_horizon as f64,
+        })
+    }
+
+    #[napi]
+    pub fn finalise(&mut self) -> Result<Finalised> {
+        let f = self
+            .core
+            .finalise()
+            .map_err(|e| Error::new(Status::GenericFailure, e))?;
+        Ok(Finalised {
+            ids: f.ids,
+            groups: f.groups.into(),
+            counts: f.counts.into(),
+            uniques: f.uniques.into(),
+            fresh: f.fresh.into(),
+        })
+    }
+
+    #[napi]
+    pub fn rebase(
+        &mut self,
+        positions: Uint32Array,
+        counts: Float64Array,
+        uniques: Float64Array,
+    ) -> Result<()> {
+        self.core
+            .rebase(&positions, &counts, &uniques)
+            .map_err(invalid)
+    }
+
+    #[napi]
+    pub fn changes(&mut self) -> Segments {
+        let (groups, segments) = self.core.changes();
+        Segments {
+            groups: groups.into(),
+            segments: segments.into_iter().map(Buffer::from).collect(),
+        }
+    }
+
+    #[napi]
+    pub fn load_segment(&mut self, group: f64, segment: Buffer) -> Result<()> {
+        let group = whole("group", group, (GROUPS - 1) as f64)?;
+        self.core.load_segment(group, &segment).map_err(invalid)
+    }
+
+    #[napi]
+    pub fn drop_groups(&mut self, groups: Uint32Array) -> Result<()> {
+        self.core.drop_groups(&groups).map_err(invalid)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+}
+
+#[cfg(test)]
+#[path = "count_kernel_tests.rs"]
+mod tests;

@@ -1,0 +1,931 @@
+//! Tests of `Core` (the CountKernel without napi): the rules of worker/engine/counting.ts,
+//! checked against a string-keyed reference model written from the rules, segment round
+//! trips, and malformed input.
+
+use std::collections::HashMap;
+
+use super::*;
+
+#[derive(Clone)]
+struct Ev {
+    group: u32,
+    ingest: u32,
+    company: String,
+    statistic: String,
+    customer: String,
+    identity: String,
+    /// Per granularity: (bucketEnd, stem).
+    buckets: Vec<(f64, String)>,
+    /// After "*".
+    tokens: Vec<String>,
+}
+
+impl Ev {
+    fn all_tokens(&self) -> Vec<String> {
+        let mut t = vec!["*".to_string()];
+        t.extend(self.tokens.iter().cloned());
+        t
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn encode(evs: &[Ev]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for e in evs {
+        b.extend_from_slice(&e.group.to_le_bytes());
+        b.extend_from_slice(&e.ingest.to_le_bytes());
+        let tokens = e.all_tokens();
+        b.extend_from_slice(&(tokens.len() as u16).to_le_bytes());
+        for s in [&e.company, &e.statistic, &e.customer, &e.identity] {
+            put_str(&mut b, s);
+        }
+        for (end, stem) in &e.buckets {
+            b.extend_from_slice(&end.to_le_bytes());
+            put_str(&mut b, stem);
+        }
+        for t in &tokens {
+            put_str(&mut b, t);
+        }
+    }
+    b
+}
+
+const HOUR: u32 = 3600;
+const DAY: u32 = 86_400;
+
+/// An event of company `co` in the hour and day buckets of `second` (the stem is a
+/// readable stand-in for the counter id prefix TypeScript builds).
+fn ev(
+    group: u32,
+    ingest: u32,
+    second: u32,
+    co: &str,
+    customer: &str,
+    id: &str,
+    tokens: &[&str],
+) -> Ev {
+    let hour = second - second % HOUR;
+    let day = second - second % DAY;
+    Ev {
+        group,
+        ingest,
+        company: co.to_string(),
+        statistic: "st".to_string(),
+        customer: customer.to_string(),
+        identity: id.to_string(),
+        buckets: vec![
+            ((hour + HOUR) as f64, format!("{co}/st/h/{hour}/")),
+            ((day + DAY) as f64, format!("{co}/st/d/{day}/")),
+        ],
+        tokens: tokens.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn count(core: &mut Core, evs: &[Ev]) -> Tally {
+    core.count_batch(&encode(evs), evs.len())
+        .expect("valid batch")
+}
+
+fn ids(f: &Final) -> Vec<String> {
+    serde_json::from_str(&f.ids).expect("ids are JSON")
+}
+
+/// (id → (count, uniques)) of a finalise.
+fn totals(f: &Final) -> HashMap<String, (f64, f64)> {
+    ids(f)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, (f.counts[i], f.uniques[i])))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The reference: the rules as stated, on strings.
+
+#[derive(Default, Clone)]
+struct Reference {
+    account: bool,
+    dedup_retention: i64,
+    uniques_retention: i64,
+    dedup: HashMap<(u32, String, String, String, String), i64>,
+    buckets: HashMap<(u32, String), (i64, u32)>,
+    markers: HashMap<(u32, String, String), u32>,
+    totals: HashMap<(u32, String), (f64, f64)>,
+    window: Vec<(u32, String)>,
+    deltas: HashMap<(u32, String), (f64, f64)>,
+    tally: Tally,
+}
+
+impl Reference {
+    fn new(account: bool, dedup_retention: i64, uniques_retention: i64) -> Self {
+        Reference {
+            account,
+            dedup_retention,
+            uniques_retention,
+            ..Default::default()
+        }
+    }
+
+    fn count(&mut self, e: &Ev) {
+        let ingest = e.ingest as i64;
+        let dk = (
+            e.group,
+            e.company.clone(),
+            e.statistic.clone(),
+            e.customer.clone(),
+            e.identity.clone(),
+        );
+        if let Some(&f) = self.dedup.get(&dk) {
+            if ingest - f <= self.dedup_retention {
+                self.tally.duplicates += 1;
+                return;
+            }
+        }
+        self.dedup.insert(dk, ingest);
+        self.tally.counted += 1;
+        for (end, stem) in &e.buckets {
+            let mut epoch = 0;
+            if self.account {
+                let hour = ingest - ingest % 3600;
+                let bk = (e.group, stem.clone());
+                epoch = match self.buckets.get(&bk).copied() {
+                    None => {
+                        self.buckets.insert(bk, (hour, 0));
+                        0
+                    }
+                    Some((last, ep)) => {
+                        if ingest > (*end as i64).max(last) + self.uniques_retention {
+                            self.buckets.insert(bk, (hour, ep + 1));
+                            ep + 1
+                        } else {
+                            if hour > last {
+                                self.buckets.insert(bk, (hour, ep));
+                            }
+                            ep
+                        }
+                    }
+                };
+            }
+            for t in e.all_tokens() {
+                let id = format!("{stem}{t}");
+                let mut is_new = 0.0;
+                if self.account {
+                    let mk = (e.group, id.clone(), e.customer.clone());
+                    if self.markers.get(&mk) != Some(&epoch) {
+                        self.markers.insert(mk, epoch);
+                        is_new = 1.0;
+                        if epoch > 0 {
+                            self.tally.beyond_horizon += 1;
+                        }
+                    }
+                }
+                let key = (e.group, id);
+                let d = self.deltas.entry(key.clone()).or_insert_with(|| {
+                    self.window.push(key.clone());
+                    (0.0, 0.0)
+                });
+                d.0 += 1.0;
+                d.1 += is_new;
+            }
+        }
+    }
+
+    /// (group, id, count, uniques, fresh) in first-touched order.
+    fn finalise(&mut self) -> Vec<(u32, String, f64, f64, u8)> {
+        let mut out = Vec::new();
+        for key in std::mem::take(&mut self.window) {
+            let d = self.deltas.remove(&key).unwrap();
+            let fresh = !self.totals.contains_key(&key);
+            let t = self.totals.entry(key.clone()).or_insert((0.0, 0.0));
+            t.0 += d.0;
+            t.1 += d.1;
+            out.push((key.0, key.1, t.0, t.1, fresh as u8));
+        }
+        out
+    }
+
+    fn drop_group(&mut self, g: u32) {
+        self.dedup.retain(|k, _| k.0 != g);
+        self.buckets.retain(|k, _| k.0 != g);
+        self.markers.retain(|k, _| k.0 != g);
+        self.totals.retain(|k, _| k.0 != g);
+        self.deltas.retain(|k, _| k.0 != g);
+        self.window.retain(|k| k.0 != g);
+    }
+}
+
+fn same_final(core: &Final, reference: &[(u32, String, f64, f64, u8)], what: &str) {
+    let ids = ids(core);
+    assert_eq!(ids.len(), reference.len(), "{what}: number of counters");
+    for (i, r) in reference.iter().enumerate() {
+        assert_eq!(
+            (
+                core.groups[i],
+                ids[i].as_str(),
+                core.counts[i],
+                core.uniques[i],
+                core.fresh[i]
+            ),
+            (r.0, r.1.as_str(), r.2, r.3, r.4),
+            "{what}: counter {i}"
+        );
+    }
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random workload with duplicates, late events, quiet buckets coming back past their
+/// horizon, several groups and companies, repeated and varied facet tokens.
+fn workload(seed: u64, n: usize) -> Vec<Ev> {
+    let mut r = Rng(seed);
+    let mut ingest = 1_700_000_000u32;
+    let mut out: Vec<Ev> = Vec::new();
+    for i in 0..n {
+        ingest += r.below(400) as u32;
+        if r.below(500) == 0 {
+            ingest += 5 * DAY; // a long pause: buckets pass their horizon
+        }
+        if r.below(10) == 0 && !out.is_empty() {
+            // a re-sent event, possibly much later
+            let mut e = out[r.below(out.len() as u64) as usize].clone();
+            e.ingest = ingest;
+            out.push(e);
+            continue;
+        }
+        let late = if r.below(5) == 0 {
+            r.below(20 * DAY as u64) as u32
+        } else {
+            r.below(3 * HOUR as u64) as u32
+        };
+        let second = ingest - late;
+        let co = format!("co{}", r.below(3));
+        let group = (co.as_bytes()[2] as u32 * 7) % 5;
+        let customer = format!("cu{}", r.below(40));
+        let mut tokens = Vec::new();
+        for f in 0..r.below(4) {
+            tokens.push(format!("f{f}={}", r.below(3)));
+        }
+        if r.below(20) == 0 {
+            tokens.push("f0=0".to_string()); // a repeated token
+        }
+        let t: Vec<&str> = tokens.iter().map(|s| s.as_str()).collect();
+        out.push(ev(
+            group,
+            ingest,
+            second,
+            &co,
+            &customer,
+            &format!("id{i}"),
+            &t,
+        ));
+    }
+    out
+}
+
+fn run_against_reference(account: bool, seed: u64) {
+    let evs = workload(seed, 6000);
+    let (dr, ur) = (2 * DAY as i64, DAY as i64);
+    let mut core = Core::new(2, account, dr as f64, ur as f64).unwrap();
+    let mut reference = Reference::new(account, dr, ur);
+    let mut segments: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut tally = Tally::default();
+    for (w, window) in evs.chunks(500).enumerate() {
+        for batch in window.chunks(77) {
+            let t = count(&mut core, batch);
+            tally.counted += t.counted;
+            tally.duplicates += t.duplicates;
+            tally.beyond_horizon += t.beyond_horizon;
+            for e in batch {
+                reference.count(e);
+            }
+        }
+        assert_eq!(tally, reference.tally, "window {w}: tally");
+        let f = core.finalise().unwrap();
+        same_final(&f, &reference.finalise(), &format!("window {w}"));
+        let (groups, segs) = core.changes();
+        assert!(groups.windows(2).all(|p| p[0] < p[1]), "groups ascending");
+        segments.extend(groups.into_iter().zip(segs));
+        if w % 4 == 3 {
+            // A restart: a new kernel loads every segment written so far and takes over.
+            let mut next = Core::new(2, account, dr as f64, ur as f64).unwrap();
+            for (g, s) in &segments {
+                next.load_segment(*g, s).unwrap();
+            }
+            let (a, b) = (core.stats(), next.stats());
+            assert_eq!(
+                (a.identities, a.buckets, a.markers, a.counters, a.customers),
+                (b.identities, b.buckets, b.markers, b.counters, b.customers),
+                "window {w}: state after loading"
+            );
+            assert_eq!(next.changes().0.len(), 0, "loaded segments are not changes");
+            core = next;
+        }
+    }
+    assert!(
+        tally.duplicates > 100,
+        "the workload has duplicates: {tally:?}"
+    );
+    if account {
+        assert!(
+            tally.beyond_horizon > 0,
+            "the workload passes horizons: {tally:?}"
+        );
+    }
+}
+
+#[test]
+fn account_level_matches_the_reference_across_restarts() {
+    for seed in [1, 2, 3] {
+        run_against_reference(true, seed);
+    }
+}
+
+#[test]
+fn customer_level_matches_the_reference_across_restarts() {
+    for seed in [4, 5] {
+        run_against_reference(false, seed);
+    }
+}
+
+#[test]
+fn duplicates_within_and_after_retention() {
+    let mut core = Core::new(2, true, 100.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    let e = ev(3, t0, t0, "co", "cu", "id1", &["a=1"]);
+    assert_eq!(
+        count(&mut core, &[e.clone()]),
+        Tally {
+            counted: 1,
+            duplicates: 0,
+            beyond_horizon: 0
+        }
+    );
+    // Within one batch, in order: the second copy is a duplicate.
+    let mut e2 = e.clone();
+    e2.ingest = t0 + 100;
+    assert_eq!(
+        count(&mut core, &[e2.clone(), e2.clone()]),
+        Tally {
+            counted: 0,
+            duplicates: 2,
+            beyond_horizon: 0
+        }
+    );
+    // 101 s after the first copy: counted again (and the first-ingest is now t0 + 101).
+    let mut e3 = e.clone();
+    e3.ingest = t0 + 101;
+    let mut e4 = e.clone();
+    e4.ingest = t0 + 201;
+    assert_eq!(
+        count(&mut core, &[e3, e4]),
+        Tally {
+            counted: 1,
+            duplicates: 1,
+            beyond_horizon: 0
+        }
+    );
+    let f = core.finalise().unwrap();
+    let t = totals(&f);
+    // Counted twice, same customer and bucket: 2 counts, 1 unique per counter.
+    assert_eq!(t.len(), 4);
+    for (count, uniques) in t.values() {
+        assert_eq!((*count, *uniques), (2.0, 1.0));
+    }
+    assert_eq!(f.fresh, vec![1, 1, 1, 1]);
+    // A different identity, customer or group is a different event.
+    let others = [
+        ev(3, t0 + 5, t0, "co", "cu", "id2", &[]),
+        ev(3, t0 + 5, t0, "co", "cu2", "id1", &[]),
+        ev(4, t0 + 5, t0, "co", "cu", "id1", &[]),
+    ];
+    assert_eq!(count(&mut core, &others).counted, 3);
+}
+
+#[test]
+fn horizon_bump_counts_beyond_horizon() {
+    // uniques retention 1 day; hour bucket [t0, t0 + 3600).
+    let mut core = Core::new(1, true, 10.0, 86_400.0).unwrap();
+    let t0 = 1_699_999_200; // a whole hour
+    let one = |ingest: u32, cu: &str, id: &str| Ev {
+        buckets: vec![((t0 + 3600) as f64, "co/st/h/".to_string())],
+        ..ev(0, ingest, t0 + 10, "co", cu, id, &["x=1"])
+    };
+    // Customer A at t0, again within the horizon: one unique.
+    assert_eq!(
+        count(
+            &mut core,
+            &[one(t0 + 10, "A", "1"), one(t0 + 7200, "A", "2")]
+        )
+        .beyond_horizon,
+        0
+    );
+    let f = totals(&core.finalise().unwrap());
+    assert_eq!(f["co/st/h/*"], (2.0, 1.0));
+    // The last ingest hour is now t0 + 7200, so the horizon is t0 + 7200 + 86400.
+    let horizon = t0 + 7200 + 86_400;
+    assert_eq!(
+        count(&mut core, &[one(horizon, "A", "3")]),
+        Tally {
+            counted: 1,
+            duplicates: 0,
+            beyond_horizon: 0
+        }
+    );
+    let f = totals(&core.finalise().unwrap());
+    assert_eq!(
+        f["co/st/h/*"],
+        (3.0, 1.0),
+        "at the horizon the markers still count"
+    );
+    // The horizon moved to the hour of `horizon` + 1 day; one second past it: new epoch.
+    let h2 = horizon - horizon % 3600 + 86_400 + 1;
+    assert_eq!(
+        count(
+            &mut core,
+            &[
+                one(h2, "A", "4"),
+                one(h2 + 1, "A", "5"),
+                one(h2 + 2, "B", "6")
+            ]
+        ),
+        Tally {
+            counted: 3,
+            duplicates: 0,
+            beyond_horizon: 4
+        }
+    );
+    let f = totals(&core.finalise().unwrap());
+    assert_eq!(
+        f["co/st/h/*"],
+        (6.0, 3.0),
+        "A counted again once in the new epoch, B once"
+    );
+    assert_eq!(f["co/st/h/x=1"], (6.0, 3.0));
+    // Segments carry the epoch: a reloaded kernel still knows A and B in epoch 1.
+    let (groups, segs) = core.changes();
+    let mut again = Core::new(1, true, 10.0, 86_400.0).unwrap();
+    // The first segment holds everything: changes() was not called before.
+    for (g, s) in groups.iter().zip(&segs) {
+        again.load_segment(*g, s).unwrap();
+    }
+    assert_eq!(
+        count(
+            &mut again,
+            &[one(h2 + 10, "A", "7"), one(h2 + 10, "B", "8")]
+        )
+        .beyond_horizon,
+        0
+    );
+    let f = again.finalise().unwrap();
+    assert_eq!(totals(&f)["co/st/h/*"], (8.0, 3.0));
+    assert_eq!(f.fresh, vec![0, 0]);
+}
+
+#[test]
+fn back_fill_into_an_unseen_bucket_is_exact() {
+    let mut core = Core::new(2, true, 10.0, 3600.0).unwrap();
+    let now = 1_700_000_000;
+    // An event about a month-old second: its buckets are new, so epoch 0, nothing beyond the horizon.
+    let t = count(
+        &mut core,
+        &[
+            ev(1, now, now - 30 * DAY, "co", "A", "1", &[]),
+            ev(1, now + 1, now - 30 * DAY, "co", "A", "2", &[]),
+        ],
+    );
+    assert_eq!(
+        t,
+        Tally {
+            counted: 2,
+            duplicates: 0,
+            beyond_horizon: 0
+        }
+    );
+    let f = totals(&core.finalise().unwrap());
+    assert!(f.values().all(|&v| v == (2.0, 1.0)));
+    // An event more than the retention after the last ingest hour bumps the epoch.
+    let t = count(
+        &mut core,
+        &[ev(1, now + 7200, now - 30 * DAY, "co", "A", "3", &[])],
+    );
+    assert_eq!(t.beyond_horizon, 2);
+}
+
+#[test]
+fn customer_level_counts_without_uniques() {
+    let mut core = Core::new(2, false, 100.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    let t = count(
+        &mut core,
+        &[
+            ev(2, t0, t0, "co", "cu", "1", &["a=1", "b=2"]),
+            ev(2, t0, t0, "co", "cu", "2", &["a=1"]),
+            ev(2, t0 + 1, t0, "co", "cu", "1", &[]),
+        ],
+    );
+    assert_eq!(
+        t,
+        Tally {
+            counted: 2,
+            duplicates: 1,
+            beyond_horizon: 0
+        }
+    );
+    let f = core.finalise().unwrap();
+    let t = totals(&f);
+    assert_eq!(t.len(), 6);
+    let hour = t0 - t0 % HOUR;
+    assert_eq!(t[&format!("co/st/h/{hour}/*")], (2.0, 0.0));
+    assert_eq!(t[&format!("co/st/h/{hour}/a=1")], (2.0, 0.0));
+    assert_eq!(t[&format!("co/st/h/{hour}/b=2")], (1.0, 0.0));
+    let s = core.stats();
+    assert_eq!((s.markers, s.buckets, s.customers), (0.0, 0.0, 0.0));
+}
+
+#[test]
+fn finalise_order_fresh_and_rebase() {
+    let mut core = Core::new(1, true, 10.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    let one = |id: &str, tok: &[&str]| Ev {
+        buckets: vec![(2e9, "s/".to_string())],
+        ..ev(9, t0, t0, "co", "cu", id, tok)
+    };
+    count(&mut core, &[one("1", &["b"]), one("2", &["a", "b"])]);
+    let f = core.finalise().unwrap();
+    assert_eq!(ids(&f), vec!["s/*", "s/b", "s/a"], "first-touched order");
+    assert_eq!(f.fresh, vec![1, 1, 1]);
+    assert_eq!(f.groups, vec![9, 9, 9]);
+    // The sink had s/a = (10, 4) and s/* = (1, 1) already.
+    core.rebase(&[2, 0], &[10.0, 1.0], &[4.0, 1.0]).unwrap();
+    assert!(core.rebase(&[3], &[1.0], &[1.0]).is_err());
+    assert!(core.rebase(&[0], &[1.0, 2.0], &[1.0]).is_err());
+    assert!(core.rebase(&[0], &[f64::NAN], &[1.0]).is_err());
+    let (groups, segs) = core.changes();
+    assert_eq!(groups, vec![9]);
+    let mut again = Core::new(1, true, 10.0, 3600.0).unwrap();
+    again.load_segment(9, &segs[0]).unwrap();
+    count(&mut again, &[one("3", &["a"])]);
+    let f = again.finalise().unwrap();
+    assert_eq!(ids(&f), vec!["s/*", "s/a"]);
+    assert_eq!(
+        (f.counts.clone(), f.uniques.clone(), f.fresh.clone()),
+        (vec![4.0, 12.0], vec![2.0, 5.0], vec![0, 0])
+    );
+    // A rebase after changes() is written by the next changes().
+    again.changes();
+    again.rebase(&[1], &[1.0], &[0.0]).unwrap();
+    let (groups, segs) = again.changes();
+    assert_eq!(groups, vec![9]);
+    let seg = Segment::parse(&segs[0], 9).unwrap();
+    assert_eq!(
+        (seg.totals, seg.dedup, seg.markers, seg.counters),
+        (1, 0, 0, 0)
+    );
+    assert_eq!(seg.total(0), (2, 13.0, 5.0));
+    // Nothing changed: no segments.
+    assert_eq!(again.changes().0.len(), 0);
+}
+
+#[test]
+fn ids_are_json_escaped() {
+    let mut core = Core::new(1, false, 10.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    let stem = "q\"\\\n\u{1}é/";
+    let e = Ev {
+        buckets: vec![(2e9, stem.to_string())],
+        ..ev(0, t0, t0, "co", "cu", "1", &["ü=\t"])
+    };
+    count(&mut core, &[e]);
+    let f = core.finalise().unwrap();
+    assert_eq!(ids(&f), vec![format!("{stem}*"), format!("{stem}ü=\t")]);
+}
+
+#[test]
+fn segment_round_trip_and_corruption() {
+    let mut core = Core::new(2, true, 100.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    count(
+        &mut core,
+        &[
+            ev(7, t0, t0, "co", "A", "1", &["x=1", "y=2"]),
+            ev(7, t0, t0, "co", "B", "2", &["x=1"]),
+            ev(8, t0, t0, "co2", "A", "3", &[]),
+        ],
+    );
+    core.finalise().unwrap();
+    let (groups, segs) = core.changes();
+    assert_eq!(groups, vec![7, 8]);
+    let s7 = Segment::parse(&segs[0], 7).unwrap();
+    assert_eq!(
+        (
+            s7.customers,
+            s7.counters,
+            s7.dedup,
+            s7.buckets,
+            s7.markers,
+            s7.totals
+        ),
+        (2, 6, 2, 2, 6 + 4, 6)
+    );
+    assert_eq!(s7.counter(0).1, 0);
+    assert_eq!(s7.counter(5).1, 5);
+    assert_eq!(s7.customer(1).1, 1);
+
+    let load = |g: u32, bytes: &[u8]| {
+        Core::new(2, true, 100.0, 3600.0)
+            .unwrap()
+            .load_segment(g, bytes)
+    };
+    load(7, &segs[0]).unwrap();
+    let msg = load(8, &segs[0]).unwrap_err();
+    assert!(
+        msg.contains("key group 7") && msg.contains("key group 8"),
+        "{msg}"
+    );
+    let msg = load(7, &segs[0][..segs[0].len() - 3]).unwrap_err();
+    assert!(
+        msg.contains("key group 7") && msg.contains("truncated"),
+        "{msg}"
+    );
+    let msg = load(7, &segs[0][..20]).unwrap_err();
+    assert!(msg.contains("truncated"), "{msg}");
+    for at in [0, 4, 50, segs[0].len() / 2, segs[0].len() - 1] {
+        let mut bad = segs[0].clone();
+        bad[at] ^= 0x40;
+        let msg = load(7, &bad).unwrap_err();
+        assert!(msg.contains("key group 7"), "byte {at}: {msg}");
+    }
+    let mut longer = segs[0].clone();
+    longer.push(0);
+    assert!(load(7, &longer).unwrap_err().contains("too long"));
+    // A customer-level kernel refuses account-level segments.
+    assert!(Core::new(2, false, 100.0, 3600.0)
+        .unwrap()
+        .load_segment(7, &segs[0])
+        .unwrap_err()
+        .contains("account level"));
+    // Loading the same segment twice is harmless; loading out of order is refused.
+    let mut twice = Core::new(2, true, 100.0, 3600.0).unwrap();
+    twice.load_segment(7, &segs[0]).unwrap();
+    twice.load_segment(7, &segs[0]).unwrap();
+    assert_eq!(twice.stats().counters, 6.0);
+    count(&mut core, &[ev(7, t0 + 1, t0, "co", "C", "4", &["z=1"])]);
+    core.finalise().unwrap();
+    let (_, later) = core.changes();
+    let msg = Core::new(2, true, 100.0, 3600.0)
+        .unwrap()
+        .load_segment(7, &later[0])
+        .unwrap_err();
+    assert!(msg.contains("expected 0"), "{msg}");
+    twice.load_segment(7, &later[0]).unwrap();
+    assert_eq!(twice.stats().counters, 8.0);
+    assert_eq!(twice.stats().customers, 3.0);
+}
+
+#[test]
+fn numbering_continues_after_a_load() {
+    let mut core = Core::new(2, true, 100.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    count(&mut core, &[ev(1, t0, t0, "co", "A", "1", &["x"])]);
+    core.finalise().unwrap();
+    let (_, first) = core.changes();
+    let mut next = Core::new(2, true, 100.0, 3600.0).unwrap();
+    next.load_segment(1, &first[0]).unwrap();
+    count(&mut next, &[ev(1, t0 + 1, t0, "co", "B", "2", &["y"])]);
+    next.finalise().unwrap();
+    let (_, second) = next.changes();
+    let s = Segment::parse(&second[0], 1).unwrap();
+    assert_eq!((s.customer(0).1, s.counter(0).1, s.counter(1).1), (1, 4, 5));
+    // Both segments in order rebuild the whole group.
+    let mut third = Core::new(2, true, 100.0, 3600.0).unwrap();
+    third.load_segment(1, &first[0]).unwrap();
+    third.load_segment(1, &second[0]).unwrap();
+    let t = count(
+        &mut third,
+        &[
+            ev(1, t0 + 2, t0, "co", "A", "1", &[]),
+            ev(1, t0 + 2, t0, "co", "B", "3", &["x", "y"]),
+        ],
+    );
+    assert_eq!(
+        t,
+        Tally {
+            counted: 1,
+            duplicates: 1,
+            beyond_horizon: 0
+        }
+    );
+    let f = totals(&third.finalise().unwrap());
+    let hour = t0 - t0 % HOUR;
+    assert_eq!(f[&format!("co/st/h/{hour}/*")], (3.0, 2.0));
+    assert_eq!(f[&format!("co/st/h/{hour}/x")], (2.0, 2.0));
+    assert_eq!(f[&format!("co/st/h/{hour}/y")], (2.0, 1.0));
+}
+
+#[test]
+fn drop_groups_forgets_and_reload_restores() {
+    let evs = workload(11, 3000);
+    let (first, second) = evs.split_at(2000);
+    let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    let mut reference = Reference::new(true, 2 * DAY as i64, DAY as i64);
+    let mut segments: Vec<(u32, Vec<u8>)> = Vec::new();
+    for w in first.chunks(500) {
+        count(&mut core, w);
+        w.iter().for_each(|e| reference.count(e));
+        same_final(
+            &core.finalise().unwrap(),
+            &reference.finalise(),
+            "before the drop",
+        );
+        let (g, s) = core.changes();
+        segments.extend(g.into_iter().zip(s));
+    }
+    let groups: Vec<u32> = segments.iter().map(|s| s.0).collect();
+    assert!(groups.contains(&0) && groups.iter().any(|&g| g != 0));
+    // Drop group 0 with a window open: its deltas go too.
+    count(&mut core, &second[..100]);
+    second[..100].iter().for_each(|e| reference.count(e));
+    let before = core.stats();
+    core.drop_groups(&[0, 999]).unwrap();
+    reference.drop_group(0);
+    let after = core.stats();
+    assert!(
+        after.counters < before.counters
+            && after.identities < before.identities
+            && after.markers < before.markers
+    );
+    same_final(
+        &core.finalise().unwrap(),
+        &reference.finalise(),
+        "after the drop",
+    );
+    // The other groups continue; group 0 starts from nothing.
+    count(&mut core, &second[100..400]);
+    second[100..400].iter().for_each(|e| reference.count(e));
+    same_final(
+        &core.finalise().unwrap(),
+        &reference.finalise(),
+        "counting after the drop",
+    );
+    core.changes();
+    assert!(core.drop_groups(&[70_000]).is_err());
+
+    // Dropping a group and loading its segments back gives the state it had.
+    let mut a = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    for (g, s) in &segments {
+        a.load_segment(*g, s).unwrap();
+    }
+    let mut b = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    for (g, s) in &segments {
+        b.load_segment(*g, s).unwrap();
+    }
+    b.drop_groups(&[0]).unwrap();
+    for (g, s) in segments.iter().filter(|s| s.0 == 0) {
+        b.load_segment(*g, s).unwrap();
+    }
+    count(&mut a, &second[400..]);
+    count(&mut b, &second[400..]);
+    let (fa, fb) = (a.finalise().unwrap(), b.finalise().unwrap());
+    assert_eq!((totals(&fa), &fa.fresh), (totals(&fb), &fb.fresh));
+    assert_eq!(a.changes(), b.changes());
+}
+
+#[test]
+fn malformed_batches_are_errors_and_change_nothing() {
+    let mut core = Core::new(2, true, 10.0, 3600.0).unwrap();
+    let t0 = 1_700_000_000;
+    let good = ev(1, t0, t0, "co", "cu", "1", &["a"]);
+    let b = encode(&[good.clone(), good.clone()]);
+    let err = |core: &mut Core, bytes: &[u8], n: usize| core.count_batch(bytes, n).unwrap_err();
+    for cut in [1, 5, 9, 11, 20, b.len() / 2 - 1] {
+        let msg = err(&mut core, &b[..b.len() - cut], 2);
+        assert!(
+            msg.contains("event 1") && msg.contains("past the end"),
+            "{msg}"
+        );
+    }
+    assert!(err(&mut core, &b, 1).contains("after its 1 events"));
+    assert!(err(&mut core, &b, 3).contains("event 2"));
+    let mut bad = good.clone();
+    bad.group = 65_536;
+    assert!(err(&mut core, &encode(&[good.clone(), bad]), 2).contains("key group 65536"));
+    let mut bad = encode(&[good.clone()]);
+    let star = bad.iter().rposition(|&c| c == b'*').unwrap();
+    bad[star] = b'+';
+    assert!(err(&mut core, &bad, 1).contains("first token"));
+    let mut bad = good.clone();
+    bad.buckets[1].0 = f64::NAN;
+    assert!(err(&mut core, &encode(&[bad]), 1).contains("bucketEnd"));
+    let mut bad = good.clone();
+    bad.buckets[0].0 = 1.5;
+    assert!(err(&mut core, &encode(&[bad]), 1).contains("bucketEnd"));
+    let mut bytes = encode(&[good.clone()]);
+    let a = bytes.iter().rposition(|&c| c == b'a').unwrap(); // the token "a"
+    bytes[a] = 0xff;
+    assert!(err(&mut core, &bytes, 1).contains("UTF-8"));
+    // A zero-token event.
+    let mut z = Vec::new();
+    z.extend_from_slice(&1u32.to_le_bytes());
+    z.extend_from_slice(&t0.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    assert!(err(&mut core, &z, 1).contains("no tokens"));
+    // Nothing was counted by any of these.
+    let s = core.stats();
+    assert_eq!((s.counted, s.identities, s.counters), (0.0, 0.0, 0.0));
+    assert_eq!(
+        core.count_batch(&b, 2).unwrap(),
+        Tally {
+            counted: 1,
+            duplicates: 1,
+            beyond_horizon: 0
+        }
+    );
+    assert_eq!(core.count_batch(&[], 0).unwrap(), Tally::default());
+    assert!(Core::new(17, true, 1.0, 1.0).is_err());
+    assert!(Core::new(1, true, -1.0, 1.0).is_err());
+}
+
+#[test]
+fn tables_filter_and_iterate() {
+    let mut t: TagTable<u32> = TagTable::new(0);
+    for i in 0..5000u128 {
+        let miss = t.find(i * 7919).unwrap_err();
+        t.insert(miss, i * 7919, (i % 3) as u32 + 1, i as u32);
+    }
+    t.retain_map(|_, tag, v| if tag == 2 { None } else { Some(v + 1) });
+    assert_eq!(t.len(), t.entries().count());
+    assert!(t
+        .entries()
+        .all(|(k, tag, v)| tag != 2 && k == (v as u128 - 1) * 7919));
+    let mut p = PairTable::new(0);
+    for i in 0..3000u32 {
+        let miss = p.find(i, i * 3).unwrap_err();
+        p.insert(miss, i, i * 3, 1);
+    }
+    p.retain_map(|a, b, v| {
+        if a % 2 == 0 {
+            Some((a / 2, b, v))
+        } else {
+            None
+        }
+    });
+    assert_eq!(p.len(), 1500);
+    assert!(p.entries().all(|(a, b, _)| b == a * 6));
+}
+
+#[test]
+fn mutated_input_never_panics() {
+    let evs = workload(21, 400);
+    let batch = encode(&evs);
+    let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    count(&mut core, &evs);
+    core.finalise().unwrap();
+    let (groups, segs) = core.changes();
+    let mut r = Rng(99);
+    for _ in 0..3000 {
+        let mut b = batch.clone();
+        for _ in 0..1 + r.below(3) {
+            let at = r.below(b.len() as u64) as usize;
+            b[at] = r.next() as u8;
+        }
+        let mut k = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+        let _ = k.count_batch(&b, evs.len());
+        let _ = k.count_batch(&b[..r.below(b.len() as u64) as usize], evs.len());
+    }
+    for _ in 0..3000 {
+        let i = r.below(segs.len() as u64) as usize;
+        let mut s = segs[i].clone();
+        let body = s.len() - segment::TRAILER;
+        for _ in 0..1 + r.below(3) {
+            let at = r.below(body as u64) as usize;
+            s[at] = r.next() as u8;
+        }
+        // With a valid checksum, so that the record checks are exercised.
+        let sum = xxhash_rust::xxh3::xxh3_64(&s[..body]);
+        s[body..].copy_from_slice(&sum.to_le_bytes());
+        let mut k = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+        if k.load_segment(groups[i], &s).is_ok() {
+            let _ = k.count_batch(&batch, evs.len());
+            let _ = k.finalise();
+            let _ = k.changes();
+            let _ = k.drop_groups(&[groups[i]]);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+/**
+ * The native counting kernel (native/hotpath: Rust behind napi-rs, docs/adr/0007-hot-path.md),
+ * built by scripts/build-native.sh into dist/native/abacus-kernel.node and loaded from here.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AbacusError } from '../../common/errors';
+
+/** Overrides the path of the kernel's .node file. */
+export const NATIVE_KERNEL_ENV = 'ABACUS_NATIVE_KERNEL';
+
+/** What a `countBatch` call did with the batch's events. */
+export interface CountBatchResult {
+  counted: number;
+  duplicates: number;
+  beyondHorizon: number;
+}
+
+/** The window's counters: their identities (`ids`), key groups, totals and whether first seen. */
+export interface FinalisedWindow {
+  ids: string;
+  groups: Uint32Array;
+  counts: Float64Array;
+  uniques: Float64Array;
+  fresh: Uint8Array;
+}
+
+/** The state changed since the last call, one segment per key group. */
+export interface StateChanges {
+  groups: Uint32Array;
+  segments: Buffer[];
+}
+
+export interface CountKernelStats {
+  counted: number;
+  duplicates: number;
+  beyondHorizon: number;
+  identities: number;
+  buckets: number;
+  markers: number;
+  counters: number;
+  customers: number;
+  stateBytes: number;
+}
+
+/** An instance of the addon's `CountKernel` class. */
+export interface CountKernel {
+  countBatch(batch: Buffer, n: number): CountBatchResult;
+  finalise(): FinalisedWindow;
+  rebase(positions: Uint32Array, counts: Float64Array, uniques: Float64Array): void;
+  changes(): StateChanges;
+  loadSegment(group: number, segment: Buffer): void;
+  dropGroups(groups: Uint32Array): void;
+  stats(): CountKernelStats;
+}
+
+export interface CountKernelConstructor {
+  new (granularities: number, account: boolean, dedupRetentionSec: number, uniquesRetentionSec: number): CountKernel;
+}
+
+/** The addon's exports. */
+export interface NativeKernelModule {
+  readonly CountKernel: CountKernelConstructor;
+}
+
+/**
+ * Where the kernel is loaded from: $ABACUS_NATIVE_KERNEL (relative to the working directory),
+ * else dist/native/abacus-kernel.node next to this compiled file's dist/worker/native/.
+ */
+export function nativeKernelPath(): string {
+  const override = process.env[NATIVE_KERNEL_ENV];
+  if (override !== undefined && override !== '') return resolve(override);
+  return join(__dirname, '..', '..', 'native', 'abacus-kernel.node');
+}
+
+const loaded = new Map<string, NativeKernelModule>();
+
+/** The kernel at nativeKernelPath(), loaded once per process. */
+export function loadNativeKernel(): NativeKernelModule {
+  return loadNativeKernelFrom(nativeKernelPath());
+}
+
+/** The kernel at `path`, loaded once per path; an AbacusError naming the path and the fix when it cannot be. */
+export function loadNativeKernelFrom(path: string): NativeKernelModule {
+  const cached = loaded.get(path);
+  if (cached !== undefined) return cached;
+  const fix = buildFix(path);
+  if (!existsSync(path)) {
+    throw new AbacusError('NativeKernelMissing', `the native counting kernel ${path} does not exist`, fix);
+  }
+  const module = { exports: {} as NativeKernelModule };
+  try {
+    process.dlopen(module, path);
+  } catch (err) {
+    throw new AbacusError('NativeKernelLoadFailed', `the native counting kernel ${path} did not load: ${(err as Error).message}`, fix);
+  }
+  // A build from before the kernel had this class (the prototype's) loads but cannot count.
+  if (typeof (module.exports as Partial<NativeKernelModule>).CountKernel !== 'function') {
+    throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel class (an older build)`, fix);
+  }
+  loaded.set(path, module.exports);
+  return module.exports;
+}
+
+function buildFix(path: string): string {
+  const build = 'build it with `bash scripts/build-native.sh` (needs Rust\'s cargo; `npm test`, `npm run demo` and `npm run bench` run it)';
+  const override = process.env[NATIVE_KERNEL_ENV];
+  if (override !== undefined && override !== '' && resolve(override) === path) {
+    return `${build}, or point ${NATIVE_KERNEL_ENV} at a built abacus-kernel.node (unset, dist/native/abacus-kernel.node is used)`;
+  }
+  return build;
+}
