@@ -2,7 +2,7 @@
  * Cluster benchmark: one `abacus worker` process on the REAL broker and Cassandra of the test
  * environment (`npm run test-env -- up kafka cassandra`).
  *
- *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--keyed] [--baseline-gc]
+ *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--keyed] [--engine records|native] [--baseline-gc]
  *
  * 1. Saturation. N unique events (2 facets each, 3 granularities: 9 counters per event) are
  *    produced to a 6-partition input topic BEFORE the worker starts, so the worker never waits
@@ -40,7 +40,7 @@ const PARTITIONS = 6;
 const KEY_GROUPS = 32;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, keyed: { type: 'boolean' }, 'baseline-gc': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, keyed: { type: 'boolean' }, engine: { type: 'string' }, 'baseline-gc': { type: 'boolean' } } });
   const keyed = values.keyed === true;
   // Unkeyed: spread over the input partitions, as any producer would; keyed: the key group's partition.
   const partitionOf = (value: string, i: number): number => {
@@ -63,6 +63,7 @@ async function main(): Promise<void> {
       keyGroups: KEY_GROUPS,
       window: values.window ?? '1s',
       facets: { include: ['campaign', 'device'] },
+      ...(values.engine === undefined ? {} : { state: { engine: values.engine } }),
       metrics: { port: 0 },
       kafka: { brokers: [env.kafka], topic, ...(keyed ? { inputKeyed: true } : {}) },
       cassandra: { contactPoints: [env.cassandra], keyspace: KEYSPACE, createSchema: true, consistency: 'ONE' },

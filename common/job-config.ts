@@ -106,8 +106,8 @@ export interface JobConfig {
   /**
    * Which counting engine keeps the state (docs/adr/0007-hot-path.md): `records` (default) —
    * string records in RocksDB behind a cache; `native` — the Rust kernel's fixed-width tables in
-   * memory, persisted as per-key-group segments (experimental: local mode only, no expiry or
-   * memory budget yet).
+   * memory, persisted as per-key-group segments (experimental: no expiry or memory budget
+   * yet; docs/config.md, "Counting engine").
    */
   readonly engine: StateEngine;
   /**

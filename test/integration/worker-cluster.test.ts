@@ -35,6 +35,13 @@ const KEY_GROUPS = 12;
 const MAX_EVENT_BYTES = 2048;
 const MALFORMED = malformedEvents(MAX_EVENT_BYTES, 0).length;
 
+/** The scenarios that move state (restart, restore) run on both engines (docs/adr/0007-hot-path.md). */
+const ENGINES = ['records', 'native'] as const;
+
+function engineState(engine: (typeof ENGINES)[number]): Record<string, unknown> {
+  return { state: { cacheEntries: 100_000, engine } };
+}
+
 let env: TestEnv;
 const running = new Set<WorkerProcess>();
 const runId = Date.now().toString(36);
@@ -292,28 +299,31 @@ test('two workers, key groups from an (uneven) assignment file', { timeout: 420_
   await stopAll(ws);
 });
 
-test('three workers, one SIGKILLed mid-stream and restarted', { timeout: 480_000 }, async () => {
-  const topic = await newTopic('kill');
-  const j = job('kill', 'account', topic);
-  const ws = await startWorkers(j, 3);
-  const input = inputFor(3, 9000);
-  const third = Math.floor(input.length / 3);
-  const produced: Produced[] = [];
-  produced.push(...(await produce(env.kafka, topic, input.slice(0, third), { partitions: INPUT_PARTITIONS, seed: 13, ratePerSec: 3000 })));
-  // Mid-stream: the victim has counted something but the stream goes on.
-  await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0);
-  const producing = produce(env.kafka, topic, input.slice(third, 2 * third), { partitions: INPUT_PARTITIONS, seed: 14, ratePerSec: 3000 });
-  await new Promise((r) => setTimeout(r, 500));
-  await ws[1]!.kill();
-  produced.push(...(await producing));
-  const restarted = startWorker(j, 1, 3);
-  await restarted.waitReady();
-  produced.push(...(await produce(env.kafka, topic, input.slice(2 * third), { partitions: INPUT_PARTITIONS, seed: 15, ratePerSec: 3000 })));
-  const ref = expected(j, produced);
-  await assertCountsConverge(j, ref.rows);
-  await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
-  await stopAll([ws[0]!, restarted, ws[2]!]);
-});
+for (const engine of ENGINES) {
+  test(`three workers, one SIGKILLed mid-stream and restarted [${engine}]`, { timeout: 480_000 }, async () => {
+    const topic = await newTopic(`kill-${engine}`);
+    const j = job(`kill-${engine}`, 'account', topic, 'final', engineState(engine));
+    const ws = await startWorkers(j, 3);
+    const input = inputFor(3, 9000);
+    const third = Math.floor(input.length / 3);
+    const produced: Produced[] = [];
+    produced.push(...(await produce(env.kafka, topic, input.slice(0, third), { partitions: INPUT_PARTITIONS, seed: 13, ratePerSec: 3000 })));
+    // Mid-stream: the victim has counted something but the stream goes on.
+    await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0);
+    const producing = produce(env.kafka, topic, input.slice(third, 2 * third), { partitions: INPUT_PARTITIONS, seed: 14, ratePerSec: 3000 });
+    await new Promise((r) => setTimeout(r, 500));
+    await ws[1]!.kill();
+    produced.push(...(await producing));
+    const restarted = startWorker(j, 1, 3);
+    await restarted.waitReady();
+    produced.push(...(await produce(env.kafka, topic, input.slice(2 * third), { partitions: INPUT_PARTITIONS, seed: 15, ratePerSec: 3000 })));
+    const ref = expected(j, produced);
+    await assertCountsConverge(j, ref.rows);
+    await assertDeadLetters(j, ref.invalid.map((i) => produced[i.index]!.value));
+    await stopAll([ws[0]!, restarted, ws[2]!]);
+  });
+}
+
 
 test('Cassandra stopped for 20 s mid-stream', { timeout: 600_000 }, async () => {
   const topic = await newTopic('cass');
@@ -375,39 +385,42 @@ test('an account-level and a customer-level job (delta mode) on one topic run in
   await stopAll(ws);
 });
 
-test('a worker\'s volume lost: restarted with an empty data dir, it restores its key groups from S3', { timeout: 600_000 }, async () => {
-  const topic = await newTopic('lost');
-  const s3 = requireTestS3(`worker-it/${runId}/lost/`);
-  const j = job('lost', 'account', topic, 'final', { checkpoints: { interval: '2s', retention: 2, s3 } });
-  const ws = await startWorkers(j, 2);
-  const input = inputFor(7, 8000);
-  const half = Math.floor(input.length / 2);
-  const produced: Produced[] = [];
-  produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 21, ratePerSec: 3000 })));
-  // Worker 1 has counted part of the input, and checkpointed after that.
-  await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0, 180_000);
-  const counting = Date.now() / 1000;
-  await waitFor('a checkpoint of worker 1 taken after it counted', async () => (await ws[1]!.metric('abacus_checkpoint_last_success_timestamp_seconds')) > counting + 1, 180_000);
-  const store = new S3ObjectStore(s3);
-  try {
-    // Input keeps flowing; worker 1 dies and its volume is gone.
-    const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 22, ratePerSec: 1000 });
-    await new Promise((r) => setTimeout(r, 1500));
-    await ws[1]!.kill();
-    rmSync(join(scratch, `${j.name}-data-1`), { recursive: true, force: true });
-    const restarted = startWorker(j, 1, 2);
-    await restarted.waitReady(180_000);
-    assert.ok((await restarted.metric('abacus_restore_downloaded_bytes_total')) > 0, 'the restarted worker downloaded its key groups from S3');
-    produced.push(...(await producing));
-    const ref = expected(j, produced);
-    assert.ok(ref.duplicates > 500, 'copies straddle the restore: dedup state must have come back');
-    await assertCountsConverge(j, ref.rows);
-    // Its state came back as a restored chain; its next periodic checkpoint continues it.
-    await waitFor('the restarted worker checkpoints again', async () => (await restarted.metric('abacus_checkpoint_last_success_timestamp_seconds')) > 0, 120_000);
-    const writers = new Set((await readCatalog(store)).map((c) => c.manifest?.writer));
-    assert.deepEqual([...writers].sort(), ['w0', 'w1']);
-    await stopAll([ws[0]!, restarted]);
-  } finally {
-    store.close();
-  }
-});
+for (const engine of ENGINES) {
+  test(`a worker's volume lost: restarted with an empty data dir, it restores its key groups from S3 [${engine}]`, { timeout: 600_000 }, async () => {
+    const topic = await newTopic(`lost-${engine}`);
+    const s3 = requireTestS3(`worker-it/${runId}/lost-${engine}/`);
+    const j = job(`lost-${engine}`, 'account', topic, 'final', { checkpoints: { interval: '2s', retention: 2, s3 }, ...engineState(engine) });
+    const ws = await startWorkers(j, 2);
+    const input = inputFor(7, 8000);
+    const half = Math.floor(input.length / 2);
+    const produced: Produced[] = [];
+    produced.push(...(await produce(env.kafka, topic, input.slice(0, half), { partitions: INPUT_PARTITIONS, seed: 21, ratePerSec: 3000 })));
+    // Worker 1 has counted part of the input, and checkpointed after that.
+    await waitFor('worker 1 to count', async () => (await ws[1]!.metric('abacus_events_counted_total')) > 0, 180_000);
+    const counting = Date.now() / 1000;
+    await waitFor('a checkpoint of worker 1 taken after it counted', async () => (await ws[1]!.metric('abacus_checkpoint_last_success_timestamp_seconds')) > counting + 1, 180_000);
+    const store = new S3ObjectStore(s3);
+    try {
+      // Input keeps flowing; worker 1 dies and its volume is gone.
+      const producing = produce(env.kafka, topic, input.slice(half), { partitions: INPUT_PARTITIONS, seed: 22, ratePerSec: 1000 });
+      await new Promise((r) => setTimeout(r, 1500));
+      await ws[1]!.kill();
+      rmSync(join(scratch, `${j.name}-data-1`), { recursive: true, force: true });
+      const restarted = startWorker(j, 1, 2);
+      await restarted.waitReady(180_000);
+      assert.ok((await restarted.metric('abacus_restore_downloaded_bytes_total')) > 0, 'the restarted worker downloaded its key groups from S3');
+      produced.push(...(await producing));
+      const ref = expected(j, produced);
+      assert.ok(ref.duplicates > 500, 'copies straddle the restore: dedup state must have come back');
+      await assertCountsConverge(j, ref.rows);
+      // Its state came back as a restored chain; its next periodic checkpoint continues it.
+      await waitFor('the restarted worker checkpoints again', async () => (await restarted.metric('abacus_checkpoint_last_success_timestamp_seconds')) > 0, 120_000);
+      const writers = new Set((await readCatalog(store)).map((c) => c.manifest?.writer));
+      assert.deepEqual([...writers].sort(), ['w0', 'w1']);
+      await stopAll([ws[0]!, restarted]);
+    } finally {
+      store.close();
+    }
+  });
+}
+

@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import type { AbacusError } from '../../common/errors';
-import { LocalSink } from '../../worker/io/local-sink';
 import { runLocal } from '../../worker/runtime/local';
-import { CountTask } from '../../worker/runtime/task';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
 import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
@@ -135,18 +131,3 @@ for (const engine of ENGINES) {
     rmSync(got.dataDir, { recursive: true });
   });
 }
-
-test('a task that owns a subset of key groups (a worker) refuses the native engine, naming the fix', async () => {
-  const dataDir = tempDir();
-  const config = testConfig({ state: { cacheEntries: 1000, engine: 'native' } });
-  const sink = await LocalSink.open(join(dataDir, 'sink'), config.rocksdb, config.level);
-  try {
-    await assert.rejects(
-      CountTask.open({ config, dataDir, source: new ArraySource([]), sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, keyGroups: [0, 1] }),
-      (err: AbacusError) => err.code === 'EngineNotSupported' && /local mode only.*use state\.engine: records/s.test(err.message),
-    );
-  } finally {
-    await sink.close();
-    rmSync(dataDir, { recursive: true });
-  }
-});

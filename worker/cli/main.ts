@@ -54,7 +54,7 @@ Durations are written like 500ms, 2s, 5m, 1h, 7d; sizes like 512Mi, 2Gi.
 --memory-budget (run, demo, worker) bounds the state's memory (cache, Bloom filter, RocksDB
 block cache and write buffers) and sizes them from it (state.memoryBudget in the job file).
 --engine (run, demo) chooses the counting engine (state.engine): records (default), or native,
-the Rust kernel (experimental; local mode only; docs/adr/0007-hot-path.md).`;
+the Rust kernel (experimental; docs/adr/0007-hot-path.md).`;
 
 export function main(argv: string[]): void {
   standardOutput(); // from here on, a reader that goes away (EPIPE) ends output quietly

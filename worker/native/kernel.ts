@@ -4,7 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { Granularity } from '../../common/counter-id';
 import { AbacusError } from '../../common/errors';
+import type { Level } from '../../common/job-config';
 
 /** Overrides the path of the kernel's .node file. */
 export const NATIVE_KERNEL_ENV = 'ABACUS_NATIVE_KERNEL';
@@ -14,6 +16,29 @@ export interface CountBatchResult {
   counted: number;
   duplicates: number;
   beyondHorizon: number;
+}
+
+/** What a `countLines` call did: the tally of the lines it counted, and where it stopped. */
+export interface CountLinesResult extends CountBatchResult {
+  /** The first line not counted: the one the fast path deferred to TypeScript, or n. */
+  next: number;
+}
+
+/**
+ * The job's settings that decide how the fast path (native/hotpath/src/fast_path.rs) encodes
+ * a raw line: those of parseEvent, routing and NativeState's encoding.
+ */
+export interface FastPathOptions {
+  level: Level;
+  /** The job's granularities in its order (the order of the counter stems in the batch). */
+  granularities: Granularity[];
+  /** K: the line's key group is murmur3_32(routing key) mod K. */
+  keyGroups: number;
+  maxEventBytes: number;
+  /** `facets.include` when set (only these names are facets); names that are not well-formed Unicode left out. */
+  include?: string[];
+  /** `facets.exclude`, names that are not well-formed Unicode left out. */
+  exclude: string[];
 }
 
 /** The window's counters: their identities (`ids`), key groups, totals and whether first seen. */
@@ -46,6 +71,18 @@ export interface CountKernelStats {
 /** An instance of the addon's `CountKernel` class. */
 export interface CountKernel {
   countBatch(batch: Buffer, n: number): CountBatchResult;
+  /** Enables countLines and encodeLine; a later call replaces the options. */
+  configureFastPath(options: FastPathOptions): void;
+  /**
+   * Counts lines [from, n) of `buf` (line i is `buf[ends[i-1] .. ends[i]]`, `ends[-1]` = 0,
+   * counted at ingest second `ingest[i]`) in order, up to the first line the fast path
+   * defers, whose index it returns as `next` (n when none). The caller handles that line
+   * and calls again from next + 1. When `groups` is given, `groups[i]` gets the key group of
+   * every line i counted (the others are left as they are).
+   */
+  countLines(buf: Buffer, ends: Uint32Array, ingest: Uint32Array, from: number, n: number, groups?: Uint32Array): CountLinesResult;
+  /** The batch encoding countLines counts for one line, or null when the fast path defers it (tests). */
+  encodeLine(line: Buffer, ingestSec: number): Buffer | null;
   finalise(): FinalisedWindow;
   rebase(positions: Uint32Array, counts: Float64Array, uniques: Float64Array): void;
   changes(): StateChanges;
@@ -94,9 +131,14 @@ export function loadNativeKernelFrom(path: string): NativeKernelModule {
   } catch (err) {
     throw new AbacusError('NativeKernelLoadFailed', `the native counting kernel ${path} did not load: ${(err as Error).message}`, fix);
   }
-  // A build from before the kernel had this class (the prototype's) loads but cannot count.
-  if (typeof (module.exports as Partial<NativeKernelModule>).CountKernel !== 'function') {
+  // A build from before the kernel had this class (the prototype's) loads but cannot count;
+  // one from before the fast path counts but lacks countLines, which the task calls.
+  const Kernel = (module.exports as Partial<NativeKernelModule>).CountKernel;
+  if (typeof Kernel !== 'function') {
     throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel class (an older build)`, fix);
+  }
+  if (typeof (Kernel as unknown as { prototype: Partial<CountKernel> }).prototype.countLines !== 'function') {
+    throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel.countLines (an older build)`, fix);
   }
   loaded.set(path, module.exports);
   return module.exports;

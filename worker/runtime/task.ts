@@ -3,7 +3,7 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
-import { NativeState, type NativeWindow } from '../engine/native-state';
+import { NativeState, NOT_FAST, type NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
@@ -230,6 +230,8 @@ export class CountTask {
   private readonly native: NativeState | undefined;
   /** Native engine: per key group, the sequence number of its next segment. */
   private readonly nextSegment = new Map<number, number>();
+  /** open() has loaded the owned groups (a restore before that need not load what open() loads next). */
+  private opened = false;
 
   private constructor(
     private readonly options: TaskOptions,
@@ -249,9 +251,6 @@ export class CountTask {
     this.owned = options.keyGroups === undefined ? undefined : new Set(options.keyGroups);
     this.clock = options.clock ?? Date.now;
     this.windowStartedAt = this.clock();
-    if (c.engine === 'native' && this.owned !== undefined) {
-      throw new AbacusError('EngineNotSupported', 'state.engine: native runs in local mode only for now (key-group hand-over is not built for it)', 'use state.engine: records (the default) for workers');
-    }
     this.native = c.engine === 'native' ? new NativeState(this.settings) : undefined;
   }
 
@@ -268,6 +267,7 @@ export class CountTask {
       await task.openCheckpoints();
       if (task.native !== undefined) await task.loadSegments(task.ownedGroups());
       else for (const g of task.ownedGroups()) await cache.indexRange(keyGroupRange(g));
+      task.opened = true;
       await task.replayOutbox();
       return task;
     } catch (err) {
@@ -457,6 +457,9 @@ export class CountTask {
       // inside the pause. Nothing reads a group the task does not count; the records age out
       // oldest-first, and a restore or start of the group forgets them first (outside the
       // pause when the group comes back: its pre-copy restore does).
+      // The native engine holds its groups in its tables: they leave them now (a rebuild of the
+      // tables without them, which grows with the state: see ADR 7, "What remains").
+      this.native?.drop(groups);
       for (const g of groups) {
         this.indexed.delete(g);
         this.forgetExpiry(g);
@@ -489,9 +492,10 @@ export class CountTask {
       }
       // Groups a restore just wrote are already adopted (restoreFrom); the rest decide from their presence records.
       await this.adoptGroups(fresh.filter((g) => !this.present.has(g)), local);
-      this.cache.forgetGroups(fresh.filter((g) => !this.indexed.has(g)));
+      if (this.native !== undefined) await this.loadSegments(fresh);
+      else this.cache.forgetGroups(fresh.filter((g) => !this.indexed.has(g)));
       for (const g of fresh) {
-        if (!this.indexed.delete(g)) await this.cache.indexRange(keyGroupRange(g));
+        if (this.native === undefined && !this.indexed.delete(g)) await this.cache.indexRange(keyGroupRange(g));
         this.forgetExpiry(g);
         const prefix = `${keyGroupPrefix(g)}P`;
         await this.store.scan({ gte: prefix, lt: `${keyGroupPrefix(g)}Q` }, (key, value) => positions.set(key.slice(prefix.length), value));
@@ -514,6 +518,61 @@ export class CountTask {
 
   /** Counts a micro-batch into the current window (no commit). */
   async process(records: readonly SourceRecord[]): Promise<void> {
+    const before = { ...this.tally };
+    if (this.native !== undefined && this.owned === undefined) await this.processNative(this.native, records);
+    else await this.processParsed(records);
+    this.recordsInWindow += records.length;
+    this.progress.read += records.length;
+    this.progress.counted = this.tally.counted;
+    this.progress.duplicates = this.tally.duplicates;
+    this.progress.beyondHorizon = this.tally.beyondHorizon;
+    metrics.eventsIn.inc(records.length);
+    metrics.eventsCounted.inc(this.tally.counted - before.counted);
+    metrics.duplicates.inc(this.tally.duplicates - before.duplicates);
+    metrics.uniquesBeyondHorizon.inc(this.tally.beyondHorizon - before.beyondHorizon);
+    this.options.onProgress?.(this.progress);
+  }
+
+  /**
+   * process() of the native engine when the task counts every key group (local mode): the
+   * kernel's fast path (native/hotpath/src/fast_path.rs) reads the raw records and counts
+   * those it encodes exactly as parseEvent → keyGroupOf → NativeState.add would; every other
+   * record is parsed here, as processParsed does, and rejected or counted before any later
+   * record. A worker (owning some groups) takes processParsed, which also rejects events of
+   * groups it does not own.
+   */
+  private async processNative(native: NativeState, records: readonly SourceRecord[]): Promise<void> {
+    for (const record of records) {
+      this.positions.set(record.partition, record);
+      if (record.ingestTimeMs > this.newestIngestMs) this.newestIngestMs = record.ingestTimeMs;
+    }
+    const K = this.options.config.keyGroups;
+    const counted = await native.countRecords(records, this.parseOptions, K, (record) => {
+      const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
+      if (!parsed.ok) return this.rejectRecord(record, parsed.code, parsed.reason);
+      const ev = parsed.event;
+      const group = keyGroupOf(routingKey(this.settings.level, ev.companyId, ev.statisticId, ev.customerId), K);
+      const ingestSec = Math.floor(record.ingestTimeMs / 1000);
+      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
+      native.add(ev, group, ingestSec);
+      return undefined;
+    });
+    // The watermarks of the records the kernel counted, from the groups it reported. (Only
+    // the records engine's sweeps read them today; kept so that both paths leave the same.)
+    const { groups } = counted;
+    for (let i = 0; i < groups.length; i++) {
+      const group = groups[i]!;
+      if (group === NOT_FAST) continue;
+      const ingestSec = Math.floor(records[i]!.ingestTimeMs / 1000);
+      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
+    }
+    this.tally.counted += counted.counted;
+    this.tally.duplicates += counted.duplicates;
+    this.tally.beyondHorizon += counted.beyondHorizon;
+  }
+
+  /** process() with every record parsed by parseEvent: the records engine, and the native engine of a worker. */
+  private async processParsed(records: readonly SourceRecord[]): Promise<void> {
     const pending: Array<{ keys: EventKeys; ingestSec: number }> = [];
     const keys: string[] = [];
     const K = this.options.config.keyGroups;
@@ -536,7 +595,6 @@ export class CountTask {
       if (this.native !== undefined) this.native.add(ev, group, ingestSec);
       else pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
     }
-    const before = { ...this.tally };
     if (this.native !== undefined) {
       const batch = this.native.count();
       this.tally.counted += batch.counted;
@@ -554,16 +612,6 @@ export class CountTask {
       }
       for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
     }
-    this.recordsInWindow += records.length;
-    this.progress.read += records.length;
-    this.progress.counted = this.tally.counted;
-    this.progress.duplicates = this.tally.duplicates;
-    this.progress.beyondHorizon = this.tally.beyondHorizon;
-    metrics.eventsIn.inc(records.length);
-    metrics.eventsCounted.inc(this.tally.counted - before.counted);
-    metrics.duplicates.inc(this.tally.duplicates - before.duplicates);
-    metrics.uniquesBeyondHorizon.inc(this.tally.beyondHorizon - before.beyondHorizon);
-    this.options.onProgress?.(this.progress);
   }
 
   private async rejectRecord(record: SourceRecord, code: string, reason: string): Promise<void> {
@@ -858,12 +906,17 @@ export class CountTask {
       ...(this.options.log ? { log: this.options.log } : {}),
     });
     this.cache.forgetGroups(result.groups.map((r) => r.group));
-    if (this.native !== undefined) await this.loadSegments(result.groups.map((r) => r.group));
+    // The native engine loads a group's segments when it starts counting it (startGroups, or
+    // here when it counts it already); the records engine indexes the restored keys.
+    const counted = result.groups.map((r) => r.group).filter((g) => this.owned?.has(g) !== false);
+    if (this.native !== undefined && this.opened && counted.length > 0) await this.loadSegments(counted);
     for (const r of result.groups) {
       this.forgetExpiry(r.group);
-      if (r.put !== undefined && this.indexed.has(r.group)) this.cache.index(r.put);
-      else await this.cache.indexRange(keyGroupRange(r.group));
-      if (this.owned?.has(r.group) !== true) this.indexed.add(r.group);
+      if (this.native === undefined) {
+        if (r.put !== undefined && this.indexed.has(r.group)) this.cache.index(r.put);
+        else await this.cache.indexRange(keyGroupRange(r.group));
+        if (this.owned?.has(r.group) !== true) this.indexed.add(r.group);
+      }
       this.present.add(r.group);
       this.hydrate.delete(r.group);
       this.restoredClean.set(r.group, { sinceMs: this.clock(), restoredFrom: r.manifestId, restored: r.entry });

@@ -1,8 +1,10 @@
-//! Calendar buckets on whole seconds and the strict ISO-8601 timestamps of semantics.md,
-//! with the rules of worker/engine/time.ts (a zone is required, impossible dates rejected).
+//! Calendar arithmetic of worker/engine/time.ts (shared by the fast path), and the
+//! prototype's buckets and strict ISO-8601 timestamps of semantics.md (a zone is required,
+//! impossible dates rejected).
 
 const DAY: i64 = 86_400;
 
+/// time.ts's daysFromCivil (H. Hinnant's days_from_civil).
 pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -12,7 +14,9 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn year_month_of_days(days: i64) -> (i64, i64) {
+/// The (year, month) of a day number (H. Hinnant's civil_from_days), as a JS Date's
+/// getUTCFullYear and getUTCMonth + 1 give them.
+pub fn year_month_of_days(days: i64) -> (i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -5,6 +5,11 @@
 //! changes back as one segment per key group (src/segment.rs) for TypeScript to store, and
 //! can load them back.
 //!
+//! The fast path (`countLines`, src/fast_path.rs) skips TypeScript for the common shape of
+//! event: the kernel reads the raw lines itself, encodes each in the layout below exactly as
+//! TypeScript would, and counts the run of lines up to the first one it defers, which
+//! TypeScript then parses (and counts or dead-letters) before calling it again.
+//!
 //! # Batch layout (little-endian), n events back to back
 //!
 //! ```text
@@ -38,6 +43,7 @@ use std::collections::HashSet;
 use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array, Uint8Array};
 use napi::{Error, Result, Status};
 
+use crate::fast_path::{self, FastPath, Granularity};
 use crate::fingerprint::{fp, fp_of};
 use crate::segment::{self, Changes, Segment, EPOCH_LIMIT, FLAG_ACCOUNT};
 use crate::table::{PairTable, TagTable};
@@ -1107,6 +1113,64 @@ impl Core {
     }
 }
 
+/// The fast path over lines [from, n) of `buf` (line i is `buf[ends[i-1]..ends[i]]`,
+/// `ends[-1]` = 0), in order: appends each line's encoding to `batch` until the first line
+/// the fast path defers. Returns the index of that line (n when none was deferred) and the
+/// number of lines encoded; `groups[i]` gets the key group of each encoded line i. Nothing
+/// is counted here, and an Err (malformed arguments) is found before anything is.
+pub fn encode_lines(
+    fast: &mut FastPath,
+    buf: &[u8],
+    ends: &[u32],
+    ingest: &[u32],
+    from: usize,
+    n: usize,
+    batch: &mut Vec<u8>,
+    mut groups: Option<&mut [u32]>,
+) -> std::result::Result<(usize, usize), String> {
+    if n > ends.len() || n > ingest.len() {
+        return Err(format!(
+            "countLines: n = {n} but there are {} ends and {} ingest seconds",
+            ends.len(),
+            ingest.len()
+        ));
+    }
+    if from > n {
+        return Err(format!("countLines: from = {from} is after n = {n}"));
+    }
+    if let Some(g) = &groups {
+        if g.len() < n {
+            return Err(format!(
+                "countLines: groups holds {} entries, fewer than n = {n}",
+                g.len()
+            ));
+        }
+    }
+    let mut i = from;
+    let mut encoded = 0;
+    while i < n {
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+        let end = ends[i] as usize;
+        if start > end || end > buf.len() {
+            return Err(format!(
+                "countLines: line {i} spans bytes {start}..{end} of a buffer of {} bytes",
+                buf.len()
+            ));
+        }
+        match fast.encode(&buf[start..end], ingest[i], batch) {
+            Some(group) => {
+                if let Some(g) = groups.as_deref_mut() {
+                    g[i] = group;
+                }
+                encoded += 1;
+            }
+            None => break,
+        }
+        i += 1;
+    }
+    Ok((i, encoded))
+}
+
 // ---------------------------------------------------------------------------------------
 // The napi class.
 
@@ -1115,6 +1179,31 @@ pub struct CountTally {
     pub counted: f64,
     pub duplicates: f64,
     pub beyond_horizon: f64,
+}
+
+#[napi(object)]
+pub struct CountLinesResult {
+    /// The first line not counted: the one the fast path deferred, or n.
+    pub next: f64,
+    pub counted: f64,
+    pub duplicates: f64,
+    pub beyond_horizon: f64,
+}
+
+/// What `configureFastPath` is given: the job's settings that decide how a line is encoded.
+#[napi(object)]
+pub struct FastPathOptions {
+    /// `account` or `customer`; must match the constructor's `account`.
+    pub level: String,
+    /// The job's granularities in its order (`hour`, `day`, `month`); as many as the constructor's.
+    pub granularities: Vec<String>,
+    /// K, the job's key group count (1..32768).
+    pub key_groups: f64,
+    pub max_event_bytes: f64,
+    /// `facets.include` (only these are facets) when set; else every name not in `exclude`.
+    /// Names that are not well-formed Unicode must be left out (they match no line here).
+    pub include: Option<Vec<String>>,
+    pub exclude: Vec<String>,
 }
 
 #[napi(object)]
@@ -1164,6 +1253,10 @@ fn whole(name: &str, v: f64, max: f64) -> Result<u32> {
 #[napi]
 pub struct CountKernel {
     core: Core,
+    /// Set by `configureFastPath`.
+    fast: Option<FastPath>,
+    /// The encoded lines of the current `countLines` call (kept for its capacity).
+    lines: Vec<u8>,
 }
 
 #[napi]
@@ -1184,7 +1277,133 @@ impl CountKernel {
                 uniques_retention_sec,
             )
             .map_err(invalid)?,
+            fast: None,
+            lines: Vec::new(),
         })
+    }
+
+    /// Enables `countLines` and `encodeLine` with the job's settings (src/fast_path.rs); a
+    /// later call replaces them.
+    #[napi]
+    pub fn configure_fast_path(&mut self, options: FastPathOptions) -> Result<()> {
+        let account = match options.level.as_str() {
+            "account" => true,
+            "customer" => false,
+            other => {
+                return Err(invalid(format!(
+                    "level must be account or customer, got {other:?}"
+                )))
+            }
+        };
+        if account != self.core.account {
+            return Err(invalid(format!(
+                "level {} does not match the kernel's (constructed with account = {})",
+                options.level, self.core.account
+            )));
+        }
+        let granularities = options
+            .granularities
+            .iter()
+            .map(|g| {
+                Granularity::parse(g)
+                    .ok_or_else(|| invalid(format!("granularity {g:?} is not hour, day or month")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if granularities.len() != self.core.g {
+            return Err(invalid(format!(
+                "{} granularities given, the kernel was constructed with {}",
+                granularities.len(),
+                self.core.g
+            )));
+        }
+        let key_groups = whole("keyGroups", options.key_groups, 32_768.0)?;
+        if key_groups == 0 {
+            return Err(invalid("keyGroups must be at least 1".to_string()));
+        }
+        if !(options.max_event_bytes.is_finite()
+            && options.max_event_bytes.fract() == 0.0
+            && options.max_event_bytes >= 0.0)
+        {
+            return Err(invalid(format!(
+                "maxEventBytes must be a whole number of bytes, got {}",
+                options.max_event_bytes
+            )));
+        }
+        let bytes = |names: Vec<String>| {
+            names
+                .into_iter()
+                .map(String::into_bytes)
+                .collect::<Vec<_>>()
+        };
+        self.fast = Some(FastPath::new(fast_path::Config {
+            account,
+            granularities,
+            key_groups,
+            max_event_bytes: options.max_event_bytes.min(usize::MAX as f64) as usize,
+            include: options.include.map(bytes),
+            exclude: bytes(options.exclude),
+        }));
+        Ok(())
+    }
+
+    /// Counts lines [from, n) of `buf` (line i = `buf[ends[i-1]..ends[i]]`, `ends[-1]` = 0,
+    /// counted at ingest second `ingest[i]`) in order, up to the first line the fast path
+    /// defers; returns its index as `next` (n when none) and the tally of the lines counted.
+    /// The caller handles line `next` itself and calls again from `next + 1`. When `groups` is
+    /// given, `groups[i]` gets the key group of every line i counted.
+    #[napi]
+    pub fn count_lines(
+        &mut self,
+        buf: Buffer,
+        ends: Uint32Array,
+        ingest: Uint32Array,
+        from: f64,
+        n: f64,
+        mut groups: Option<Uint32Array>,
+    ) -> Result<CountLinesResult> {
+        let from = whole("from", from, u32::MAX as f64)? as usize;
+        let n = whole("n", n, u32::MAX as f64)? as usize;
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| invalid("countLines: call configureFastPath first".to_string()))?;
+        self.lines.clear();
+        let (next, encoded) = encode_lines(
+            fast,
+            &buf,
+            &ends,
+            &ingest,
+            from,
+            n,
+            &mut self.lines,
+            groups.as_deref_mut(),
+        )
+        .map_err(invalid)?;
+        let t = self
+            .core
+            .count_batch(&self.lines, encoded)
+            .map_err(invalid)?;
+        Ok(CountLinesResult {
+            next: next as f64,
+            counted: t.counted as f64,
+            duplicates: t.duplicates as f64,
+            beyond_horizon: t.beyond_horizon as f64,
+        })
+    }
+
+    /// The batch encoding of one line counted at `ingestSec`, as `countLines` counts it, or
+    /// null when the fast path defers the line (the differential test's hook).
+    #[napi]
+    pub fn encode_line(&mut self, line: Buffer, ingest_sec: f64) -> Result<Option<Buffer>> {
+        let ingest = whole("ingestSec", ingest_sec, u32::MAX as f64)?;
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| invalid("encodeLine: call configureFastPath first".to_string()))?;
+        let mut out = Vec::new();
+        Ok(fast
+            .encode(&line, ingest, &mut out)
+            .map(|_| Buffer::from(out)))
     }
 
     /// Counts the n events encoded in `batch`; returns this batch's tally.

@@ -929,3 +929,100 @@ fn mutated_input_never_panics() {
         }
     }
 }
+
+fn fast_path(account: bool) -> FastPath {
+    FastPath::new(fast_path::Config {
+        account,
+        granularities: vec![Granularity::Hour, Granularity::Month],
+        key_groups: 16,
+        max_event_bytes: 1 << 16,
+        include: None,
+        exclude: vec![],
+    })
+}
+
+#[test]
+fn encode_lines_stops_at_the_first_deferred_line() {
+    let lines = [
+        r#"{"company_id":"c","statistic_id":"s","customer_id":"u1","timestamp":3600,"event_id":"a"}"#,
+        r#"{"company_id":"c","statistic_id":"s","customer_id":"u2","timestamp":3600,"event_id":"b"}"#,
+        r#"{"company_id":"c","statistic_id":"s","customer_id":"u3","timestamp":3600,"event_id":1.5}"#,
+        r#"{"company_id":"c","statistic_id":"s","customer_id":"u1","timestamp":3600,"event_id":"a"}"#,
+    ];
+    let mut buf = Vec::new();
+    let mut ends = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        ends.push(buf.len() as u32);
+    }
+    let ingest = [10u32, 11, 12, 13];
+    let mut fast = fast_path(true);
+    let mut batch = Vec::new();
+    let mut groups = [u32::MAX; 4];
+    let (next, encoded) = encode_lines(
+        &mut fast,
+        &buf,
+        &ends,
+        &ingest,
+        0,
+        4,
+        &mut batch,
+        Some(&mut groups),
+    )
+    .unwrap();
+    assert_eq!((next, encoded), (2, 2));
+    let group = fast_path::murmur3_32(b"c\0s", 0) % 16;
+    assert_eq!(groups, [group, group, u32::MAX, u32::MAX]);
+    // The batch is what encode() gives line by line, and counts.
+    let mut one = Vec::new();
+    for (i, l) in lines[..2].iter().enumerate() {
+        fast.encode(l.as_bytes(), ingest[i], &mut one).unwrap();
+    }
+    assert_eq!(batch, one);
+    let mut core = Core::new(2, true, 100.0, 100.0).unwrap();
+    assert_eq!(core.count_batch(&batch, encoded).unwrap().counted, 2);
+    // From the line after the deferred one: the copy of the first event is a duplicate.
+    batch.clear();
+    let (next, encoded) =
+        encode_lines(&mut fast, &buf, &ends, &ingest, 3, 4, &mut batch, None).unwrap();
+    assert_eq!((next, encoded), (4, 1));
+    assert_eq!(core.count_batch(&batch, encoded).unwrap().duplicates, 1);
+    // An empty range, and a range that starts at the deferred line.
+    assert_eq!(
+        encode_lines(&mut fast, &buf, &ends, &ingest, 4, 4, &mut batch, None).unwrap(),
+        (4, 0)
+    );
+    assert_eq!(
+        encode_lines(&mut fast, &buf, &ends, &ingest, 2, 4, &mut batch, None).unwrap(),
+        (2, 0)
+    );
+}
+
+#[test]
+fn encode_lines_refuses_malformed_arguments() {
+    let mut fast = fast_path(false);
+    let mut batch = Vec::new();
+    let buf = br#"{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1}"#;
+    let n = buf.len() as u32;
+    for (ends, ingest, from, n, groups) in [
+        (vec![n], vec![1], 0, 2, 1),
+        (vec![n, n], vec![1], 0, 2, 2),
+        (vec![n], vec![1], 2, 1, 1),
+        (vec![n + 1], vec![1], 0, 1, 1),
+        (vec![n, 3], vec![1, 1], 0, 2, 2),
+        (vec![n], vec![1], 0, 1, 0),
+    ] {
+        let mut g = vec![0u32; groups];
+        let r = encode_lines(
+            &mut fast,
+            buf,
+            &ends,
+            &ingest,
+            from,
+            n,
+            &mut batch,
+            Some(&mut g),
+        );
+        assert!(r.is_err(), "{ends:?} {ingest:?} {from} {n} {groups}");
+    }
+}

@@ -15,6 +15,7 @@ extern crate napi_derive;
 mod civil;
 mod count_kernel;
 mod event;
+mod fast_path;
 mod fingerprint;
 #[cfg(feature = "rocks")]
 mod rocks;
