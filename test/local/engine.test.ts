@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { test } from 'node:test';
-import { runLocal } from '../../worker/runtime/local';
+import { localPaths, runLocal } from '../../worker/runtime/local';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
 import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
@@ -131,3 +131,22 @@ for (const engine of ENGINES) {
     rmSync(got.dataDir, { recursive: true });
   });
 }
+
+test('native engine: a record stamped beyond what it stores (32-bit ingest seconds) goes to the dead letter, naming the fix; the rest count exactly', async () => {
+  const all = input(61, 200);
+  // Two producer clocks gone wrong, among valid records of the same customers.
+  const beyond = [5, 77].map((i) => ({ ...all[i]!, ingestTimeMs: 2 ** 32 * 1000 + i * 1000 }));
+  const records = all.map((r, i) => (i === 5 ? beyond[0]! : i === 77 ? beyond[1]! : r));
+  const kept = records.filter((_, i) => i !== 5 && i !== 77);
+  const expected = referenceRun(kept, { level: 'account', maxEventBytes: MAX });
+  const got = await countWith(records, {}, 61, 'native');
+  assert.deepEqual(got.rows, expected.rows);
+  const dead = readFileSync(localPaths(got.dataDir).deadLetter, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { reason: string });
+  const outOfRange = dead.filter((d) => /ingest time \d+ s is outside 1970-01-01\.\.2106-02-07.*use state\.engine: records/.test(d.reason));
+  assert.equal(outOfRange.length, 2, 'both records are in the dead letter with the reason');
+  assert.equal(dead.length, expected.invalid.length + 2, 'and nothing else beyond the invalid records');
+  rmSync(got.dataDir, { recursive: true });
+});

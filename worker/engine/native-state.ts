@@ -35,6 +35,19 @@ const INITIAL_BATCH_BYTES = 1 << 20;
 /** In countRecords' `groups`: the record was not counted by the fast path. */
 export const NOT_FAST = 0xffffffff;
 
+/** Ingest seconds the kernel stores: 32 bits, 1970-01-01 to 2106-02-07. */
+const MAX_INGEST_SEC = 0xffffffff;
+
+/**
+ * Why the native engine cannot count a record of this ingest second, or undefined when it
+ * can. Kafka's CreateTime comes from the producer's clock; a record stamped beyond 2106 goes
+ * to the dead letter instead of stopping the task (the records engine counts it).
+ */
+export function ingestOutOfRange(ingestSec: number): string | undefined {
+  if (ingestSec >= 0 && ingestSec <= MAX_INGEST_SEC) return undefined;
+  return `ingest time ${ingestSec} s is outside 1970-01-01..2106-02-07, which the native engine stores (32-bit seconds); fix the producer's clock, or use state.engine: records`;
+}
+
 /** One micro-batch's encoding (see the layout above), growing as needed. */
 export class BatchWriter {
   buffer: Buffer;
@@ -241,8 +254,8 @@ export class NativeState {
   /**
    * Lays the records out for countLines. A record the fast path must not read gets an empty
    * line, which it always defers: one whose value holds only the head of an oversized line
-   * (its true size is byteLength), and one whose ingest second is no u32 (add() throws on it,
-   * as it did before the fast path).
+   * (its true size is byteLength), and one whose ingest second the kernel cannot store (the
+   * caller dead-letters it: ingestOutOfRange).
    */
   private prepareLines(records: readonly SourceRecord[]): void {
     const n = records.length;
@@ -260,7 +273,7 @@ export class NativeState {
     for (let i = 0; i < n; i++) {
       const record = records[i]!;
       const sec = Math.floor(record.ingestTimeMs / 1000);
-      if (record.byteLength === undefined && sec >= 0 && sec <= 0xffffffff) {
+      if (record.byteLength === undefined && ingestOutOfRange(sec) === undefined) {
         lines.set(record.value, offset);
         offset += record.value.length;
         ingest[i] = sec;

@@ -3,7 +3,7 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
-import { NativeState, NOT_FAST, type NativeWindow } from '../engine/native-state';
+import { ingestOutOfRange, NativeState, NOT_FAST, type NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
@@ -553,6 +553,8 @@ export class CountTask {
       const ev = parsed.event;
       const group = keyGroupOf(routingKey(this.settings.level, ev.companyId, ev.statisticId, ev.customerId), K);
       const ingestSec = Math.floor(record.ingestTimeMs / 1000);
+      const outOfRange = ingestOutOfRange(ingestSec);
+      if (outOfRange !== undefined) return this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
       if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
       native.add(ev, group, ingestSec);
       return undefined;
@@ -591,6 +593,11 @@ export class CountTask {
         continue;
       }
       const ingestSec = Math.floor(record.ingestTimeMs / 1000);
+      const outOfRange = this.native === undefined ? undefined : ingestOutOfRange(ingestSec);
+      if (outOfRange !== undefined) {
+        await this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
+        continue;
+      }
       if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
       if (this.native !== undefined) this.native.add(ev, group, ingestSec);
       else pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
