@@ -32,9 +32,6 @@ import { bucketEnd, bucketStart } from './time';
 
 const INITIAL_BATCH_BYTES = 1 << 20;
 
-/** In countRecords' `groups`: the record was not counted by the fast path. */
-export const NOT_FAST = 0xffffffff;
-
 /** Ingest seconds the kernel stores: 32 bits, 1970-01-01 to 2106-02-07. */
 const MAX_INGEST_SEC = 0xffffffff;
 
@@ -116,11 +113,6 @@ export function encodeEvent(ev: CountableEvent, group: number, ingestSec: number
   return Buffer.from(w.buffer.subarray(0, w.offset));
 }
 
-/** What countRecords() did: the tally, and per record its key group when the fast path counted it (NOT_FAST otherwise). */
-export interface RecordsCounted extends CountingTally {
-  readonly groups: Uint32Array;
-}
-
 /** A sink row whose totals rebase() may still raise. */
 export type WindowRow = Omit<CounterRow, 'count' | 'uniques' | 'id'> & { id: string; count: number; uniques?: number };
 
@@ -180,11 +172,10 @@ export class NativeState {
   private readonly kernel: CountKernel;
   private readonly batch = new BatchWriter(INITIAL_BATCH_BYTES);
   private events = 0;
-  /** The fast path's input: a micro-batch's records back to back, where each ends, their ingest seconds and key groups. */
+  /** The fast path's input: a micro-batch's records back to back, where each ends, and their ingest seconds. */
   private lines = Buffer.allocUnsafe(INITIAL_BATCH_BYTES);
   private ends = new Uint32Array(4096);
   private ingest = new Uint32Array(4096);
-  private groups = new Uint32Array(4096);
   /** The options the kernel's fast path was configured with (see configureFastPath). */
   private fastPathFor: ParseOptions | undefined;
   private fastPathKeyGroups = 0;
@@ -219,9 +210,9 @@ export class NativeState {
    * `deferred`, which parses it and either rejects it or add()s its event, and that event is
    * counted before any later record. `parse` and `keyGroups` are the job's (the kernel is
    * configured with them on first use). Returns the tally of every record counted, by the
-   * kernel or through add(), and the key group of each record the kernel counted.
+   * kernel or through add().
    */
-  async countRecords(records: readonly SourceRecord[], parse: ParseOptions, keyGroups: number, deferred: (record: SourceRecord) => void | Promise<void>): Promise<RecordsCounted> {
+  async countRecords(records: readonly SourceRecord[], parse: ParseOptions, keyGroups: number, deferred: (record: SourceRecord) => void | Promise<void>): Promise<CountingTally> {
     this.usable();
     this.configureFastPath(parse, keyGroups);
     const n = records.length;
@@ -233,7 +224,7 @@ export class NativeState {
       tally.beyondHorizon += t.beyondHorizon;
     };
     for (let from = 0; from < n; ) {
-      const counted = this.kernel.countLines(this.lines, this.ends, this.ingest, from, n, this.groups);
+      const counted = this.kernel.countLines(this.lines, this.ends, this.ingest, from, n);
       sum(counted);
       if (counted.next >= n) break;
       const pending = deferred(records[counted.next]!);
@@ -242,7 +233,7 @@ export class NativeState {
       if (this.events > 0) sum(this.count());
       from = counted.next + 1;
     }
-    return { ...tally, groups: this.groups.subarray(0, n) };
+    return tally;
   }
 
   /** The encoding the fast path counts for one raw line, or null when it defers the line to parseEvent (the differential test's hook). */
@@ -266,7 +257,6 @@ export class NativeState {
       const size = Math.max(n, this.ends.length * 2);
       this.ends = new Uint32Array(size);
       this.ingest = new Uint32Array(size);
-      this.groups = new Uint32Array(size);
     }
     const { lines, ends, ingest } = this;
     let offset = 0;
@@ -282,7 +272,6 @@ export class NativeState {
       }
       ends[i] = offset;
     }
-    this.groups.fill(NOT_FAST, 0, n);
   }
 
   /**

@@ -77,10 +77,9 @@ export interface CountKernel {
    * Counts lines [from, n) of `buf` (line i is `buf[ends[i-1] .. ends[i]]`, `ends[-1]` = 0,
    * counted at ingest second `ingest[i]`) in order, up to the first line the fast path
    * defers, whose index it returns as `next` (n when none). The caller handles that line
-   * and calls again from next + 1. When `groups` is given, `groups[i]` gets the key group of
-   * every line i counted (the others are left as they are).
+   * and calls again from next + 1.
    */
-  countLines(buf: Buffer, ends: Uint32Array, ingest: Uint32Array, from: number, n: number, groups?: Uint32Array): CountLinesResult;
+  countLines(buf: Buffer, ends: Uint32Array, ingest: Uint32Array, from: number, n: number): CountLinesResult;
   /** The batch encoding countLines counts for one line, or null when the fast path defers it (tests). */
   encodeLine(line: Buffer, ingestSec: number): Buffer | null;
   finalise(): FinalisedWindow;

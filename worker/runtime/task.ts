@@ -3,7 +3,7 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
-import { ingestOutOfRange, NativeState, NOT_FAST, type NativeWindow } from '../engine/native-state';
+import { ingestOutOfRange, NativeState, type NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
@@ -555,19 +555,10 @@ export class CountTask {
       const ingestSec = Math.floor(record.ingestTimeMs / 1000);
       const outOfRange = ingestOutOfRange(ingestSec);
       if (outOfRange !== undefined) return this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
-      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
+      // No watermark: only the records engine's sweeps read them (the native engine expires nothing yet).
       native.add(ev, group, ingestSec);
       return undefined;
     });
-    // The watermarks of the records the kernel counted, from the groups it reported. (Only
-    // the records engine's sweeps read them today; kept so that both paths leave the same.)
-    const { groups } = counted;
-    for (let i = 0; i < groups.length; i++) {
-      const group = groups[i]!;
-      if (group === NOT_FAST) continue;
-      const ingestSec = Math.floor(records[i]!.ingestTimeMs / 1000);
-      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
-    }
     this.tally.counted += counted.counted;
     this.tally.duplicates += counted.duplicates;
     this.tally.beyondHorizon += counted.beyondHorizon;
@@ -1037,7 +1028,11 @@ export class CountTask {
 
   /** The sink row of a counter state key and its total (uniques at account level only). */
   private rowOf(stateKey: string, total: CounterRecord): CounterRow {
-    const id = counterIdOfKey(stateKey);
+    return this.rowOfId(counterIdOfKey(stateKey), total);
+  }
+
+  /** The sink row of a counter id and its total. */
+  private rowOfId(id: string, total: CounterRecord): CounterRow {
     const { scope, statisticId, granularity, bucket, facet, value } = parseCounterId(id);
     return this.settings.level === 'account'
       ? { scope, statisticId, granularity, bucket, facet, value, id, count: total.count, uniques: total.uniques }
@@ -1082,7 +1077,7 @@ export class CountTask {
     if (text === undefined) return;
     if (this.native !== undefined) {
       const totals = JSON.parse(text) as Array<[id: string, count: number, uniques: number]>;
-      const rows = totals.map(([id, count, uniques]) => this.rowOf(`0000C${id}`, { count, uniques }));
+      const rows = totals.map(([id, count, uniques]) => this.rowOfId(id, { count, uniques }));
       this.options.log?.(`re-sending ${rows.length} counter totals of the last commit to the sink (the previous run stopped before the sink confirmed them)`);
       await this.writeSink(rows);
       await this.store.write([], [OUTBOX_KEY], true);

@@ -538,18 +538,7 @@ impl Core {
             let epoch = self.touch_bucket(k.stems[s], v.ends[s], ingest, gi);
             for t in 0..tokens {
                 let c = event_counters[s * tokens + t];
-                let mut is_new = 0;
-                match self.markers.find(c, cu) {
-                    Err(miss) => {
-                        self.markers.insert(miss, c, cu, epoch + 1);
-                        is_new = 1;
-                    }
-                    Ok(slot) if self.markers.val(slot) != epoch + 1 => {
-                        self.markers.set(slot, epoch + 1);
-                        is_new = 1;
-                    }
-                    Ok(_) => {}
-                }
+                let is_new = u32::from(self.markers.mark(c, cu, epoch + 1));
                 if is_new == 1 {
                     let local = self.c_local[c as usize];
                     self.gs[gi].ch.markers.push([local, cu_local, epoch]);
@@ -1116,8 +1105,8 @@ impl Core {
 /// The fast path over lines [from, n) of `buf` (line i is `buf[ends[i-1]..ends[i]]`,
 /// `ends[-1]` = 0), in order: appends each line's encoding to `batch` until the first line
 /// the fast path defers. Returns the index of that line (n when none was deferred) and the
-/// number of lines encoded; `groups[i]` gets the key group of each encoded line i. Nothing
-/// is counted here, and an Err (malformed arguments) is found before anything is.
+/// number of lines encoded. Nothing is counted here, and an Err (malformed arguments) is
+/// found before anything is.
 pub fn encode_lines(
     fast: &mut FastPath,
     buf: &[u8],
@@ -1126,7 +1115,6 @@ pub fn encode_lines(
     from: usize,
     n: usize,
     batch: &mut Vec<u8>,
-    mut groups: Option<&mut [u32]>,
 ) -> std::result::Result<(usize, usize), String> {
     if n > ends.len() || n > ingest.len() {
         return Err(format!(
@@ -1137,14 +1125,6 @@ pub fn encode_lines(
     }
     if from > n {
         return Err(format!("countLines: from = {from} is after n = {n}"));
-    }
-    if let Some(g) = &groups {
-        if g.len() < n {
-            return Err(format!(
-                "countLines: groups holds {} entries, fewer than n = {n}",
-                g.len()
-            ));
-        }
     }
     let mut i = from;
     let mut encoded = 0;
@@ -1157,15 +1137,10 @@ pub fn encode_lines(
                 buf.len()
             ));
         }
-        match fast.encode(&buf[start..end], ingest[i], batch) {
-            Some(group) => {
-                if let Some(g) = groups.as_deref_mut() {
-                    g[i] = group;
-                }
-                encoded += 1;
-            }
-            None => break,
+        if fast.encode(&buf[start..end], ingest[i], batch).is_none() {
+            break;
         }
+        encoded += 1;
         i += 1;
     }
     Ok((i, encoded))
@@ -1349,8 +1324,7 @@ impl CountKernel {
     /// Counts lines [from, n) of `buf` (line i = `buf[ends[i-1]..ends[i]]`, `ends[-1]` = 0,
     /// counted at ingest second `ingest[i]`) in order, up to the first line the fast path
     /// defers; returns its index as `next` (n when none) and the tally of the lines counted.
-    /// The caller handles line `next` itself and calls again from `next + 1`. When `groups` is
-    /// given, `groups[i]` gets the key group of every line i counted.
+    /// The caller handles line `next` itself and calls again from `next + 1`.
     #[napi]
     pub fn count_lines(
         &mut self,
@@ -1359,7 +1333,6 @@ impl CountKernel {
         ingest: Uint32Array,
         from: f64,
         n: f64,
-        mut groups: Option<Uint32Array>,
     ) -> Result<CountLinesResult> {
         let from = whole("from", from, u32::MAX as f64)? as usize;
         let n = whole("n", n, u32::MAX as f64)? as usize;
@@ -1368,17 +1341,8 @@ impl CountKernel {
             .as_mut()
             .ok_or_else(|| invalid("countLines: call configureFastPath first".to_string()))?;
         self.lines.clear();
-        let (next, encoded) = encode_lines(
-            fast,
-            &buf,
-            &ends,
-            &ingest,
-            from,
-            n,
-            &mut self.lines,
-            groups.as_deref_mut(),
-        )
-        .map_err(invalid)?;
+        let (next, encoded) =
+            encode_lines(fast, &buf, &ends, &ingest, from, n, &mut self.lines).map_err(invalid)?;
         let t = self
             .core
             .count_batch(&self.lines, encoded)

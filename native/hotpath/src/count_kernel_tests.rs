@@ -958,21 +958,11 @@ fn encode_lines_stops_at_the_first_deferred_line() {
     let ingest = [10u32, 11, 12, 13];
     let mut fast = fast_path(true);
     let mut batch = Vec::new();
-    let mut groups = [u32::MAX; 4];
-    let (next, encoded) = encode_lines(
-        &mut fast,
-        &buf,
-        &ends,
-        &ingest,
-        0,
-        4,
-        &mut batch,
-        Some(&mut groups),
-    )
-    .unwrap();
+    let (next, encoded) = encode_lines(&mut fast, &buf, &ends, &ingest, 0, 4, &mut batch).unwrap();
     assert_eq!((next, encoded), (2, 2));
+    // Each event's encoding starts with its key group.
     let group = fast_path::murmur3_32(b"c\0s", 0) % 16;
-    assert_eq!(groups, [group, group, u32::MAX, u32::MAX]);
+    assert_eq!(u32::from_le_bytes(batch[0..4].try_into().unwrap()), group);
     // The batch is what encode() gives line by line, and counts.
     let mut one = Vec::new();
     for (i, l) in lines[..2].iter().enumerate() {
@@ -983,17 +973,16 @@ fn encode_lines_stops_at_the_first_deferred_line() {
     assert_eq!(core.count_batch(&batch, encoded).unwrap().counted, 2);
     // From the line after the deferred one: the copy of the first event is a duplicate.
     batch.clear();
-    let (next, encoded) =
-        encode_lines(&mut fast, &buf, &ends, &ingest, 3, 4, &mut batch, None).unwrap();
+    let (next, encoded) = encode_lines(&mut fast, &buf, &ends, &ingest, 3, 4, &mut batch).unwrap();
     assert_eq!((next, encoded), (4, 1));
     assert_eq!(core.count_batch(&batch, encoded).unwrap().duplicates, 1);
     // An empty range, and a range that starts at the deferred line.
     assert_eq!(
-        encode_lines(&mut fast, &buf, &ends, &ingest, 4, 4, &mut batch, None).unwrap(),
+        encode_lines(&mut fast, &buf, &ends, &ingest, 4, 4, &mut batch).unwrap(),
         (4, 0)
     );
     assert_eq!(
-        encode_lines(&mut fast, &buf, &ends, &ingest, 2, 4, &mut batch, None).unwrap(),
+        encode_lines(&mut fast, &buf, &ends, &ingest, 2, 4, &mut batch).unwrap(),
         (2, 0)
     );
 }
@@ -1004,25 +993,14 @@ fn encode_lines_refuses_malformed_arguments() {
     let mut batch = Vec::new();
     let buf = br#"{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1}"#;
     let n = buf.len() as u32;
-    for (ends, ingest, from, n, groups) in [
-        (vec![n], vec![1], 0, 2, 1),
-        (vec![n, n], vec![1], 0, 2, 2),
-        (vec![n], vec![1], 2, 1, 1),
-        (vec![n + 1], vec![1], 0, 1, 1),
-        (vec![n, 3], vec![1, 1], 0, 2, 2),
-        (vec![n], vec![1], 0, 1, 0),
+    for (ends, ingest, from, n) in [
+        (vec![n], vec![1], 0, 2),
+        (vec![n, n], vec![1], 0, 2),
+        (vec![n], vec![1], 2, 1),
+        (vec![n + 1], vec![1], 0, 1),
+        (vec![n, 3], vec![1, 1], 0, 2),
     ] {
-        let mut g = vec![0u32; groups];
-        let r = encode_lines(
-            &mut fast,
-            buf,
-            &ends,
-            &ingest,
-            from,
-            n,
-            &mut batch,
-            Some(&mut g),
-        );
-        assert!(r.is_err(), "{ends:?} {ingest:?} {from} {n} {groups}");
+        let r = encode_lines(&mut fast, buf, &ends, &ingest, from, n, &mut batch);
+        assert!(r.is_err(), "{ends:?} {ingest:?} {from} {n}");
     }
 }

@@ -380,18 +380,7 @@ impl Kernel {
             let epoch = self.touch_bucket(stem, g, bucket, ingest);
             for t in 0..tokens {
                 let c = self.event_counters[gi * tokens + t];
-                let mut is_new = 0;
-                match self.pair_markers.find(c, cu) {
-                    Err(miss) => {
-                        self.pair_markers.insert(miss, c, cu, epoch + 1);
-                        is_new = 1;
-                    }
-                    Ok(slot) if self.pair_markers.val(slot) != epoch + 1 => {
-                        self.pair_markers.set(slot, epoch + 1);
-                        is_new = 1;
-                    }
-                    Ok(_) => {}
-                }
+                let is_new = u32::from(self.pair_markers.mark(c, cu, epoch + 1));
                 self.add_to_batch(c, is_new, epoch);
             }
         }

@@ -13,6 +13,62 @@ struct Slot {
     v2: u32,
 }
 
+/// A slot of a table keyed by 128-bit fingerprints: its key, and whether it holds one.
+trait FpSlot {
+    fn key(&self) -> (u64, u64);
+    fn occupied(&self) -> bool;
+}
+
+impl FpSlot for Slot {
+    #[inline]
+    fn key(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+    #[inline]
+    fn occupied(&self) -> bool {
+        self.v != 0
+    }
+}
+
+/// The capacity (a power of two, at least 1,024) that holds `entries` below 3/4 load.
+fn power_of_two_capacity(entries: usize) -> usize {
+    let mut cap = 1024;
+    while cap * 3 / 4 < entries {
+        cap *= 2;
+    }
+    cap
+}
+
+/// Starts loading fp's home slot, so that the misses of one event's lookups overlap.
+#[inline]
+fn prefetch_home<S>(slots: &[S], mask: usize, fp: u128) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let slot = (fp as u64 as usize) & mask;
+        _mm_prefetch(slots.as_ptr().add(slot) as *const i8, _MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slots, mask, fp);
+}
+
+/// Linear probing from the low bits: Ok(slot holding fp), or Err(empty slot where it would go).
+#[inline]
+fn probe<S: FpSlot>(slots: &[S], mask: usize, fp: u128) -> Result<usize, usize> {
+    let key = (fp as u64, (fp >> 64) as u64);
+    let mut slot = (key.0 as usize) & mask;
+    loop {
+        let s = &slots[slot];
+        if !s.occupied() {
+            return Err(slot);
+        }
+        if s.key() == key {
+            return Ok(slot);
+        }
+        slot = (slot + 1) & mask;
+    }
+}
+
 pub struct FpTable {
     slots: Vec<Slot>,
     mask: usize,
@@ -21,10 +77,7 @@ pub struct FpTable {
 
 impl FpTable {
     pub fn new(capacity_hint: usize) -> Self {
-        let mut cap = 1024;
-        while cap * 3 / 4 < capacity_hint {
-            cap *= 2;
-        }
+        let cap = power_of_two_capacity(capacity_hint);
         FpTable {
             slots: vec![Slot::default(); cap],
             mask: cap - 1,
@@ -42,29 +95,13 @@ impl FpTable {
 
     #[inline]
     pub fn prefetch(&self, fp: u128) {
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let slot = (fp as u64 as usize) & self.mask;
-            _mm_prefetch(self.slots.as_ptr().add(slot) as *const i8, _MM_HINT_T0);
-        }
+        prefetch_home(&self.slots, self.mask, fp);
     }
 
     /// Ok(slot holding fp), or Err(empty slot where it would go).
     #[inline]
     pub fn find(&self, fp: u128) -> Result<usize, usize> {
-        let (k0, k1) = (fp as u64, (fp >> 64) as u64);
-        let mut slot = (k0 as usize) & self.mask;
-        loop {
-            let s = &self.slots[slot];
-            if s.v == 0 {
-                return Err(slot);
-            }
-            if s.k0 == k0 && s.k1 == k1 {
-                return Ok(slot);
-            }
-            slot = (slot + 1) & self.mask;
-        }
+        probe(&self.slots, self.mask, fp)
     }
 
     #[inline]
@@ -190,6 +227,23 @@ impl PairTable {
         self.slots[slot][2] = v;
     }
 
+    /// Stores v for (a, b); true when the pair was absent or held another value (a marker
+    /// that was not set for this epoch yet: the rule of a new unique).
+    #[inline]
+    pub fn mark(&mut self, a: u32, b: u32, v: u32) -> bool {
+        match self.find(a, b) {
+            Err(miss) => {
+                self.insert(miss, a, b, v);
+                true
+            }
+            Ok(slot) if self.val(slot) != v => {
+                self.set(slot, v);
+                true
+            }
+            Ok(_) => false,
+        }
+    }
+
     pub fn insert(&mut self, mut miss: usize, a: u32, b: u32, v: u32) {
         if (self.size + 1) * 4 > self.slots.len() * 3 {
             // Grows by half, not double: markers are most of the state (10-13 per counted
@@ -252,6 +306,17 @@ struct TagSlot<V> {
     v: V,
 }
 
+impl<V> FpSlot for TagSlot<V> {
+    #[inline]
+    fn key(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+    #[inline]
+    fn occupied(&self) -> bool {
+        self.tag != 0
+    }
+}
+
 /// Like `FpTable`, but a slot carries a non-zero tag (its owner, e.g. key group + 1) next to
 /// its value, so every value (including 0) can be stored and the table can be filtered by
 /// owner. 24 bytes a slot for a u32 value, 32 for two. Linear probing, doubles at 3/4 load.
@@ -263,20 +328,12 @@ pub struct TagTable<V: SlotValue> {
 
 impl<V: SlotValue> TagTable<V> {
     pub fn new(capacity_hint: usize) -> Self {
-        let cap = Self::capacity_for(capacity_hint);
+        let cap = power_of_two_capacity(capacity_hint);
         TagTable {
             slots: vec![TagSlot::default(); cap],
             mask: cap - 1,
             size: 0,
         }
-    }
-
-    fn capacity_for(entries: usize) -> usize {
-        let mut cap = 1024;
-        while cap * 3 / 4 < entries {
-            cap *= 2;
-        }
-        cap
     }
 
     pub fn len(&self) -> usize {
@@ -289,29 +346,13 @@ impl<V: SlotValue> TagTable<V> {
 
     #[inline]
     pub fn prefetch(&self, fp: u128) {
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let slot = (fp as u64 as usize) & self.mask;
-            _mm_prefetch(self.slots.as_ptr().add(slot) as *const i8, _MM_HINT_T0);
-        }
+        prefetch_home(&self.slots, self.mask, fp);
     }
 
     /// Ok(slot holding fp), or Err(empty slot where it would go).
     #[inline]
     pub fn find(&self, fp: u128) -> Result<usize, usize> {
-        let (k0, k1) = (fp as u64, (fp >> 64) as u64);
-        let mut slot = (k0 as usize) & self.mask;
-        loop {
-            let s = &self.slots[slot];
-            if s.tag == 0 {
-                return Err(slot);
-            }
-            if s.k0 == k0 && s.k1 == k1 {
-                return Ok(slot);
-            }
-            slot = (slot + 1) & self.mask;
-        }
+        probe(&self.slots, self.mask, fp)
     }
 
     #[inline]
