@@ -360,7 +360,7 @@ function record(value: Buffer | string, ingestTimeMs: number, i: number, byteLen
 
 /** The window's counters of a NativeState, in the kernel's order. */
 function window(native: NativeState): Array<[string, number, number | undefined]> {
-  return native.finalise().rows.map((r) => [r.id, r.count, r.uniques]);
+  return native.finalise().rows().map((r) => [r.id, r.count, r.uniques]);
 }
 
 async function sameAsParsed(job: Job, batches: readonly SourceRecord[][]): Promise<{ deferred: number; fast: number }> {

@@ -1,6 +1,6 @@
 import { counterStem, facetToken, parseCounterId, TOTAL_TOKEN } from '../../common/counter-id';
 import { AbacusError } from '../../common/errors';
-import type { CounterKey, CounterRow, Granularity } from '../io/types';
+import type { CounterColumns, CounterKey, CounterRow, Granularity } from '../io/types';
 import { loadNativeKernel, type CountKernel } from '../native/kernel';
 import type { SourceRecord } from '../io/types';
 import type { CountingSettings, CountingTally } from './counting';
@@ -113,31 +113,91 @@ export function encodeEvent(ev: CountableEvent, group: number, ingestSec: number
   return Buffer.from(w.buffer.subarray(0, w.offset));
 }
 
-/** A sink row whose totals rebase() may still raise. */
-export type WindowRow = Omit<CounterRow, 'count' | 'uniques' | 'id'> & { id: string; count: number; uniques?: number };
-
-/** A window's counters as finalise() leaves them: sink rows with their totals, and where each came from. */
-export interface NativeWindow {
-  readonly rows: WindowRow[];
-  /** Per row: its key group. */
-  readonly groups: Uint32Array;
-  /** Per row: 1 when the counter had no total before this window (neither counted nor loaded). */
-  readonly fresh: Uint8Array;
-}
-
 /**
- * A window's counter row. Its key fields are parsed from the id on first use: the embedded
- * sink writes rows by id alone, and parsing every id of a window took 15 % of a local run's
- * main thread (profile of a 600 k-record benchmark).
+ * A window's counters as finalise() leaves them: their totals in columns (rebase() may still
+ * raise them), with where each came from. Rows are made only when a sink or the hydration
+ * asks for them: the embedded sink writes the columns (ids as bytes), and making a string and
+ * an object per counter was most of the cost of a window with many new counters.
  */
-class NativeRow implements WindowRow {
-  private key: CounterKey | undefined;
+export class NativeWindow implements CounterColumns {
+  private made: NativeRow[] | undefined;
 
   constructor(
-    readonly id: string,
-    public count: number,
-    public uniques: number | undefined,
+    readonly ids: Buffer,
+    readonly idEnds: Uint32Array,
+    readonly counts: Float64Array,
+    readonly uniques: Float64Array | undefined,
+    /** Per counter: its key group. */
+    readonly groups: Uint32Array,
+    /** Per counter: 1 when it had no total before this window (neither counted nor loaded). */
+    readonly fresh: Uint8Array,
   ) {}
+
+  get length(): number {
+    return this.idEnds.length;
+  }
+
+  /** Counter i's id. */
+  id(i: number): string {
+    return this.ids.toString('utf8', i === 0 ? 0 : this.idEnds[i - 1]!, this.idEnds[i]);
+  }
+
+  rows(): readonly NativeRow[] {
+    return (this.made ??= Array.from({ length: this.length }, (_, i) => new NativeRow(this, i)));
+  }
+
+  /**
+   * The window as one string, for the commit's outbox (replayed to the sink after a crash
+   * between commit and sink write): u32 n, n × u32 id end, n × f64 count, n × f64 uniques
+   * (0 without uniques), the ids; base64.
+   */
+  toOutbox(): string {
+    const n = this.length;
+    const head = Buffer.alloc(4 + n * 20);
+    head.writeUInt32LE(n, 0);
+    Buffer.from(this.idEnds.buffer, this.idEnds.byteOffset, n * 4).copy(head, 4);
+    Buffer.from(this.counts.buffer, this.counts.byteOffset, n * 8).copy(head, 4 + n * 4);
+    if (this.uniques !== undefined) Buffer.from(this.uniques.buffer, this.uniques.byteOffset, n * 8).copy(head, 4 + n * 12);
+    return Buffer.concat([head, this.ids.subarray(0, n === 0 ? 0 : this.idEnds[n - 1])]).toString('base64');
+  }
+
+  /** The window toOutbox() wrote; `account`: whether totals carry uniques. Throws on a damaged outbox. */
+  static fromOutbox(text: string, account: boolean): NativeWindow {
+    const b = Buffer.from(text, 'base64');
+    const n = b.length >= 4 ? b.readUInt32LE(0) : -1;
+    const idBytes = n >= 0 && b.length >= 4 + n * 20 ? b.length - 4 - n * 20 : -1;
+    const copy = <T>(make: (ab: ArrayBuffer) => T, from: number, bytes: number): T => make(b.buffer.slice(b.byteOffset + from, b.byteOffset + from + bytes));
+    const idEnds = idBytes < 0 ? undefined : copy((ab) => new Uint32Array(ab), 4, n * 4);
+    if (idEnds === undefined || idEnds.some((end, i) => end < (i === 0 ? 0 : idEnds[i - 1]!)) || (n > 0 && idEnds[n - 1] !== idBytes)) {
+      throw new AbacusError('StateCorrupt', `the outbox of the last commit is damaged (${b.length} bytes)`, 'restore the state from a checkpoint, or start over with a fresh --data-dir');
+    }
+    const counts = copy((ab) => new Float64Array(ab), 4 + n * 4, n * 8);
+    const uniques = account ? copy((ab) => new Float64Array(ab), 4 + n * 12, n * 8) : undefined;
+    return new NativeWindow(b.subarray(4 + n * 20), idEnds, counts, uniques, new Uint32Array(n), new Uint8Array(n));
+  }
+}
+
+/** A counter of a NativeWindow as a sink row; its key fields are parsed from the id on first use. */
+class NativeRow implements CounterRow {
+  private key: CounterKey | undefined;
+  private idText: string | undefined;
+
+  constructor(
+    private readonly window: NativeWindow,
+    private readonly i: number,
+  ) {}
+
+  get id(): string {
+    return (this.idText ??= this.window.id(this.i));
+  }
+
+  get count(): number {
+    return this.window.counts[this.i]!;
+  }
+
+  get uniques(): number | undefined {
+    return this.window.uniques?.[this.i];
+  }
 
   get scope(): string {
     return this.parsed().scope;
@@ -304,25 +364,23 @@ export class NativeState {
   finalise(): NativeWindow {
     this.usable();
     const out = this.kernel.finalise();
-    const ids = JSON.parse(out.ids) as string[];
-    const account = this.settings.level === 'account';
-    const rows = new Array<WindowRow>(ids.length);
-    for (let i = 0; i < ids.length; i++) rows[i] = new NativeRow(ids[i]!, out.counts[i]!, account ? out.uniques[i]! : undefined);
-    return { rows, groups: out.groups, fresh: out.fresh };
+    return new NativeWindow(out.ids, out.idEnds, out.counts, this.settings.level === 'account' ? out.uniques : undefined, out.groups, out.fresh);
   }
 
-  /** Adds base values (read from the sink) to rows of the last finalise(), in the kernel and in the rows. */
+  /** Adds base values (read from the sink) to counters of the last finalise() (by position), in the kernel and in the window. */
   rebase(window: NativeWindow, positions: readonly number[], bases: ReadonlyArray<{ count: number; uniques?: number }>): void {
     const counts = new Float64Array(positions.length);
     const uniques = new Float64Array(positions.length);
     for (let i = 0; i < positions.length; i++) {
-      const row = window.rows[positions[i]!]!;
       counts[i] = bases[i]!.count;
       uniques[i] = bases[i]!.uniques ?? 0;
-      row.count += counts[i]!;
-      if (row.uniques !== undefined) row.uniques += uniques[i]!;
     }
     this.kernel.rebase(Uint32Array.from(positions), counts, uniques);
+    for (let i = 0; i < positions.length; i++) {
+      const p = positions[i]!;
+      window.counts[p] = window.counts[p]! + counts[i]!;
+      if (window.uniques !== undefined) window.uniques[p] = window.uniques[p]! + uniques[i]!;
+    }
   }
 
   /** The changes since the last call, one segment per key group, to commit; the kernel forgets them. */

@@ -4,7 +4,7 @@ import { AbacusError } from '../../common/errors';
 import type { RocksDbTuning } from '../../common/job-config';
 import { RocksStore } from '../state/rocks';
 import { idOf, parseCounterId } from '../../common/counter-id';
-import type { CountSink, CounterKey, CounterRow, CounterValue } from './types';
+import type { CountSink, CounterColumns, CounterKey, CounterRow, CounterValue } from './types';
 
 /** Sink metadata; `~` sorts after every counter id (they start with a digit). */
 const LEVEL_KEY = '~level';
@@ -45,9 +45,21 @@ export class LocalSink implements CountSink {
   }
 
   async write(rows: readonly CounterRow[]): Promise<void> {
-    await this.store.write(
-      rows.map((r) => [idOf(r), `${r.count},${r.uniques ?? 0}`] as const),
-      [],
+    await this.store.writeEach(
+      rows.length,
+      (i) => idOf(rows[i]!),
+      (i) => encodeValue(rows[i]!.count, rows[i]!.uniques),
+      true,
+    );
+  }
+
+  /** write() from columns: each counter's id bytes are its key, with no row or id string made. */
+  async writeColumns(columns: CounterColumns): Promise<void> {
+    const { ids, idEnds, counts, uniques } = columns;
+    await this.store.writeEach(
+      columns.length,
+      (i) => ids.subarray(i === 0 ? 0 : idEnds[i - 1], idEnds[i]),
+      (i) => encodeValue(counts[i]!, uniques?.[i]),
       true,
     );
   }
@@ -87,4 +99,9 @@ export class LocalSink implements CountSink {
   close(): Promise<void> {
     return this.store.close();
   }
+}
+
+/** A counter's value in the sink: `count,uniques` (uniques 0 at customer level); decode() reads it. */
+function encodeValue(count: number, uniques: number | undefined): string {
+  return `${count},${uniques ?? 0}`;
 }

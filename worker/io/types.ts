@@ -64,12 +64,32 @@ export interface CounterRow extends CounterKey, CounterValue {
 }
 
 /**
+ * A window's totals in columns, as the native engine hands them over: no object and no
+ * string per counter. Counter i's id is the UTF-8 bytes `ids[idEnds[i - 1] ?? 0 .. idEnds[i])`.
+ */
+export interface CounterColumns {
+  readonly length: number;
+  readonly ids: Buffer;
+  readonly idEnds: Uint32Array;
+  readonly counts: Float64Array;
+  /** Absent for a customer-level job (no uniques). */
+  readonly uniques: Float64Array | undefined;
+  /** The same totals as rows, for sinks that need a counter's fields. */
+  rows(): readonly CounterRow[];
+}
+
+/**
  * Where final counts go. Writes set a counter's totals (idempotent), so writing the same
  * rows twice is harmless and a replay converges.
  */
 export interface CountSink {
   /** Writes final counts; resolves once durable; rejects when the sink is unavailable (the caller retries). */
   write(rows: readonly CounterRow[]): Promise<void>;
+  /**
+   * write() for totals in columns (optional): a sink that keys its rows by counter id alone
+   * implements it to skip making a row object per counter. Without it, rows() is written.
+   */
+  writeColumns?(columns: CounterColumns): Promise<void>;
   /** Hydration: the current values of counters this worker has no local value for, keyed by counterId() from ./counter-id (missing ones are absent). */
   read(keys: readonly CounterKey[]): Promise<Map<string, CounterValue>>;
   /** Every counter, for `abacus counts`. */

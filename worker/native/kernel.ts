@@ -41,9 +41,10 @@ export interface FastPathOptions {
   exclude: string[];
 }
 
-/** The window's counters: their identities (`ids`), key groups, totals and whether first seen. */
+/** The window's counters in id order: their ids (UTF-8, back to back, id i ending at `idEnds[i]`), key groups, totals and whether first seen. */
 export interface FinalisedWindow {
-  ids: string;
+  ids: Buffer;
+  idEnds: Uint32Array;
   groups: Uint32Array;
   counts: Float64Array;
   uniques: Float64Array;

@@ -3,8 +3,8 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
-import { ingestOutOfRange, NativeState, type NativeWindow } from '../engine/native-state';
-import type { CountSink, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
+import { ingestOutOfRange, NativeState, NativeWindow } from '../engine/native-state';
+import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
@@ -651,7 +651,7 @@ export class CountTask {
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
       // The records engine's outbox names counter records; the native engine has none, so it holds the totals.
-      puts.push([OUTBOX_KEY, JSON.stringify(this.native !== undefined ? rows.map((r) => [r.id, r.count, r.uniques ?? 0]) : counterKeys)]);
+      puts.push([OUTBOX_KEY, rows instanceof NativeWindow ? rows.toOutbox() : JSON.stringify(counterKeys)]);
       this.outboxWritten = true;
       this.outboxConfirmed = false;
     } else if (this.outboxWritten) {
@@ -934,22 +934,23 @@ export class CountTask {
    * Native engine: the window's totals from the kernel; fresh counters of groups hydrated
    * from the sink get the sink's value added (in the rows and in the kernel's totals).
    */
-  private async finaliseNative(native: NativeState): Promise<{ keys: string[]; rows: CounterRow[] }> {
+  private async finaliseNative(native: NativeState): Promise<{ keys: string[]; rows: NativeWindow }> {
     const window = native.finalise();
     await this.hydrateNative(native, window);
-    return { keys: [], rows: window.rows };
+    return { keys: [], rows: window };
   }
 
   private async hydrateNative(native: NativeState, window: NativeWindow): Promise<void> {
     if (this.hydrate.size === 0) return;
     const positions: number[] = [];
-    for (let i = 0; i < window.rows.length; i++) if (window.fresh[i] === 1 && this.hydrate.has(window.groups[i]!)) positions.push(i);
+    for (let i = 0; i < window.length; i++) if (window.fresh[i] === 1 && this.hydrate.has(window.groups[i]!)) positions.push(i);
     if (positions.length === 0) return;
-    const missing = positions.map((i) => window.rows[i]!);
+    const rows = window.rows();
+    const missing = positions.map((i) => rows[i]!);
     const values = await this.withSinkRetry(`hydrate ${missing.length} counters`, () => this.options.sink.read(missing));
     // The sink keys its values by counter id (CountSink.read).
-    const found = positions.filter((i) => values.has(window.rows[i]!.id));
-    if (found.length > 0) native.rebase(window, found, found.map((i) => values.get(window.rows[i]!.id)!));
+    const found = positions.filter((i) => values.has(rows[i]!.id));
+    if (found.length > 0) native.rebase(window, found, found.map((i) => values.get(rows[i]!.id)!));
   }
 
   /** Native engine: the kernel's changes as one segment record per key group touched. */
@@ -1039,10 +1040,18 @@ export class CountTask {
       : { scope, statisticId, granularity, bucket, facet, value, id, count: total.count };
   }
 
+  /** The outbox of a native commit written before the outbox was binary (JSON [id, count, uniques] triples). */
+  private legacyNativeOutbox(text: string): CounterRow[] {
+    const totals = JSON.parse(text) as Array<[id: string, count: number, uniques: number]>;
+    return totals.map(([id, count, uniques]) => this.rowOfId(id, { count, uniques }));
+  }
+
   /** Writes rows to the sink, retrying until it succeeds (see withSinkRetry). */
-  private async writeSink(rows: CounterRow[]): Promise<void> {
+  private async writeSink(rows: readonly CounterRow[] | CounterColumns): Promise<void> {
     if (rows.length === 0) return;
-    await this.withSinkRetry(`write ${rows.length} rows`, () => this.options.sink.write(rows));
+    const sink = this.options.sink;
+    const write = (): Promise<void> => (!isRowArray(rows) ? (sink.writeColumns?.(rows) ?? sink.write(rows.rows())) : sink.write(rows));
+    await this.withSinkRetry(`write ${rows.length} rows`, write);
   }
 
   /**
@@ -1076,8 +1085,7 @@ export class CountTask {
     const text = await this.store.get(OUTBOX_KEY);
     if (text === undefined) return;
     if (this.native !== undefined) {
-      const totals = JSON.parse(text) as Array<[id: string, count: number, uniques: number]>;
-      const rows = totals.map(([id, count, uniques]) => this.rowOfId(id, { count, uniques }));
+      const rows = text.startsWith('[') ? this.legacyNativeOutbox(text) : NativeWindow.fromOutbox(text, this.settings.level === 'account');
       this.options.log?.(`re-sending ${rows.length} counter totals of the last commit to the sink (the previous run stopped before the sink confirmed them)`);
       await this.writeSink(rows);
       await this.store.write([], [OUTBOX_KEY], true);
@@ -1168,3 +1176,6 @@ const NO_SWEEP = { keys: [] as string[], cutoffs: [] as Array<[number, number]>,
 /** A sink call abandoned because the task is stopping (see run()). */
 export class SinkGaveUp extends Error {}
 
+function isRowArray(rows: readonly CounterRow[] | CounterColumns): rows is readonly CounterRow[] {
+  return Array.isArray(rows);
+}

@@ -16,7 +16,7 @@ interface RocksIterator {
 }
 
 interface RocksChainedBatch {
-  put(key: string, value: string): void;
+  put(key: string | Buffer, value: string): void;
   del(key: string): void;
   write(options: Record<string, unknown>, cb: (err?: Error) => void): void;
 }
@@ -96,6 +96,17 @@ export class RocksStore {
     const batch = this.db.batch();
     for (const [key, value] of puts) batch.put(key, value);
     for (const key of deletes) batch.del(key);
+    return call<void>((cb) => batch.write({ sync }, cb));
+  }
+
+  /**
+   * Writes `count` entries, entry i being (key(i), value(i)), in one atomic batch. A key given
+   * as bytes (a view into a larger buffer) skips the string the binding would convert.
+   */
+  writeEach(count: number, key: (i: number) => string | Buffer, value: (i: number) => string, sync: boolean): Promise<void> {
+    if (count === 0) return Promise.resolve();
+    const batch = this.db.batch();
+    for (let i = 0; i < count; i++) batch.put(key(i), value(i));
     return call<void>((cb) => batch.write({ sync }, cb));
   }
 
