@@ -46,6 +46,7 @@ use napi::{Error, Result, Status};
 use crate::fast_path::{self, FastPath, Granularity};
 use crate::fingerprint::{fp, fp_of};
 use crate::segment::{self, Changes, Segment, EPOCH_LIMIT, FLAG_ACCOUNT};
+use crate::customer_markers::CustomerMarkers;
 use crate::table::{PairTable, TagTable};
 
 // Fingerprint domains (seeds) of the persisted state keys; never change them for existing state.
@@ -214,6 +215,20 @@ fn parse_event(
     Ok(())
 }
 
+/// Starts loading `v[i]`'s cache line (a no-op where there is no prefetch instruction).
+#[inline]
+fn prefetch<T>(v: &[T], i: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = v.get(i as usize) {
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch(x as *const T as *const i8, _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, i);
+}
+
 #[derive(Default, Clone, Copy, Debug, PartialEq)]
 pub struct Tally {
     pub counted: u64,
@@ -248,7 +263,9 @@ pub struct Core {
     customers: TagTable<u32>,
     /// Counter key → global counter number.
     counter_index: TagTable<u32>,
-    /// (global counter, global customer) → epoch + 1.
+    /// Markers of epoch 0: per customer, the counters it was counted in.
+    customer_markers: CustomerMarkers,
+    /// Markers of later epochs: (global counter, global customer) → epoch + 1.
     markers: PairTable,
 
     // Per counter (global number).
@@ -316,7 +333,9 @@ impl Core {
             buckets: TagTable::new(1 << 10),
             customers: TagTable::new(if account { 1 << 14 } else { 0 }),
             counter_index: TagTable::new(1 << 14),
-            markers: PairTable::new(if account { 1 << 18 } else { 0 }),
+            customer_markers: CustomerMarkers::new(),
+            // Markers past epoch 0 are rare (a bucket touched again after the uniques horizon).
+            markers: PairTable::new(if account { 1 << 10 } else { 0 }),
             c_group: Vec::new(),
             c_local: Vec::new(),
             c_id_end: Vec::new(),
@@ -499,21 +518,31 @@ impl Core {
         }
 
         let cu = self.customer_of(k.customer, gi);
+        self.customer_markers.prefetch_customer(cu);
         let mut event_counters = std::mem::take(&mut self.event_counters);
         event_counters.clear();
         for s in 0..self.g {
             for t in 0..tokens {
                 let c = self.counter_of(b, k, gi, s, t);
-                self.markers.prefetch(c, cu);
+                // The per-counter arrays the marking loop reads are as far apart as the marker slots.
+                prefetch(&self.c_win, c);
+                prefetch(&self.c_local, c);
                 event_counters.push(c);
             }
+        }
+        for &c in &event_counters {
+            self.customer_markers.prefetch(cu, c);
         }
         let cu_local = self.cu_local[cu as usize];
         for s in 0..self.g {
             let epoch = self.touch_bucket(k.stems[s], v.ends[s], ingest, gi);
             for t in 0..tokens {
                 let c = event_counters[s * tokens + t];
-                let is_new = u32::from(self.markers.mark(c, cu, epoch + 1));
+                let is_new = u32::from(if epoch == 0 {
+                    self.customer_markers.insert(cu, c)
+                } else {
+                    self.markers.mark(c, cu, epoch + 1)
+                });
                 if is_new == 1 {
                     let local = self.c_local[c as usize];
                     self.gs[gi].ch.markers.push([local, cu_local, epoch]);
@@ -626,24 +655,38 @@ impl Core {
     /// Ends the window: the touched counters' new totals, in id order (UTF-8 bytes, then key group).
     pub fn finalise(&mut self) -> std::result::Result<Final, String> {
         // (Infallible today; the Result keeps room for a check without changing callers.)
-        let mut touched = std::mem::take(&mut self.touched);
+        let touched = std::mem::take(&mut self.touched);
+        let n = touched.len();
+        // The ids are copied out in touched order first (one pass over the id arena, which is
+        // far larger than the cache), then sorted where they sit side by side.
+        let mut scratch = Vec::with_capacity(n * 48);
+        let mut order: Vec<(u32, u32, u32)> = Vec::with_capacity(n);
+        for &c in &touched {
+            let from = scratch.len() as u32;
+            scratch.extend_from_slice(self.id_of(c));
+            order.push((from, scratch.len() as u32, c));
+        }
         // In id order, so that a sink that keys rows by id (the embedded sink's RocksDB)
         // inserts them in key order: its memtable then appends instead of searching its skip
         // list from the top for every row.
-        touched.sort_unstable_by(|&a, &b| {
-            (self.id_of(a), self.c_group[a as usize]).cmp(&(self.id_of(b), self.c_group[b as usize]))
+        let id = |&(from, to, _): &(u32, u32, u32)| &scratch[from as usize..to as usize];
+        order.sort_unstable_by(|a, b| {
+            id(a).cmp(id(b))
+                .then_with(|| self.c_group[a.2 as usize].cmp(&self.c_group[b.2 as usize]))
         });
-        let n = touched.len();
         let mut out = Final {
-            ids: Vec::with_capacity(n * 48),
+            ids: Vec::with_capacity(scratch.len()),
             id_ends: Vec::with_capacity(n),
             groups: Vec::with_capacity(n),
             counts: Vec::with_capacity(n),
             uniques: Vec::with_capacity(n),
             fresh: Vec::with_capacity(n),
         };
-        for &c in &touched {
-            out.ids.extend_from_slice(self.id_of(c));
+        let mut sorted = touched;
+        for (k, span) in order.iter().enumerate() {
+            let c = span.2;
+            sorted[k] = c;
+            out.ids.extend_from_slice(id(span));
             // Below 4 GiB: ids are at most maxEventBytes each and a window holds far fewer.
             out.id_ends.push(out.ids.len() as u32);
             let ci = c as usize;
@@ -663,7 +706,7 @@ impl Core {
             self.c_flags[ci] |= HAS_TOTAL;
             self.list_total(c);
         }
-        self.last_final = touched;
+        self.last_final = sorted;
         self.touched = Vec::with_capacity(n);
         Ok(out)
     }
@@ -914,6 +957,10 @@ impl Core {
             }
             let (c, cu) = pairs[i];
             let epoch = seg.marker(i).2;
+            if epoch == 0 {
+                self.customer_markers.insert(cu, c);
+                continue;
+            }
             match self.markers.find(c, cu) {
                 Ok(s) => self.markers.set(s, epoch + 1),
                 Err(miss) => self.markers.insert(miss, c, cu, epoch + 1),
@@ -1006,6 +1053,7 @@ impl Core {
                 Some(c_map[v as usize])
             }
         });
+        self.customer_markers.renumber(&cu_map, &c_map);
         self.markers.retain_map(|c, cu, v| {
             let (c, cu) = (c_map[c as usize], cu_map[cu as usize]);
             if c == GONE || cu == GONE {
@@ -1066,13 +1114,14 @@ impl Core {
             beyond_horizon: self.beyond_horizon as f64,
             identities: self.dedup.len() as f64,
             buckets: self.buckets.len() as f64,
-            markers: self.markers.len() as f64,
+            markers: (self.customer_markers.len() + self.markers.len()) as f64,
             counters: self.c_group.len() as f64,
             customers: self.cu_group.len() as f64,
             state_bytes: (self.dedup.bytes()
                 + self.buckets.bytes()
                 + self.customers.bytes()
                 + self.counter_index.bytes()
+                + self.customer_markers.bytes()
                 + self.markers.bytes()
                 + vecs) as f64,
         }

@@ -14,6 +14,7 @@ extern crate napi_derive;
 
 mod civil;
 mod count_kernel;
+mod customer_markers;
 mod event;
 mod fast_path;
 mod fingerprint;
