@@ -28,7 +28,7 @@ import { Client } from 'cassandra-driver';
 import { Partitioners } from 'kafkajs';
 import { defaultTableName, jobIdentity } from '../common/job-config';
 import { keyGroupOf, routingKey } from '../common/keygroups';
-import { WORKER_NODE_OPTIONS } from '../common/node-options';
+import { workerNodeOptions } from '../common/node-options';
 import { stringify } from 'yaml';
 import { requireTestEnv } from '../test/support/env';
 import { validEvents } from '../test/support/events';
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   log(`produced ${total} events in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   // The worker runs with the pod's NODE_OPTIONS (--baseline-gc: without them, to measure what they change).
-  const nodeOptions: Record<string, string> = values['baseline-gc'] === true ? {} : { NODE_OPTIONS: WORKER_NODE_OPTIONS };
+  const nodeOptions: Record<string, string> = values['baseline-gc'] === true ? {} : { NODE_OPTIONS: workerNodeOptions(values.engine === 'native' ? 'native' : 'records') };
   const worker = new WorkerProcess('bench', ['--config', configPath, '--ordinal', '0', '--replicas', '1', '--data-dir', join(dir, 'data')], join(dir, 'worker.log'), nodeOptions);
   try {
     await worker.waitReady();

@@ -31,7 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { nodeFlags, parseMemoryBudget, planMemory } from '../common/memory-budget';
-import { WORKER_MALLOC_ENV } from '../common/node-options';
+import { WORKER_MALLOC_ENV, workerNodeOptions } from '../common/node-options';
 import { resolveJobConfig, sinkTuning } from '../common/job-config';
 import { FileDeadLetter } from '../worker/io/file-dead-letter';
 import { EventGenerator, GeneratorSource, type GeneratorOptions } from '../worker/io/generator';
@@ -60,7 +60,7 @@ async function main(): Promise<void> {
       'wide-facets': { type: 'string', default: '60000' },
     },
   });
-  if (values['memory-budget'] !== undefined && respawnForBudget(values['memory-budget'])) return;
+  if (respawnAsWorker(values['memory-budget'], values.engine)) return;
   const cases = values.case === 'all' ? ['normal', 'heavy', 'wide'] : [values.case];
   const perEvent: Record<string, CaseCost> = {};
   if (cases.includes('normal')) perEvent.normal = await normalCase(values);
@@ -78,16 +78,21 @@ async function main(): Promise<void> {
 }
 
 /**
- * A budget sizes V8's heap too (MemoryPlan.semiSpaceMiB, heapLimitMiB), which only flags of
- * the process set: the benchmark runs itself again with it, as the operator's NODE_OPTIONS
- * does for workers. Returns true when the child ran.
+ * The benchmark measures the engine as a worker runs it: with the workers' malloc settings
+ * (fewer glibc arenas: 150 MiB less RSS at 2 M records on the native engine, same speed),
+ * which only the environment of a process sets, and with the workers' V8 heap sizes (the
+ * engine's young generation, or a budget's MemoryPlan.semiSpaceMiB and heapLimitMiB), which
+ * only flags of the process set, as the operator's NODE_OPTIONS does for workers. So it runs
+ * itself again with them when they are missing. Returns true when the child ran.
  */
-function respawnForBudget(budget: string): boolean {
-  const flags = nodeFlags(planMemory(parseMemoryBudget(budget, '--memory-budget')));
+function respawnAsWorker(budget: string | undefined, engine: string): boolean {
+  const flags = budget === undefined ? workerNodeOptions(engine === 'native' ? 'native' : 'records').split(' ') : nodeFlags(planMemory(parseMemoryBudget(budget, '--memory-budget')));
   const mallocSet = Object.entries(WORKER_MALLOC_ENV).every(([name, value]) => process.env[name] === value);
   if (mallocSet && flags.every((f) => process.execArgv.includes(f))) return false;
-  const execArgv = [...process.execArgv.filter((a) => !a.startsWith('--max-semi-space-size') && !a.startsWith('--max-old-space-size')), ...flags];
-  console.log(`(running again with ${flags.join(' ')}, the heap the budget allows, and the workers' ${Object.entries(WORKER_MALLOC_ENV).map(([n, v]) => `${n}=${v}`).join(' ')})`);
+  const sized = (a: string): boolean => a.startsWith('--max-semi-space-size') || a.startsWith('--max-old-space-size');
+  const execArgv = [...process.execArgv.filter((a) => !sized(a)), ...flags];
+  const heap = `${flags.join(' ')} (the heap ${budget === undefined ? `workers of the ${engine} engine get` : 'the budget allows'}) and `;
+  console.log(`(running again with ${heap}the workers' ${Object.entries(WORKER_MALLOC_ENV).map(([n, v]) => `${n}=${v}`).join(' ')})`);
   const child = spawnSync(process.execPath, [...execArgv, __filename, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, ...WORKER_MALLOC_ENV } });
   process.exitCode = child.status ?? 1;
   return true;
@@ -164,6 +169,7 @@ async function normalCase(values: { events: string; customers: string; window: s
   const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
   const cpu = cpuSeconds(process.cpuUsage(cpu0));
   const stateApprox = task.stateSize();
+  const memEnd = process.memoryUsage();
   const cacheStats = task.cacheStats;
   const kernel = task.nativeStats();
   await task.close();
@@ -179,6 +185,10 @@ async function normalCase(values: { events: string; customers: string; window: s
   const peakRss = process.resourceUsage().maxRSS * 1024;
   const held = kernel === undefined ? `state cache at the end: ${int(task.cacheSize)} records, ${bytes(task.cacheBytes)} estimated` : `kernel tables: ${bytes(kernel.stateBytes)} (${int(kernel.identities)} identities, ${int(kernel.markers)} markers, ${int(kernel.counters)} counters, ${int(kernel.customers)} customers, ${int(kernel.buckets)} buckets)`;
   console.log(`peak RSS ${bytes(peakRss)}${m === undefined ? '' : ` — ${peakRss <= m.budget ? 'within' : 'OVER'} the memory budget of ${bytes(m.budget)} (${((peakRss / m.budget) * 100).toFixed(0)} %)`}; ${held}`);
+  const kernelBytes = kernel?.stateBytes ?? 0;
+  console.log(
+    `memory at the end: rss ${bytes(memEnd.rss)} = V8 heap ${bytes(memEnd.heapTotal)} + buffers ${bytes(memEnd.arrayBuffers)}${kernel === undefined ? '' : ` + kernel tables ${bytes(kernelBytes)}`} + the rest ${bytes(memEnd.rss - memEnd.heapTotal - memEnd.arrayBuffers - kernelBytes)} (RocksDB memtables and block caches, code, allocator)`,
+  );
   console.log(`state on disk ${bytes(du(localPaths(dataDir).state))} (files when the task closed: ${bytes(stateApprox)}), sink ${bytes(du(localPaths(dataDir).sink))}`);
   if (kernel === undefined) console.log(`state reads: ${int(cacheStats.cacheHits)} cache hits, ${int(cacheStats.filteredReads)} ruled out by the Bloom filter, ${int(cacheStats.storeReads)} from RocksDB`);
   if (!values.keep && values['data-dir'] === undefined) rmSync(dataDir, { recursive: true, force: true });
