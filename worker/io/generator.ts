@@ -108,9 +108,35 @@ export class EventGenerator {
   }
 }
 
+const GENERATOR_PARTITION = 'generator';
+
+/**
+ * A generated record. Its position and origin strings are made when read: the task reads the
+ * position of a micro-batch's last record only, and the origin of a rejected one, and making
+ * both for every record was ~2 % of a native benchmark run.
+ */
+class GeneratedRecord implements SourceRecord {
+  readonly partition = GENERATOR_PARTITION;
+
+  constructor(
+    readonly value: Buffer,
+    readonly ingestTimeMs: number,
+    private readonly index: number,
+  ) {}
+
+  get nextPosition(): string {
+    return String(this.index + 1);
+  }
+
+  get origin(): string {
+    return `generator#${this.index}`;
+  }
+}
+
+
 /** The generator as a bounded Source; position = index of the next record. */
 export class GeneratorSource implements Source {
-  readonly partition = 'generator';
+  readonly partition = GENERATOR_PARTITION;
   private next = 0;
   private readonly generator: EventGenerator;
 
@@ -130,7 +156,7 @@ export class GeneratorSource implements Source {
     const end = Math.min(total, this.next + max);
     for (let i = this.next; i < end; i++) {
       const { value, ingestTimeMs } = this.generator.recordAt(i);
-      out.push({ value: Buffer.from(value), ingestTimeMs, partition: this.partition, nextPosition: String(i + 1), origin: `generator#${i}` });
+      out.push(new GeneratedRecord(Buffer.from(value), ingestTimeMs, i));
     }
     this.next = end;
     return Promise.resolve(out);

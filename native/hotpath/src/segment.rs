@@ -3,8 +3,8 @@
 //! `CountKernel.loadSegment()`. A group's state is the ordered sequence of its segments;
 //! loading them in the order they were written rebuilds it, later records overriding earlier.
 //!
-//! `encode` writes version 2; `Segment::parse` reads versions 2 and 1 (segments written
-//! before version 2 stay on disk until their group is compacted).
+//! `encode` writes version 2; `Segment::parse` reads versions 2 and 1 (a data dir or a
+//! checkpoint written before version 2 keeps its segments, which are never rewritten).
 //!
 //! # Format, version 2
 //!
