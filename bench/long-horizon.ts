@@ -13,8 +13,14 @@
  * forever (one per counter and bucket), so they grow with the number of buckets (24 hours,
  * a day and a month's share per day), not with the number of events.
  *
+ * With `--engine native` the state is the native kernel's (ADR 7): the census comes from
+ * its tables (identities stored, markers, counters, buckets) and the segments on disk; the
+ * live identities are the records counted within the retention of the newest ingest time
+ * (an identity is counted at most once per retention, so each such record is one live
+ * identity, and each is stored), summed from the days' counts, not read from the kernel.
+ *
  *   npm run bench:long-horizon -- [--days 30] [--events-per-day 40000] [--customers 1000000] [--retention 7d]
- *                                  [--granularities hour,day,month] [--compact-daily] [--data-dir DIR] [--keep]
+ *                                  [--granularities hour,day,month] [--engine records|native] [--compact-daily] [--data-dir DIR] [--keep]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -29,6 +35,7 @@ import { GeneratorSource, type GeneratorOptions } from '../worker/io/generator';
 import { LocalSink } from '../worker/io/local-sink';
 import type { Source, SourceRecord } from '../worker/io/types';
 import { localPaths } from '../worker/runtime/local';
+import { metrics } from '../worker/runtime/metrics';
 import { CountTask } from '../worker/runtime/task';
 import { kindOf } from '../worker/state/keys';
 import type { RocksStore } from '../worker/state/rocks';
@@ -102,6 +109,30 @@ async function census(store: RocksStore, newestIngestSec: number, retentionSec: 
   return c;
 }
 
+/** The native engine's census: the kernel's tables, and the segments' bytes (decoded) and count in the store. */
+async function nativeCensus(task: CountTask, liveDedup: number): Promise<Census & { segments: number }> {
+  const k = task.nativeStats()!;
+  let segments = 0;
+  let segmentBytes = 0;
+  await task.stateStore.scan({ gte: '0000', lt: '~' }, (key, value) => {
+    if (kindOf(key) !== 'S') return;
+    segments++;
+    segmentBytes += Buffer.from(value, 'base64').length;
+  });
+  // Segments hold every kind of record together: their bytes are all counted as expiring.
+  return { dedup: k.identities, liveDedup, markers: k.markers, buckets: k.buckets, counters: k.counters, expiringBytes: segmentBytes, keptBytes: 0, segments };
+}
+
+/** The flushes that swept, their time in all, and the bucket the longest fell in (abacus_state_sweep_duration_seconds). */
+async function sweepSummary(): Promise<string> {
+  const { values } = await metrics.stateSweepSeconds.get();
+  const count = values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+  const sum = values.find((v) => v.metricName?.endsWith('_sum'))?.value ?? 0;
+  const buckets = values.filter((v) => v.metricName?.endsWith('_bucket'));
+  const longest = buckets.find((b) => b.value === count)?.labels.le;
+  return `${int(count)} flushes swept, ${sum.toFixed(1)} s in all, the longest ≤ ${longest} s`;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -112,6 +143,7 @@ async function main(): Promise<void> {
       granularities: { type: 'string', default: 'hour,day,month' },
       window: { type: 'string', default: '1s' },
       'compact-daily': { type: 'boolean', default: false },
+      engine: { type: 'string', default: 'records' },
       'data-dir': { type: 'string' },
       keep: { type: 'boolean', default: false },
     },
@@ -125,28 +157,35 @@ async function main(): Promise<void> {
     granularities: values.granularities.split(','),
     dedup: { retention: values.retention },
     uniques: { retention: values.retention },
+    state: { engine: values.engine },
   });
+  const native = config.engine === 'native';
   const retentionSec = parseDuration(values.retention, '--retention') / 1000;
   const dataDir = values['data-dir'] ?? mkdtempSync(join(tmpdir(), 'abacus-long-'));
   console.log(
     `workload: ${days} simulated days × ${int(perDay)} records/day (${int(generator.customers)} Zipf customers, ${generator.facets} facets, ${generator.duplicateRate * 100}% duplicates, ${generator.lateRate * 100}% late/historical), from ${new Date(generator.startMs).toISOString().slice(0, 10)}`,
   );
-  console.log(`config: retention ${values.retention} (dedup and uniques), granularities ${config.granularities.join(',')}, ${config.keyGroups} key groups; data in ${dataDir}`);
+  console.log(`config: ${config.engine} engine, retention ${values.retention} (dedup and uniques), granularities ${config.granularities.join(',')}, ${config.keyGroups} key groups; data in ${dataDir}`);
 
   const source = new DaySource(new GeneratorSource(generator));
   const sink = await LocalSink.open(localPaths(dataDir).sink, sinkTuning(config), config.level);
   const task = await CountTask.open({ config, dataDir, source, sink, deadLetter: new FileDeadLetter(localPaths(dataDir).deadLetter) });
   const du = (): number => Number(execFileSync('du', ['-sb', localPaths(dataDir).state], { encoding: 'utf8' }).split('\t')[0]);
   const rows: string[][] = [
-    ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'expiring bytes', 'bytes/live identity', 'counters', 'buckets', 'counter+bucket bytes'].filter((h) => h !== ''),
+    native
+      ? ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'segments', 'segment bytes', 'bytes/live identity', 'counters', 'buckets', 'RSS'].filter((h) => h !== '')
+      : ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'expiring bytes', 'bytes/live identity', 'counters', 'buckets', 'counter+bucket bytes'].filter((h) => h !== ''),
   ];
+  const retentionDays = Math.max(1, Math.round(retentionSec / 86_400));
+  const countedByDay: number[] = [];
   const cpu0 = process.cpuUsage();
   try {
     for (let day = 1; day <= days; day++) {
       source.limit = day * perDay;
       const progress = await task.run();
       const newestIngestSec = (generator.startMs + day * DAY_MS) / 1000 - 1;
-      const c = await census(task.stateStore, newestIngestSec, retentionSec);
+      countedByDay.push(progress.counted - countedByDay.reduce((a, b) => a + b, 0));
+      const c = native ? await nativeCensus(task, countedByDay.slice(-retentionDays).reduce((a, b) => a + b, 0)) : await census(task.stateStore, newestIngestSec, retentionSec);
       const disk = du();
       let compacted: string[] = [];
       if (values['compact-daily']) {
@@ -163,11 +202,12 @@ async function main(): Promise<void> {
         int(c.dedup),
         int(c.liveDedup),
         int(c.markers),
+        ...(native ? [int((c as Census & { segments: number }).segments)] : []),
         bytes(c.expiringBytes),
         int(c.expiringBytes / c.liveDedup),
         int(c.counters),
         int(c.buckets),
-        bytes(c.keptBytes),
+        native ? bytes(process.memoryUsage().rss) : bytes(c.keptBytes),
       ]);
       if (day === 1) console.log(rows[0]!.join(' | '));
       console.log(rows.at(-1)!.join(' | '));
@@ -177,6 +217,7 @@ async function main(): Promise<void> {
     console.log('');
     console.log(`after a full compaction: state on disk ${bytes(du())}`);
     console.log(`cpu ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s for ${int(task.progress.read)} records; peak RSS ${bytes(process.resourceUsage().maxRSS * 1024)}`);
+    console.log(`sweeps: ${await sweepSummary()}`);
     console.log('');
     console.log(table(rows));
   } finally {

@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { keyGroupOf, routingKey } from '../../common/keygroups';
+import { countingSettings } from '../../worker/engine/counting';
+import { NativeState } from '../../worker/engine/native-state';
+import type { CountKernelStats } from '../../worker/native/kernel';
 import { runLocal } from '../../worker/runtime/local';
 import { RocksStore } from '../../worker/state/rocks';
 import { rng } from '../support/events';
@@ -12,7 +15,10 @@ import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRe
  * Bounded state (issue 9): over weeks of ingest time, dedup identities and uniqueness
  * markers past their retention are deleted from RocksDB, and the counts stay the contract's
  * (test/support/reference.ts) — copies within the retention dropped, copies beyond it
- * counted again, uniques exact within the horizon.
+ * counted again, uniques exact within the horizon. Both engines: the records engine's
+ * records are read back from the store; the native engine's state is its kernel's tables,
+ * rebuilt from the segments on disk when the task opens, and their sizes are checked
+ * against bounds computed from the input and the reference.
  */
 
 const DAY_MS = 86_400_000;
@@ -32,6 +38,9 @@ const COMPANIES = ['acme', 'borealis'];
 const STATISTICS = ['open', 'click'];
 /** Long facet values, so that a busy customer's marker record fills up and spills into one-marker (V) records. */
 const PAGES = Array.from({ length: 30 }, (_, i) => `/catalogue/${'section/'.repeat(10)}${i}`);
+const ENGINES = ['records', 'native'] as const;
+/** The latest an hour or day bucket's last event (a copy included) is ingested after the bucket ends: 12 h late + 2.4 days of copy delay + the hour it is rounded to. */
+const LAST_TOUCH_SEC = 12 * 3600 + MAX_COPY_DELAY_MS / 1000 + 3600;
 
 /** About 30 days of ingest; every event within 12 h of its ingest time; copies byte for byte, some within the dedup retention and some beyond (within the uniques horizon). */
 function input(seed: number, n: number, maxGapMinutes = 120): InputRecord[] {
@@ -91,13 +100,27 @@ async function census(dataDir: string, config: ReturnType<typeof testConfig>): P
   return c;
 }
 
-test('over 30 days of ingest, expired identities and markers are deleted and the counts stay exact', async () => {
+/** The native engine's tables as the segments on disk rebuild them (what a restarted task would hold). */
+async function reopenedKernelStats(dataDir: string, config: ReturnType<typeof testConfig>): Promise<CountKernelStats> {
+  const store = await RocksStore.openReadOnly(`${dataDir}/state`, config.rocksdb);
+  const native = new NativeState(countingSettings(config));
+  try {
+    await store.scan({ gte: '0000', lt: '~' }, (key, value) => {
+      if (key[4] === 'S') native.load(parseInt(key.slice(0, 4), 16), Buffer.from(value, 'base64'));
+    });
+  } finally {
+    await store.close();
+  }
+  return native.stats();
+}
+
+for (const engine of ENGINES) test(`over 30 days of ingest, expired identities and markers are deleted and the counts stay exact [${engine}]`, async () => {
   for (const seed of [1, 2]) {
     const records = input(seed, 700);
     const spanDays = (records.at(-1)!.ingestTimeMs - START_MS) / DAY_MS;
     assert.ok(spanDays > 25, `input spans ${spanDays.toFixed(1)} days`);
     const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
-    const config = testConfig(RETENTIONS);
+    const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
     const dataDir = tempDir();
     const r = rng(seed * 31);
     const batchSizes = Array.from({ length: 5 }, () => 1 + Math.floor(r() * 60));
@@ -110,17 +133,40 @@ test('over 30 days of ingest, expired identities and markers are deleted and the
 
     // What is left: nothing older than retention + two steps behind its key group's newest ingest second.
     const newest = new Map<number, number>();
+    const groupOf = (company: string, statistic: string): number => keyGroupOf(routingKey('account', company, statistic, ''), config.keyGroups);
     for (const rec of records) {
-      const ev = JSON.parse(rec.value) as { company_id: string; statistic_id: string; customer_id: string };
-      const g = keyGroupOf(routingKey('account', ev.company_id, ev.statistic_id, ev.customer_id), config.keyGroups);
+      const ev = JSON.parse(rec.value) as { company_id: string; statistic_id: string };
+      const g = groupOf(ev.company_id, ev.statistic_id);
       newest.set(g, Math.max(newest.get(g) ?? 0, Math.floor(rec.ingestTimeMs / 1000)));
+    }
+    assert.ok(result.expired > 0, `seed ${seed}: the sweeps deleted something`);
+    if (engine === 'native') {
+      const kernel = await reopenedKernelStats(dataDir, config);
+      // An identity is stored once per counting, at its ingest second: those left must have been counted at most retention + two steps before their group's newest.
+      const recent = records.filter((rec) => {
+        const ev = JSON.parse(rec.value) as { company_id: string; statistic_id: string };
+        return Math.floor(rec.ingestTimeMs / 1000) >= newest.get(groupOf(ev.company_id, ev.statistic_id))! - RETENTION_MS / 1000 - 2 * STEP_SEC;
+      }).length;
+      assert.ok(kernel.identities > 0 && kernel.identities <= recent, `seed ${seed}: ${kernel.identities} identities left, at most ${recent} records were recent enough`);
+      // Every marker ever set is one unique of its counter; those left must be of buckets whose horizon can still be after the cutoff (month buckets: all of them).
+      let live = 0;
+      let all = 0;
+      for (const row of expected.rows) {
+        all += row.uniques ?? 0;
+        const endSec = Date.parse(row.bucket) / 1000 + (row.granularity === 'hour' ? 3600 : 86_400);
+        if (row.granularity === 'month' || endSec + LAST_TOUCH_SEC + UNIQUES_RETENTION_MS / 1000 + 2 * STEP_SEC >= newest.get(groupOf(row.scope, row.statistic_id))!) live += row.uniques ?? 0;
+      }
+      assert.ok(live < all * 0.7, `seed ${seed}: the input lets most markers expire (${live} of ${all} may live)`);
+      assert.ok(kernel.markers > 0 && kernel.markers <= live, `seed ${seed}: ${kernel.markers} markers left, at most ${live} can be live`);
+      rmSync(dataDir, { recursive: true });
+      continue;
     }
     const state = await census(dataDir, config);
     const retentionSec = RETENTION_MS / 1000;
     assert.ok(state.dedup.length > 0 && state.dedup.length < expected.counted / 5, `seed ${seed}: ${state.dedup.length} dedup records left of ${expected.counted} counted`);
     for (const d of state.dedup) assert.ok(d.firstSeen >= newest.get(d.group)! - retentionSec - 2 * STEP_SEC, `seed ${seed}: a dedup record of ${d.firstSeen} outlived its retention`);
     // An hour bucket's last event (a copy included) is ingested at most 12 h + 2.4 days after the hour ends, so its horizon is at most that + the uniques retention.
-    const lastTouch = 3600 + 12 * 3600 + MAX_COPY_DELAY_MS / 1000 + 3600;
+    const lastTouch = 3600 + LAST_TOUCH_SEC;
     assert.ok(state.hourMarkers.length > 0);
     for (const m of state.hourMarkers) assert.ok(m.bucket + lastTouch + UNIQUES_RETENTION_MS / 1000 + 2 * STEP_SEC >= newest.get(m.group)!, `seed ${seed}: markers of hour ${m.bucket} outlived their horizon`);
     assert.ok(state.expiryRecords > 0);
@@ -128,10 +174,10 @@ test('over 30 days of ingest, expired identities and markers are deleted and the
   }
 });
 
-test('input re-delivered within one expiry step of the newest ingest time is still dropped after sweeps', async () => {
+for (const engine of ENGINES) test(`input re-delivered within one expiry step of the newest ingest time is still dropped after sweeps [${engine}]`, async () => {
   // A run over 3 days (sweeps every 3.4 h of ingest), then its last step again with the records' own ingest times (a replay from a committed position).
   const records = input(7, 600, 15);
-  const config = testConfig(RETENTIONS);
+  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
   const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
   const dataDir = tempDir();
   const first = await runLocal({ config, dataDir, source: new ArraySource(records, [37]), clock: jumpyClock(7, 700) });
@@ -144,7 +190,7 @@ test('input re-delivered within one expiry step of the newest ingest time is sti
   rmSync(dataDir, { recursive: true });
 });
 
-test('a record stamped a month ahead by a producer clock does not expire the dedup state of the present (sweep ceiling)', async () => {
+for (const engine of ENGINES) test(`a record stamped a month ahead by a producer clock does not expire the dedup state of the present (sweep ceiling) [${engine}]`, async () => {
   // Kafka ingest times come from producers. One record 30 days ahead moves its key group's
   // newest ingest time; expiry must not believe it beyond the worker's clock + 1 h, or the
   // dedup records of the present are deleted and a copy delivered a minute later counts twice.
@@ -159,7 +205,7 @@ test('a record stamped a month ahead by a producer clock does not expire the ded
   ];
   const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
   assert.equal(expected.duplicates, 1);
-  const config = testConfig(RETENTIONS);
+  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
   const dataDir = tempDir();
   // One record per batch and a clock that closes a window (and sweeps) after every batch.
   let t = 0;

@@ -1,5 +1,6 @@
 import { counterStem, facetToken, TOTAL_TOKEN } from '../../common/counter-id';
 import type { Granularity } from '../io/types';
+import type { JobConfig } from '../../common/job-config';
 import { bucketKey, counterKeyFromParts, dedupKey, markerKey, markerShardKey, overflowMarkerStem, tokenMarkerKey } from '../state/keys';
 import { decodeBucket, emptyMarkers, encodeBucket, MARKER_LIMITS, MarkerAppend, markerEntries, markerEntry, markerEpoch, markerNeedle, markersFull, markersSharded, markerShard, tokenMarker, type CounterRecord, type MarkerLimits } from '../state/records';
 import type { CountableEvent } from './event';
@@ -29,6 +30,16 @@ export interface CountingSettings {
   readonly uniquesRetentionSec: number;
   /** Bounds of the marker records (default MARKER_LIMITS). */
   readonly markerLimits?: MarkerLimits;
+}
+
+/** A job's counting settings. */
+export function countingSettings(config: Pick<JobConfig, 'level' | 'granularities' | 'dedupRetentionMs' | 'uniquesRetentionMs'>): CountingSettings {
+  return {
+    level: config.level,
+    granularities: config.granularities,
+    dedupRetentionSec: config.dedupRetentionMs / 1000,
+    uniquesRetentionSec: config.uniquesRetentionMs / 1000,
+  };
 }
 
 export interface StateView {

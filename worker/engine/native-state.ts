@@ -1,7 +1,7 @@
 import { counterStem, facetToken, parseCounterId, TOTAL_TOKEN } from '../../common/counter-id';
 import { AbacusError } from '../../common/errors';
 import type { CounterColumns, CounterKey, CounterRow, Granularity } from '../io/types';
-import { loadNativeKernel, type CountKernel } from '../native/kernel';
+import { loadNativeKernel, type CountKernel, type GroupWatermarks, type SweepResult } from '../native/kernel';
 import type { SourceRecord } from '../io/types';
 import type { CountingSettings, CountingTally } from './counting';
 import type { CountableEvent, ParseOptions } from './event';
@@ -400,6 +400,21 @@ export class NativeState {
   drop(groups: readonly number[]): void {
     this.usable();
     if (groups.length > 0) this.kernel.dropGroups(Uint32Array.from(groups));
+  }
+
+  /**
+   * Deletes what expired before each group's cutoff (ingest seconds; -Infinity: nothing) and
+   * returns each group's whole remaining state as one segment, which replaces the group's
+   * earlier segments; the groups' pending changes are in it (changes() no longer lists them).
+   */
+  sweep(groups: readonly number[], cutoffs: readonly number[]): SweepResult {
+    this.usable();
+    return this.kernel.sweep(Uint32Array.from(groups), Float64Array.from(cutoffs));
+  }
+
+  /** Per key group the kernel holds: the newest ingest second counted in it since it was loaded. */
+  watermarks(): GroupWatermarks {
+    return this.kernel.watermarks();
   }
 
   /** After a failed commit the tables hold changes the store does not: the task must reopen. */

@@ -57,6 +57,21 @@ export interface StateChanges {
   segments: Buffer[];
 }
 
+/** What a `sweep` deleted, and the swept groups' whole state, one segment each (replacing their earlier segments). */
+export interface SweepResult {
+  groups: Uint32Array;
+  segments: Buffer[];
+  /** Dedup identities and uniqueness markers deleted. */
+  dedup: number;
+  markers: number;
+}
+
+/** Per key group the kernel holds: the newest ingest second counted in it since it was loaded. */
+export interface GroupWatermarks {
+  groups: Uint32Array;
+  seconds: Uint32Array;
+}
+
 export interface CountKernelStats {
   counted: number;
   duplicates: number;
@@ -88,6 +103,13 @@ export interface CountKernel {
   changes(): StateChanges;
   loadSegment(group: number, segment: Buffer): void;
   dropGroups(groups: Uint32Array): void;
+  /**
+   * Deletes what no event of ingest second cutoffs[i] or later decides on in key group
+   * groups[i] (worker/state/expiry.ts's rules; a cutoff of -Infinity deletes nothing), and
+   * returns each group's whole remaining state as one segment.
+   */
+  sweep(groups: Uint32Array, cutoffs: Float64Array): SweepResult;
+  watermarks(): GroupWatermarks;
   stats(): CountKernelStats;
 }
 
@@ -132,13 +154,16 @@ export function loadNativeKernelFrom(path: string): NativeKernelModule {
     throw new AbacusError('NativeKernelLoadFailed', `the native counting kernel ${path} did not load: ${(err as Error).message}`, fix);
   }
   // A build from before the kernel had this class (the prototype's) loads but cannot count;
-  // one from before the fast path counts but lacks countLines, which the task calls.
+  // one from before the fast path or expiry lacks countLines or sweep, which the task calls.
   const Kernel = (module.exports as Partial<NativeKernelModule>).CountKernel;
   if (typeof Kernel !== 'function') {
     throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel class (an older build)`, fix);
   }
-  if (typeof (Kernel as unknown as { prototype: Partial<CountKernel> }).prototype.countLines !== 'function') {
-    throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel.countLines (an older build)`, fix);
+  const prototype = (Kernel as unknown as { prototype: Partial<CountKernel> }).prototype;
+  for (const method of ['countLines', 'sweep'] as const) {
+    if (typeof prototype[method] !== 'function') {
+      throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel.${method} (an older build)`, fix);
+    }
   }
   loaded.set(path, module.exports);
   return module.exports;

@@ -1,18 +1,19 @@
 import { keyGroupOf, routingKey } from '../../common/keygroups';
 import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
-import { countEvent, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
+import { countEvent, countingSettings, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type ParseOptions } from '../engine/event';
 import { ingestOutOfRange, NativeState, NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
-import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, segmentKey, segmentSeq, UNKEYED_POSITION_PREFIX } from '../state/keys';
+import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, segmentSeq, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
 import { expiryStep, sweepCutoff } from '../state/expiry';
 import { findExpired, type PendingChanges } from '../state/sweep';
+import { SegmentLog } from '../state/segment-log';
 import { Checkpointer, CheckpointPreempted, type CheckpointerSettings, type CheckpointResult } from '../checkpoint/checkpointer';
 import type { ObjectStore } from '../checkpoint/object-store';
 import { encodePresence, groupsWithLocalState, presenceKey, readPresence, type Presence } from '../checkpoint/presence';
@@ -110,6 +111,12 @@ export interface TaskProgress {
 
 /** A flush stops looking for expired records once it has this many to delete; the other groups' sweeps wait for the next flushes. */
 const SWEEP_BATCH = 200_000;
+
+/** Native engine: a group's log of segments is compacted into one once it has this many (loading and deleting them stays bounded). */
+const COMPACT_SEGMENTS = 1024;
+
+/** Native engine: a flush sweeps groups whose logs hold up to this many bytes (the kernel rewrites their whole state). */
+const SWEEP_SEGMENT_BYTES = 64 * 1024 * 1024;
 
 /**
  * Milliseconds each phase of a stop took, in order: the flush's (finalise, previous sink
@@ -229,7 +236,7 @@ export class CountTask {
   /** The native engine (`state.engine: native`); undefined with the records engine (the cache and counting.ts). */
   private readonly native: NativeState | undefined;
   /** Native engine: per key group, the sequence number of its next segment. */
-  private readonly nextSegment = new Map<number, number>();
+  private readonly segmentLog = new SegmentLog();
   /** open() has loaded the owned groups (a restore before that need not load what open() loads next). */
   private opened = false;
 
@@ -239,12 +246,7 @@ export class CountTask {
     private readonly cache: StateCache,
   ) {
     const c = options.config;
-    this.settings = {
-      level: c.level,
-      granularities: c.granularities,
-      dedupRetentionSec: c.dedupRetentionMs / 1000,
-      uniquesRetentionSec: c.uniquesRetentionMs / 1000,
-    };
+    this.settings = countingSettings(c);
     this.parseOptions = { maxEventBytes: c.maxEventBytes, facets: c.facets, level: c.level };
     this.watermarks = new Float64Array(c.keyGroups).fill(Number.NEGATIVE_INFINITY);
     this.expiryStepSec = expiryStep(this.settings.dedupRetentionSec, this.settings.uniquesRetentionSec);
@@ -555,7 +557,7 @@ export class CountTask {
       const ingestSec = Math.floor(record.ingestTimeMs / 1000);
       const outOfRange = ingestOutOfRange(ingestSec);
       if (outOfRange !== undefined) return this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
-      // No watermark: only the records engine's sweeps read them (the native engine expires nothing yet).
+      // No watermark: the kernel keeps its groups' own (sweepDueNative reads them).
       native.add(ev, group, ingestSec);
       return undefined;
     });
@@ -642,11 +644,15 @@ export class CountTask {
     await this.sinkConfirmed();
     while (this.commitPointWaiters > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     phases.mark('previousSinkMs');
-    const sweep = this.native !== undefined ? NO_SWEEP : await this.sweepDue();
+    // The native engine's sweep takes the swept groups' changes into its segments: it goes first.
+    const sweepStarted = performance.now();
+    const sweep = this.native !== undefined ? await this.sweepDueNative(this.native) : await this.sweepDue();
+    if (sweep.cutoffs.length > 0 || sweep.puts.length > 0) metrics.stateSweepSeconds.observe((performance.now() - sweepStarted) / 1000);
     phases.mark('sweepMs');
 
     const { puts, deletes } = this.native !== undefined ? this.segmentPuts(this.native) : this.cache.changes();
-    for (const key of sweep.keys) deletes.push(key);
+    for (const put of sweep.puts) puts.push(put);
+    for (const key of sweep.deletes) deletes.push(key);
     for (const [g, cutoff] of sweep.cutoffs) puts.push([expiryKey(keyGroupPrefix(g)), String(cutoff)]);
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
@@ -683,7 +689,7 @@ export class CountTask {
     for (const [g, cutoff] of sweep.cutoffs) this.sweptAt.set(g, cutoff);
     metrics.stateExpired.inc({ kind: 'dedup' }, sweep.dedup);
     metrics.stateExpired.inc({ kind: 'marker' }, sweep.markers);
-    this.progress.expired += sweep.keys.length + sweep.expiredInWindow;
+    this.progress.expired += sweep.expired;
     metrics.countersTouched.observe(this.native !== undefined ? rows.length : this.window.size);
     inputLagObserved(Math.max(0, (this.clock() - this.newestIngestMs) / 1000));
     this.window.clear();
@@ -722,30 +728,85 @@ export class CountTask {
    * flush's commit, and the groups' new cutoffs. They are dropped from the cache here: a
    * cached copy would decide the same way, but would hold memory for nothing.
    */
-  private async sweepDue(): Promise<{ keys: string[]; cutoffs: Array<[number, number]>; dedup: number; markers: number; expiredInWindow: number }> {
-    const out = { keys: [] as string[], cutoffs: [] as Array<[number, number]>, dedup: 0, markers: 0, expiredInWindow: 0 };
+  private async sweepDue(): Promise<Sweep> {
+    const out = noSweep();
     const K = this.watermarks.length;
     const from = this.sweepFrom;
-    for (let i = 0; i < K && out.keys.length < SWEEP_BATCH; i++) {
+    for (let i = 0; i < K && out.deletes.length < SWEEP_BATCH; i++) {
       const g = (from + i) % K;
-      const watermark = this.watermarks[g]!;
-      if (watermark === Number.NEGATIVE_INFINITY || (this.owned !== undefined && !this.owned.has(g))) continue;
-      const ceiling = this.options.sweepCeilingMs === undefined ? Number.POSITIVE_INFINITY : Math.floor(this.options.sweepCeilingMs() / 1000);
-      const cutoff = sweepCutoff(Math.min(watermark, ceiling), this.expiryStepSec);
+      const cutoff = this.expiryCutoff(g);
+      if (cutoff === undefined) continue;
       const previous = await this.lastSweep(g);
       if (cutoff <= previous) continue;
       const found = await findExpired(this.store, keyGroupPrefix(g), cutoff, previous, this.settings, this.pendingChanges);
       for (const key of found.keys) {
         this.cache.forget(key);
-        out.keys.push(key);
+        out.deletes.push(key);
       }
       for (const key of found.pending) this.cache.delete(key);
-      out.expiredInWindow += found.pending.length;
+      out.expired += found.keys.length + found.pending.length;
       out.cutoffs.push([g, cutoff]);
       out.dedup += found.dedup;
       out.markers += found.markers;
       this.sweepFrom = (g + 1) % K;
     }
+    return out;
+  }
+
+  /** The expiry cutoff of an owned group with a watermark (worker/state/expiry.ts), or undefined. */
+  private expiryCutoff(g: number): number | undefined {
+    const watermark = this.watermarks[g]!;
+    if (watermark === Number.NEGATIVE_INFINITY || (this.owned !== undefined && !this.owned.has(g))) return undefined;
+    const ceiling = this.options.sweepCeilingMs === undefined ? Number.POSITIVE_INFINITY : Math.floor(this.options.sweepCeilingMs() / 1000);
+    return sweepCutoff(Math.min(watermark, ceiling), this.expiryStepSec);
+  }
+
+  /**
+   * The native engine's sweep (docs/adr/0007, "Expiry"): the kernel deletes what expired in
+   * the groups whose cutoff moved and hands back each one's whole remaining state as one
+   * segment, which replaces the group's earlier segments in this commit; a group whose log
+   * grew to COMPACT_SEGMENTS segments is compacted the same way at its last cutoff. A flush
+   * sweeps groups whose logs hold up to SWEEP_SEGMENT_BYTES (at least one group); the rest
+   * wait for the next flushes. The kernel's pass costs the same for one group as for many,
+   * so due groups are swept together.
+   */
+  private async sweepDueNative(native: NativeState): Promise<Sweep> {
+    const out = noSweep();
+    const { groups: held, seconds } = native.watermarks();
+    for (let i = 0; i < held.length; i++) {
+      const g = held[i]!;
+      if (seconds[i]! > this.watermarks[g]!) this.watermarks[g] = seconds[i]!;
+    }
+    const K = this.watermarks.length;
+    const from = this.sweepFrom;
+    const groups: number[] = [];
+    const cutoffs: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < K && (groups.length === 0 || bytes < SWEEP_SEGMENT_BYTES); i++) {
+      const g = (from + i) % K;
+      const log = this.segmentLog.size(g);
+      if (log.segments === 0) continue;
+      const cutoff = this.expiryCutoff(g);
+      const previous = await this.lastSweep(g);
+      const expires = cutoff !== undefined && cutoff > previous;
+      if (!expires && log.segments < COMPACT_SEGMENTS) continue;
+      groups.push(g);
+      cutoffs.push(expires ? cutoff : previous);
+      if (expires) out.cutoffs.push([g, cutoff]);
+      bytes += log.bytes;
+      this.sweepFrom = (g + 1) % K;
+    }
+    if (groups.length === 0) return out;
+    const swept = native.sweep(groups, cutoffs);
+    for (let i = 0; i < swept.groups.length; i++) {
+      const segment = swept.segments[i]!;
+      const { key, deletes } = this.segmentLog.replace(swept.groups[i]!, segment.length);
+      out.puts.push([key, segment.toString('base64')]);
+      for (const d of deletes) out.deletes.push(d);
+    }
+    out.dedup = swept.dedup;
+    out.markers = swept.markers;
+    out.expired = swept.dedup + swept.markers;
     return out;
   }
 
@@ -956,11 +1017,7 @@ export class CountTask {
   /** Native engine: the kernel's changes as one segment record per key group touched. */
   private segmentPuts(native: NativeState): { puts: Array<[string, string]>; deletes: string[] } {
     const puts: Array<[string, string]> = [];
-    for (const [g, segment] of native.changes()) {
-      const seq = this.nextSegment.get(g) ?? 0;
-      this.nextSegment.set(g, seq + 1);
-      puts.push([segmentKey(keyGroupPrefix(g), seq), segment.toString('base64')]);
-    }
+    for (const [g, segment] of native.changes()) puts.push([this.segmentLog.append(g, segment.length), segment.toString('base64')]);
     return { puts, deletes: [] };
   }
 
@@ -969,12 +1026,17 @@ export class CountTask {
     const native = this.native!;
     native.drop(groups);
     for (const g of groups) {
+      let first: number | undefined;
       let next = 0;
+      let bytes = 0;
       await this.store.scan(kindRange(keyGroupPrefix(g), 'S'), (key, value) => {
-        native.load(g, Buffer.from(value, 'base64'));
+        const segment = Buffer.from(value, 'base64');
+        native.load(g, segment);
+        first ??= segmentSeq(key);
         next = segmentSeq(key) + 1;
+        bytes += segment.length;
       });
-      this.nextSegment.set(g, next);
+      this.segmentLog.loaded(g, first, next, bytes);
     }
   }
 
@@ -1170,8 +1232,21 @@ type MutableRow = Omit<CounterRow, 'count' | 'uniques' | 'id'> & { id: string; c
 
 const ZERO: CounterValue = { count: 0, uniques: 0 };
 
-/** What a flush of the native engine sweeps: nothing yet (its segments are not expired). */
-const NO_SWEEP = { keys: [] as string[], cutoffs: [] as Array<[number, number]>, dedup: 0, markers: 0, expiredInWindow: 0 };
+/** What a flush's sweep adds to its commit. */
+interface Sweep {
+  puts: Array<[string, string]>;
+  deletes: string[];
+  /** Groups whose expiry cutoff moved, with the new cutoff (their expiry records). */
+  cutoffs: Array<[number, number]>;
+  /** Dedup identities and uniqueness markers deleted, and every state record deleted (progress). */
+  dedup: number;
+  markers: number;
+  expired: number;
+}
+
+function noSweep(): Sweep {
+  return { puts: [], deletes: [], cutoffs: [], dedup: 0, markers: 0, expired: 0 };
+}
 
 /** A sink call abandoned because the task is stopping (see run()). */
 export class SinkGaveUp extends Error {}

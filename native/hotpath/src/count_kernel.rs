@@ -43,6 +43,7 @@ use std::collections::HashSet;
 use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array, Uint8Array};
 use napi::{Error, Result, Status};
 
+use crate::civil::bucket_end;
 use crate::fast_path::{self, FastPath, Granularity};
 use crate::fingerprint::{fp, fp_of};
 use crate::segment::{self, Changes, Segment, EPOCH_LIMIT, FLAG_ACCOUNT};
@@ -80,6 +81,9 @@ struct Group {
     ch: Changes,
     /// Listed in `Core::dirty`.
     dirty: bool,
+    /// The newest ingest second of an event counted (or found a duplicate) in the group since
+    /// it was loaded or created; 0 when none. It moves the group's expiry cutoff (`sweep`).
+    watermark: u32,
 }
 
 type Span = (usize, usize);
@@ -246,6 +250,61 @@ pub struct Final {
     pub counts: Vec<f64>,
     pub uniques: Vec<f64>,
     pub fresh: Vec<u8>,
+}
+
+/// The result of `sweep`.
+#[derive(Default, Debug)]
+pub struct Swept {
+    /// The groups swept (those the kernel holds), ascending, and each one's whole state as one segment.
+    pub groups: Vec<u32>,
+    pub segments: Vec<Vec<u8>>,
+    /// Dedup identities and uniqueness markers deleted.
+    pub dedup: u64,
+    pub markers: u64,
+}
+
+/// What `sweep` decided for a counter's markers: kept whatever their epoch (its bucket is
+/// unknown or its group is not swept), all deleted, or kept only at the bucket's epoch
+/// (any other value: that epoch, below EPOCH_LIMIT).
+const MARKERS_KEPT: u32 = u32::MAX;
+const MARKERS_EXPIRED: u32 = u32::MAX - 1;
+
+/// The stem of a counter id (counter-id.ts: `lp(scope) lp(statistic) g bucket '|' token`, where
+/// lp(s) = `${s.length}:${s}` counts UTF-16 code units): the stem's length in bytes (up to and
+/// including the '|'), the granularity (0 hour, 1 day, 2 month) and the bucket's start second.
+/// None for anything else.
+fn stem_of_id(id: &[u8]) -> Option<(usize, u32, i64)> {
+    let mut pos = 0;
+    for _ in 0..2 {
+        let colon = pos + id.get(pos..)?.iter().position(|&c| c == b':')?;
+        let units: usize = std::str::from_utf8(&id[pos..colon]).ok()?.parse().ok()?;
+        pos = colon + 1;
+        let mut seen = 0;
+        while seen < units {
+            let lead = *id.get(pos)?;
+            let (bytes, n) = match lead {
+                0x00..=0x7f => (1, 1),
+                0xc0..=0xdf => (2, 1),
+                0xe0..=0xef => (3, 1),
+                0xf0..=0xf7 => (4, 2),
+                _ => return None,
+            };
+            pos += bytes;
+            seen += n;
+        }
+        if seen != units {
+            return None;
+        }
+    }
+    let g = match id.get(pos)? {
+        b'h' => 0,
+        b'd' => 1,
+        b'm' => 2,
+        _ => return None,
+    };
+    let bar = pos + 1 + id.get(pos + 1..)?.iter().position(|&c| c == b'|')?;
+    let start: i64 = std::str::from_utf8(&id[pos + 1..bar]).ok()?.parse().ok()?;
+    Some((bar + 1, g, start))
 }
 
 /// The kernel without napi types (the napi class wraps it; the tests drive it directly).
@@ -489,6 +548,8 @@ impl Core {
         let tag = v.group + 1;
         let ingest = v.ingest;
         let gi = self.group_index(v.group);
+        let grp = &mut self.gs[gi];
+        grp.watermark = grp.watermark.max(ingest);
 
         match self.dedup.find(k.dedup) {
             Ok(slot) => {
@@ -753,35 +814,235 @@ impl Core {
     pub fn changes(&mut self) -> (Vec<u32>, Vec<Vec<u8>>) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
-        let flags = if self.account { FLAG_ACCOUNT } else { 0 };
         let (mut groups, mut segments) = (Vec::new(), Vec::new());
         for &group in &dirty {
             let gi = self.group_slot[group as usize] as usize;
-            let grp = &self.gs[gi];
-            if !grp.ch.is_empty() {
-                let seg = segment::encode(
-                    group,
-                    flags,
-                    &grp.ch,
-                    |local| self.id_of(grp.counters[local as usize]),
-                    |local| {
-                        let t = self.c_total[grp.counters[local as usize] as usize];
-                        (t[0], t[1])
-                    },
-                );
+            if !self.gs[gi].ch.is_empty() {
                 groups.push(group);
-                segments.push(seg);
+                segments.push(self.encode(gi, &self.gs[gi].ch));
             }
-            let grp = &mut self.gs[gi];
-            for &local in &grp.ch.totals {
-                self.c_flags[grp.counters[local as usize] as usize] &= !TOTAL_LISTED;
-            }
-            grp.ch.clear();
-            grp.dirty = false;
+            self.forget_changes(gi);
         }
         dirty.clear();
         self.dirty = dirty;
         (groups, segments)
+    }
+
+    /// `ch` (changes of group `gs[gi]`) as a segment.
+    fn encode(&self, gi: usize, ch: &Changes) -> Vec<u8> {
+        let grp = &self.gs[gi];
+        let flags = if self.account { FLAG_ACCOUNT } else { 0 };
+        segment::encode(
+            grp.id,
+            flags,
+            ch,
+            |local| self.id_of(grp.counters[local as usize]),
+            |local| {
+                let t = self.c_total[grp.counters[local as usize] as usize];
+                (t[0], t[1])
+            },
+        )
+    }
+
+    /// Clears group `gs[gi]`'s changes (written, or superseded by a sweep's segment); the
+    /// caller takes it off `dirty`.
+    fn forget_changes(&mut self, gi: usize) {
+        let grp = &mut self.gs[gi];
+        for &local in &grp.ch.totals {
+            self.c_flags[grp.counters[local as usize] as usize] &= !TOTAL_LISTED;
+        }
+        grp.ch.clear();
+        grp.dirty = false;
+    }
+
+    /// Every group the kernel holds that has a watermark, with it (see `Group::watermark`).
+    pub fn watermarks(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut held: Vec<(u32, u32)> = self
+            .gs
+            .iter()
+            .filter(|g| g.watermark > 0)
+            .map(|g| (g.id, g.watermark))
+            .collect();
+        held.sort_unstable();
+        held.into_iter().unzip()
+    }
+
+    /// Expires and compacts key groups. For each of `groups` that the kernel holds, deletes
+    /// what no event of ingest second `cutoffs[i]` or later can decide on (the rules of
+    /// worker/state/expiry.ts): dedup identities first counted more than the dedup retention
+    /// before the cutoff, and uniqueness markers of buckets whose horizon is before it or
+    /// whose epoch has moved past the markers'. Counters (the output), their buckets and the
+    /// customers stay. Returns each group's whole remaining state as one segment, which
+    /// replaces every earlier segment of the group: its pending changes are in it, so the
+    /// next `changes()` does not list them. A cutoff of 0 deletes nothing: the segment only
+    /// compacts the group's log. One pass over each table, whatever the number of groups.
+    pub fn sweep(&mut self, groups: &[u32], cutoffs: &[f64]) -> std::result::Result<Swept, String> {
+        if groups.len() != cutoffs.len() {
+            return Err(format!("sweep: {} groups but {} cutoffs", groups.len(), cutoffs.len()));
+        }
+        // Per key group: its index in `list`, or NO_GROUP.
+        let mut at = vec![NO_GROUP; GROUPS];
+        let mut list: Vec<(u32, usize, i64)> = Vec::new();
+        for (i, (&group, &cutoff)) in groups.iter().zip(cutoffs).enumerate() {
+            if group as usize >= GROUPS {
+                return Err(format!("sweep: key group {group} is not in 0..65535"));
+            }
+            if cutoff.is_nan() {
+                return Err(format!("sweep: the cutoff of key group {group} (entry {i}) is not a number"));
+            }
+            if at[group as usize] != NO_GROUP || groups[..i].contains(&group) {
+                return Err(format!("sweep: key group {group} is listed twice"));
+            }
+            let slot = self.group_slot[group as usize];
+            if slot != NO_GROUP {
+                at[group as usize] = list.len() as u32;
+                // Saturating: -Infinity deletes nothing, +Infinity everything that can expire.
+                list.push((group, slot as usize, cutoff.floor() as i64));
+            }
+        }
+        let mut out = Swept::default();
+        if list.is_empty() {
+            return Ok(out);
+        }
+        list.sort_unstable_by_key(|&(group, _, _)| group);
+        for (k, &(group, _, _)) in list.iter().enumerate() {
+            at[group as usize] = k as u32;
+        }
+        let listed = |tag: u32| at[(tag - 1) as usize];
+
+        let retention = self.dedup_retention;
+        out.dedup = self.dedup.remove_where(|_, tag, first| {
+            let k = listed(tag);
+            k != NO_GROUP && (first as i64).saturating_add(retention) < list[k as usize].2
+        }) as u64;
+
+        if self.account {
+            let rule = self.marker_rules(&list);
+            let live = |c: u32, epoch: u32| {
+                let r = rule[c as usize];
+                r == MARKERS_KEPT || r == epoch
+            };
+            for &(_, gi, _) in &list {
+                for &cu in &self.gs[gi].customers {
+                    out.markers += self.customer_markers.retain(cu, |c| live(c, 0)) as u64;
+                }
+            }
+            let mut removed = 0;
+            self.markers.retain_map(|c, cu, v| {
+                if live(c, v - 1) {
+                    Some((c, cu, v))
+                } else {
+                    removed += 1;
+                    None
+                }
+            });
+            out.markers += removed;
+        }
+
+        // The remaining state of each group, as the records of one segment.
+        let mut snaps: Vec<Changes> = (0..list.len()).map(|_| Changes::default()).collect();
+        for (key, tag, cu) in self.customers.entries() {
+            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
+                ch.customers.push((key, self.cu_local[cu as usize]));
+            }
+        }
+        for (key, tag, c) in self.counter_index.entries() {
+            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
+                ch.counters.push((key, self.c_local[c as usize]));
+            }
+        }
+        for (key, tag, first) in self.dedup.entries() {
+            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
+                ch.dedup.push((key, first));
+            }
+        }
+        for (key, tag, [hour, epoch]) in self.buckets.entries() {
+            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
+                ch.buckets.push((key, hour, epoch));
+            }
+        }
+        for (k, &(_, gi, _)) in list.iter().enumerate() {
+            let ch = &mut snaps[k];
+            for &cu in &self.gs[gi].customers {
+                let lcu = self.cu_local[cu as usize];
+                ch.markers.extend(self.customer_markers.of(cu).map(|c| [self.c_local[c as usize], lcu, 0]));
+            }
+            for (local, &c) in self.gs[gi].counters.iter().enumerate() {
+                if self.c_flags[c as usize] & HAS_TOTAL != 0 {
+                    ch.totals.push(local as u32);
+                }
+            }
+        }
+        // Markers of later epochs (few) after those of epoch 0, which are already in runs of
+        // one customer. The order of runs is free: a sweep keeps at most one epoch's marker
+        // of a (counter, customer), so no two records of the segment have the same pair.
+        let mut later: Vec<(usize, [u32; 3])> = self
+            .markers
+            .entries()
+            .filter_map(|(c, cu, v)| {
+                let k = at[self.c_group[c as usize] as usize];
+                (k != NO_GROUP).then(|| (k as usize, [self.c_local[c as usize], self.cu_local[cu as usize], v - 1]))
+            })
+            .collect();
+        later.sort_unstable_by_key(|&(k, m)| (k, m[1], m[2], m[0]));
+        for (k, m) in later {
+            snaps[k].markers.push(m);
+        }
+        for (k, ch) in snaps.iter_mut().enumerate() {
+            // Loading checks local numbers in order; the rest is sorted as the encoding
+            // stores it most compactly (delta-coded seconds).
+            ch.customers.sort_unstable_by_key(|r| r.1);
+            ch.counters.sort_unstable_by_key(|r| r.1);
+            ch.dedup.sort_unstable_by_key(|r| (r.1, r.0));
+            ch.buckets.sort_unstable_by_key(|r| (r.1, r.0));
+            let (group, gi, _) = list[k];
+            out.groups.push(group);
+            out.segments.push(self.encode(gi, ch));
+            self.forget_changes(gi);
+        }
+        self.dirty.retain(|&g| at[g as usize] == NO_GROUP);
+        Ok(out)
+    }
+
+    /// Per counter (global number), what `sweep` keeps of its markers (MARKERS_KEPT,
+    /// MARKERS_EXPIRED or the epoch whose markers are live), for the counters of the listed
+    /// groups: the bucket's horizon is the later of its end and its last ingest hour plus the
+    /// uniques retention (touch_bucket's rule), and its end comes from the counter's id.
+    fn marker_rules(&self, list: &[(u32, usize, i64)]) -> Vec<u32> {
+        let mut rule = vec![MARKERS_KEPT; self.c_group.len()];
+        for &(group, gi, cutoff) in list {
+            // A stem's counters were mostly made together: the last stem's rule is reused.
+            let mut last: (&[u8], u32) = (&[], MARKERS_KEPT);
+            for &c in &self.gs[gi].counters {
+                let id = self.id_of(c);
+                if !last.0.is_empty() && id.starts_with(last.0) {
+                    rule[c as usize] = last.1;
+                    continue;
+                }
+                let Some((stem_len, g, start)) = stem_of_id(id) else {
+                    continue;
+                };
+                let stem = &id[..stem_len];
+                let key = fp_of(&[fp(stem, S_STEM)], &[group as u64], S_STEM_KEY);
+                let r = match self.buckets.find(key) {
+                    Err(_) => MARKERS_KEPT,
+                    Ok(slot) => {
+                        let [hour, epoch] = self.buckets.val(slot);
+                        let horizon = bucket_end(g, start)
+                            .max(hour as i64)
+                            .saturating_add(self.uniques_retention);
+                        if horizon < cutoff {
+                            MARKERS_EXPIRED
+                        } else {
+                            epoch
+                        }
+                    }
+                };
+                rule[c as usize] = r;
+                last = (stem, r);
+            }
+        }
+        rule
     }
 
     /// Applies a segment of `group` written by `changes()`; checked whole before it is applied.
@@ -1225,6 +1486,23 @@ pub struct Segments {
 }
 
 #[napi(object)]
+pub struct SweepResult {
+    /// The groups swept, ascending, and each one's whole state as one segment (it replaces the group's earlier ones).
+    pub groups: Uint32Array,
+    pub segments: Vec<Buffer>,
+    /// Dedup identities and uniqueness markers deleted.
+    pub dedup: f64,
+    pub markers: f64,
+}
+
+#[napi(object)]
+pub struct Watermarks {
+    pub groups: Uint32Array,
+    /// Per group: the newest ingest second counted in it since it was loaded.
+    pub seconds: Uint32Array,
+}
+
+#[napi(object)]
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {
     pub counted: f64,
@@ -1450,6 +1728,27 @@ impl CountKernel {
     pub fn load_segment(&mut self, group: f64, segment: Buffer) -> Result<()> {
         let group = whole("group", group, (GROUPS - 1) as f64)?;
         self.core.load_segment(group, &segment).map_err(invalid)
+    }
+
+    /// Core::sweep: deletes what expired before each group's cutoff (ingest seconds; 0: nothing) and compacts its state into one segment.
+    #[napi]
+    pub fn sweep(&mut self, groups: Uint32Array, cutoffs: Float64Array) -> Result<SweepResult> {
+        let out = self.core.sweep(&groups, &cutoffs).map_err(invalid)?;
+        Ok(SweepResult {
+            groups: out.groups.into(),
+            segments: out.segments.into_iter().map(Buffer::from).collect(),
+            dedup: out.dedup as f64,
+            markers: out.markers as f64,
+        })
+    }
+
+    #[napi]
+    pub fn watermarks(&self) -> Watermarks {
+        let (groups, seconds) = self.core.watermarks();
+        Watermarks {
+            groups: groups.into(),
+            seconds: seconds.into(),
+        }
     }
 
     #[napi]

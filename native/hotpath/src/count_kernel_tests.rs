@@ -57,8 +57,13 @@ fn encode(evs: &[Ev]) -> Vec<u8> {
 const HOUR: u32 = 3600;
 const DAY: u32 = 86_400;
 
-/// An event of company `co` in the hour and day buckets of `second` (the stem is a
-/// readable stand-in for the counter id prefix TypeScript builds).
+/// The counter stem TypeScript builds (counter-id.ts) for company `co`, statistic "st",
+/// granularity code `g` and bucket start `bucket` (ASCII `co`).
+fn stem(co: &str, g: char, bucket: u32) -> String {
+    format!("{}:{co}2:st{g}{bucket}|", co.len())
+}
+
+/// An event of company `co` in the hour and day buckets of `second`.
 fn ev(
     group: u32,
     ingest: u32,
@@ -78,8 +83,8 @@ fn ev(
         customer: customer.to_string(),
         identity: id.to_string(),
         buckets: vec![
-            ((hour + HOUR) as f64, format!("{co}/st/h/{hour}/")),
-            ((day + DAY) as f64, format!("{co}/st/d/{day}/")),
+            ((hour + HOUR) as f64, stem(co, 'h', hour)),
+            ((day + DAY) as f64, stem(co, 'd', day)),
         ],
         tokens: tokens.iter().map(|s| s.to_string()).collect(),
     }
@@ -562,9 +567,10 @@ fn customer_level_counts_without_uniques() {
     let t = totals(&f);
     assert_eq!(t.len(), 6);
     let hour = t0 - t0 % HOUR;
-    assert_eq!(t[&format!("co/st/h/{hour}/*")], (2.0, 0.0));
-    assert_eq!(t[&format!("co/st/h/{hour}/a=1")], (2.0, 0.0));
-    assert_eq!(t[&format!("co/st/h/{hour}/b=2")], (1.0, 0.0));
+    let h = stem("co", 'h', hour);
+    assert_eq!(t[&format!("{h}*")], (2.0, 0.0));
+    assert_eq!(t[&format!("{h}a=1")], (2.0, 0.0));
+    assert_eq!(t[&format!("{h}b=2")], (1.0, 0.0));
     let s = core.stats();
     assert_eq!((s.markers, s.buckets, s.customers), (0.0, 0.0, 0.0));
 }
@@ -744,9 +750,10 @@ fn numbering_continues_after_a_load() {
     );
     let f = totals(&third.finalise().unwrap());
     let hour = t0 - t0 % HOUR;
-    assert_eq!(f[&format!("co/st/h/{hour}/*")], (3.0, 2.0));
-    assert_eq!(f[&format!("co/st/h/{hour}/x")], (2.0, 2.0));
-    assert_eq!(f[&format!("co/st/h/{hour}/y")], (2.0, 1.0));
+    let h = stem("co", 'h', hour);
+    assert_eq!(f[&format!("{h}*")], (3.0, 2.0));
+    assert_eq!(f[&format!("{h}x")], (2.0, 2.0));
+    assert_eq!(f[&format!("{h}y")], (2.0, 1.0));
 }
 
 #[test]
@@ -898,6 +905,115 @@ fn tables_filter_and_iterate() {
     });
     assert_eq!(p.len(), 1500);
     assert!(p.entries().all(|(a, b, _)| b == a * 6));
+}
+
+#[test]
+fn stems_are_read_from_counter_ids() {
+    assert_eq!(stem_of_id(b"2:co2:sth3600|*"), Some((14, 0, 3600)));
+    assert_eq!(stem_of_id(b"2:co2:std-86400|=1:xv"), Some((16, 1, -86_400)));
+    // Lengths count UTF-16 code units: "é" is one (2 bytes), "😀" two (4 bytes); ':' and '|' may occur inside.
+    let id = "3:é:|4:😀|:m1700000000|*";
+    assert_eq!(stem_of_id(id.as_bytes()), Some((id.len() - 1, 2, 1_700_000_000)));
+    for bad in ["", "2:co", "2:co2:stx1|*", "2:co2:sth1*", "9:co2:sth1|*", "2:co2:sth|*", "x:co2:sth1|*"] {
+        assert_eq!(stem_of_id(bad.as_bytes()), None, "{bad:?}");
+    }
+}
+
+/// The expiry step and cutoff of worker/state/expiry.ts.
+fn sweep_cutoff(watermark: u32, dr: i64, ur: i64) -> f64 {
+    let step = (dr.min(ur) / 7).clamp(1, DAY as i64);
+    ((watermark as i64 / step - 1) * step) as f64
+}
+
+/// A kernel swept after every window decides exactly as one never swept (and as the
+/// reference) for events at or after the cutoffs; its state, reloaded from each group's
+/// sweep segment and the change segments after it, is the same state; and the sweeps delete
+/// identities and markers.
+#[test]
+fn sweeps_delete_only_what_decides_nothing() {
+    for account in [true, false] {
+        let evs = workload(7, 8000);
+        let (dr, ur) = (2 * DAY as i64, DAY as i64);
+        let make = || Core::new(2, account, dr as f64, ur as f64).unwrap();
+        let (mut swept, mut kept) = (make(), make());
+        let mut reference = Reference::new(account, dr, ur);
+        // Per group: its segments since its last sweep segment (included).
+        let mut log: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+        let (mut dedup_deleted, mut markers_deleted) = (0, 0);
+        for (w, window) in evs.chunks(400).enumerate() {
+            for batch in window.chunks(61) {
+                let a = count(&mut swept, batch);
+                assert_eq!(a, count(&mut kept, batch), "window {w}: tally");
+                for e in batch {
+                    reference.count(e);
+                }
+            }
+            let f = swept.finalise().unwrap();
+            same_final(&f, &reference.finalise(), &format!("window {w}"));
+            kept.finalise().unwrap();
+            kept.changes();
+            let (groups, marks) = swept.watermarks();
+            let cutoffs: Vec<f64> = marks.iter().map(|&m| sweep_cutoff(m, dr, ur)).collect();
+            // Every other window, so that change segments also follow a sweep segment.
+            if w % 2 == 1 {
+                let out = swept.sweep(&groups, &cutoffs).unwrap();
+                assert_eq!(out.groups, groups, "window {w}: every held group is swept");
+                for (g, seg) in out.groups.iter().zip(out.segments) {
+                    log.insert(*g, vec![seg]);
+                }
+                dedup_deleted += out.dedup;
+                markers_deleted += out.markers;
+            }
+            let (groups, segs) = swept.changes();
+            for (g, seg) in groups.into_iter().zip(segs) {
+                log.entry(g).or_default().push(seg);
+            }
+            if w % 5 == 4 {
+                let mut next = make();
+                for (&g, segs) in &log {
+                    for seg in segs {
+                        next.load_segment(g, seg).unwrap();
+                    }
+                }
+                let (a, b) = (swept.stats(), next.stats());
+                assert_eq!(
+                    (a.identities, a.buckets, a.markers, a.counters, a.customers),
+                    (b.identities, b.buckets, b.markers, b.counters, b.customers),
+                    "window {w}: state after loading the sweep segments"
+                );
+                swept = next;
+            }
+        }
+        let (a, b) = (swept.stats(), kept.stats());
+        assert!(dedup_deleted > 1000, "identities deleted: {dedup_deleted}");
+        // (Not equality: an identity deleted and later sent again is stored again.)
+        assert!(a.identities <= b.identities - 1000.0, "identities: {} swept, {} kept", a.identities, b.identities);
+        assert_eq!((a.counters, a.buckets), (b.counters, b.buckets), "counters and buckets stay");
+        if account {
+            assert!(markers_deleted > 1000, "markers deleted: {markers_deleted}");
+            assert!(a.markers < b.markers - 1000.0, "markers: {} swept, {} kept", a.markers, b.markers);
+        } else {
+            assert_eq!(markers_deleted, 0);
+        }
+    }
+}
+
+#[test]
+fn sweep_arguments_are_checked() {
+    let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    count(&mut core, &workload(3, 50));
+    assert!(core.sweep(&[0, 1], &[1.0]).unwrap_err().contains("2 groups but 1 cutoffs"));
+    assert!(core.sweep(&[70_000], &[1.0]).unwrap_err().contains("not in 0..65535"));
+    assert!(core.sweep(&[1, 1], &[1.0, 1.0]).unwrap_err().contains("listed twice"));
+    assert!(core.sweep(&[1], &[f64::NAN]).unwrap_err().contains("not a number"));
+    // A group the kernel does not hold is skipped; -Infinity deletes nothing.
+    let held = core.watermarks().0;
+    let out = core.sweep(&[4000], &[f64::INFINITY]).unwrap();
+    assert!(out.groups.is_empty());
+    let before = core.stats();
+    let out = core.sweep(&held, &vec![f64::NEG_INFINITY; held.len()]).unwrap();
+    assert_eq!((out.groups, out.dedup, out.markers), (held, 0, 0));
+    assert_eq!(core.stats().identities, before.identities);
 }
 
 #[test]

@@ -147,6 +147,32 @@ impl CustomerMarkers {
         }
     }
 
+    /// Keeps only the counters of customer cu's set for which `keep` holds; returns how many
+    /// markers were removed. A set that loses any is rebuilt at the size its survivors need.
+    pub fn retain(&mut self, cu: u32, mut keep: impl FnMut(u32) -> bool) -> usize {
+        let Some(set) = self.sets.get_mut(cu as usize) else {
+            return 0;
+        };
+        if set.len == 0 || set.counters().all(&mut keep) {
+            return 0;
+        }
+        let kept: Vec<u32> = set.counters().filter(|&c| keep(c)).collect();
+        let removed = set.len as usize - kept.len();
+        self.slots -= set.slots.len();
+        *set = Set::default();
+        for c in kept {
+            self.slots += set.reserve_one();
+            set.insert(c);
+        }
+        self.len -= removed;
+        removed
+    }
+
+    /// Customer cu's counters, in slot order.
+    pub fn of(&self, cu: u32) -> impl Iterator<Item = u32> + '_ {
+        self.sets.get(cu as usize).into_iter().flat_map(Set::counters)
+    }
+
     /// Every marker (customer, counter), customers ascending.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {

@@ -282,7 +282,6 @@ impl PairTable {
     }
 
     /// Every entry (a, b, v), in slot order.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn entries(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
         self.slots
             .iter()
@@ -406,6 +405,46 @@ impl<V: SlotValue> TagTable<V> {
         self.rehash(self.slots.len(), f);
     }
 
+    /// Deletes every entry for which `doomed(fp, tag, v)` holds, in place; returns how many.
+    /// O(capacity), with no second table: a sweep of a table of hundreds of MiB must not
+    /// need as much again. Deletion shifts the rest of the entry's cluster back (no
+    /// tombstones), and the scan starts just after an empty slot so that no cluster wraps
+    /// around its start: every entry is then looked at exactly once, because entries only
+    /// move back into the slot being looked at or into slots the scan has not reached.
+    pub fn remove_where(&mut self, mut doomed: impl FnMut(u128, u32, V) -> bool) -> usize {
+        let cap = self.slots.len();
+        let mask = self.mask;
+        let Some(empty) = self.slots.iter().position(|s| s.tag == 0) else {
+            return 0; // cannot happen below 3/4 load
+        };
+        let mut removed = 0;
+        let mut k = 1;
+        while k <= cap {
+            let i = (empty + k) & mask;
+            let s = self.slots[i];
+            if s.tag == 0 || !doomed(s.k0 as u128 | (s.k1 as u128) << 64, s.tag, s.v) {
+                k += 1;
+                continue;
+            }
+            removed += 1;
+            self.size -= 1;
+            let mut hole = i;
+            let mut j = (i + 1) & mask;
+            while self.slots[j].tag != 0 {
+                let home = self.slots[j].k0 as usize & mask;
+                // The entry at j may fill the hole unless its home lies after the hole.
+                if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                    self.slots[hole] = self.slots[j];
+                    hole = j;
+                }
+                j = (j + 1) & mask;
+            }
+            self.slots[hole] = TagSlot::default();
+            // Slot i is looked at again: it may hold an entry moved back into it.
+        }
+        removed
+    }
+
     /// Moves every kept entry into a table of `cap` slots, which must hold them all.
     fn rehash(&mut self, cap: usize, mut f: impl FnMut(u128, u32, V) -> Option<V>) {
         let old = std::mem::replace(&mut self.slots, vec![TagSlot::default(); cap]);
@@ -431,11 +470,47 @@ impl<V: SlotValue> TagTable<V> {
     }
 
     /// Every entry (fp, tag, value), in slot order.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn entries(&self) -> impl Iterator<Item = (u128, u32, V)> + '_ {
         self.slots
             .iter()
             .filter(|s| s.tag != 0)
             .map(|s| (s.k0 as u128 | (s.k1 as u128) << 64, s.tag, s.v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// remove_where against a model, with long clusters that wrap around the table's end
+    /// (keys whose home slots are few and near the last slot), removing a different share
+    /// each round, until the table is empty; every survivor must still be found.
+    #[test]
+    fn remove_where_keeps_every_survivor_findable() {
+        let mut t: TagTable<u32> = TagTable::new(0);
+        let cap = t.slots.len() as u128;
+        let mut model = BTreeMap::new();
+        for i in 0..700u128 {
+            // Homes: cap - 3 .. cap + 2 (mod cap), so clusters straddle slot 0.
+            let key = (i << 64) | ((cap - 3 + i % 6) % cap) | ((i / 6) * cap);
+            let miss = t.find(key).unwrap_err();
+            t.insert(miss, key, (i % 5) as u32 + 1, i as u32);
+            model.insert(key, i as u32);
+        }
+        for round in 2..12u32 {
+            let removed = t.remove_where(|_, _, v| v % round == 0);
+            let before = model.len();
+            model.retain(|_, v| *v % round != 0);
+            assert_eq!(removed, before - model.len(), "round {round}");
+            assert_eq!(t.len(), model.len());
+            for (&key, &v) in &model {
+                let slot = t.find(key).unwrap_or_else(|_| panic!("key {key:x} lost in round {round}"));
+                assert_eq!(t.val(slot), v);
+            }
+            assert_eq!(t.entries().count(), model.len());
+        }
+        assert_eq!(t.remove_where(|_, _, _| true), model.len());
+        assert_eq!(t.len(), 0);
     }
 }
