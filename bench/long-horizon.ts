@@ -37,7 +37,8 @@ import type { Source, SourceRecord } from '../worker/io/types';
 import { localPaths } from '../worker/runtime/local';
 import { metrics } from '../worker/runtime/metrics';
 import { CountTask } from '../worker/runtime/task';
-import { kindOf } from '../worker/state/keys';
+import { keyGroupOfKey, kindOf } from '../worker/state/keys';
+import { loadNativeKernel } from '../worker/native/kernel';
 import type { RocksStore } from '../worker/state/rocks';
 import { benchWorkload } from './workload';
 
@@ -109,18 +110,22 @@ async function census(store: RocksStore, newestIngestSec: number, retentionSec: 
   return c;
 }
 
-/** The native engine's census: the kernel's tables, and the segments' bytes (decoded) and count in the store. */
+/** The native engine's census: the kernel's tables, and the segments in the store (their sections' bytes as stored, decoded from base64). */
 async function nativeCensus(task: CountTask, liveDedup: number): Promise<Census & { segments: number }> {
   const k = task.nativeStats()!;
+  const { segmentSections } = loadNativeKernel();
   let segments = 0;
-  let segmentBytes = 0;
+  let expiringBytes = 0;
+  let keptBytes = 0;
   await task.stateStore.scan({ gte: '0000', lt: '~' }, (key, value) => {
     if (kindOf(key) !== 'S') return;
     segments++;
-    segmentBytes += Buffer.from(value, 'base64').length;
+    // Sections: customers, counters, dedup, buckets, markers, totals; dedup and markers expire.
+    const { bytes: b } = segmentSections(Buffer.from(value, 'base64'), keyGroupOfKey(key));
+    expiringBytes += b[2]! + b[4]!;
+    keptBytes += b[0]! + b[1]! + b[3]! + b[5]!;
   });
-  // Segments hold every kind of record together: their bytes are all counted as expiring.
-  return { dedup: k.identities, liveDedup, markers: k.markers, buckets: k.buckets, counters: k.counters, expiringBytes: segmentBytes, keptBytes: 0, segments };
+  return { dedup: k.identities, liveDedup, markers: k.markers, buckets: k.buckets, counters: k.counters, expiringBytes, keptBytes, segments };
 }
 
 /** The flushes that swept, their time in all, and the bucket the longest fell in (abacus_state_sweep_duration_seconds). */
@@ -173,7 +178,7 @@ async function main(): Promise<void> {
   const du = (): number => Number(execFileSync('du', ['-sb', localPaths(dataDir).state], { encoding: 'utf8' }).split('\t')[0]);
   const rows: string[][] = [
     native
-      ? ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'segments', 'segment bytes', 'bytes/live identity', 'counters', 'buckets', 'RSS'].filter((h) => h !== '')
+      ? ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'segments', 'dedup+marker bytes', 'bytes/live identity', 'counters', 'buckets', 'other segment bytes', 'RSS'].filter((h) => h !== '')
       : ['day', 'records', 'counted', 'expired', 'disk', values['compact-daily'] ? 'disk compacted' : '', 'dedup stored', 'dedup live', 'markers', 'expiring bytes', 'bytes/live identity', 'counters', 'buckets', 'counter+bucket bytes'].filter((h) => h !== ''),
   ];
   const retentionDays = Math.max(1, Math.round(retentionSec / 86_400));
@@ -207,7 +212,8 @@ async function main(): Promise<void> {
         int(c.expiringBytes / c.liveDedup),
         int(c.counters),
         int(c.buckets),
-        native ? bytes(process.memoryUsage().rss) : bytes(c.keptBytes),
+        bytes(c.keptBytes),
+        ...(native ? [bytes(process.memoryUsage().rss)] : []),
       ]);
       if (day === 1) console.log(rows[0]!.join(' | '));
       console.log(rows.at(-1)!.join(' | '));

@@ -117,9 +117,17 @@ export interface CountKernelConstructor {
   new (granularities: number, account: boolean, dedupRetentionSec: number, uniquesRetentionSec: number): CountKernel;
 }
 
+/** Per section of a segment (customers, counters with their ids, dedup, buckets, markers, totals): its records and bytes. */
+export interface SegmentSections {
+  records: number[];
+  bytes: number[];
+}
+
 /** The addon's exports. */
 export interface NativeKernelModule {
   readonly CountKernel: CountKernelConstructor;
+  /** What a segment of key group `group` is made of; throws when it is not a valid segment. */
+  segmentSections(segment: Buffer, group: number): SegmentSections;
 }
 
 /**

@@ -909,11 +909,21 @@ impl Core {
             at[group as usize] = k as u32;
         }
         let listed = |tag: u32| at[(tag - 1) as usize];
+        // The remaining state of each group, as the records of one segment.
+        let mut snaps: Vec<Changes> = (0..list.len()).map(|_| Changes::default()).collect();
 
+        // One pass over the dedup table deletes and lists the survivors (each entry is seen once).
         let retention = self.dedup_retention;
-        out.dedup = self.dedup.remove_where(|_, tag, first| {
+        out.dedup = self.dedup.remove_where(|key, tag, first| {
             let k = listed(tag);
-            k != NO_GROUP && (first as i64).saturating_add(retention) < list[k as usize].2
+            if k == NO_GROUP {
+                return false;
+            }
+            let expired = (first as i64).saturating_add(retention) < list[k as usize].2;
+            if !expired {
+                snaps[k as usize].dedup.push((key, first));
+            }
+            expired
         }) as u64;
 
         if self.account {
@@ -939,8 +949,6 @@ impl Core {
             out.markers += removed;
         }
 
-        // The remaining state of each group, as the records of one segment.
-        let mut snaps: Vec<Changes> = (0..list.len()).map(|_| Changes::default()).collect();
         for (key, tag, cu) in self.customers.entries() {
             if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
                 ch.customers.push((key, self.cu_local[cu as usize]));
@@ -949,11 +957,6 @@ impl Core {
         for (key, tag, c) in self.counter_index.entries() {
             if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
                 ch.counters.push((key, self.c_local[c as usize]));
-            }
-        }
-        for (key, tag, first) in self.dedup.entries() {
-            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
-                ch.dedup.push((key, first));
             }
         }
         for (key, tag, [hour, epoch]) in self.buckets.entries() {
@@ -1514,6 +1517,27 @@ pub struct Stats {
     pub counters: f64,
     pub customers: f64,
     pub state_bytes: f64,
+}
+
+/// What a segment holds: per section (customers, counters, dedup, buckets, markers, totals), its records and its bytes.
+#[napi(object)]
+pub struct SegmentSections {
+    pub records: Vec<f64>,
+    pub bytes: Vec<f64>,
+}
+
+/// The sections of a segment of key group `group` (a benchmark's and an operator's view of
+/// what the state is made of); an Error when it is not a valid segment.
+#[napi]
+pub fn segment_sections(segment: Buffer, group: f64) -> Result<SegmentSections> {
+    let group = whole("group", group, (GROUPS - 1) as f64)?;
+    let seg = Segment::parse(&segment, group).map_err(invalid)?;
+    Ok(SegmentSections {
+        records: [seg.customers, seg.counters, seg.dedup, seg.buckets, seg.markers, seg.totals]
+            .map(|n| n as f64)
+            .to_vec(),
+        bytes: seg.section_bytes.map(|n| n as f64).to_vec(),
+    })
 }
 
 fn invalid(message: String) -> Error {

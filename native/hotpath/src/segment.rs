@@ -398,6 +398,9 @@ pub struct Segment<'a> {
     pub markers: usize,
     pub totals: usize,
     pub id_bytes: usize,
+    /// Bytes of each section as stored (customers, counters with their ids, dedup, buckets,
+    /// markers, totals): what each kind of state costs on disk.
+    pub section_bytes: [usize; 6],
     customer_recs: Vec<(u128, u32)>,
     counter_recs: Vec<(u128, u32, u32)>,
     dedup_recs: Vec<(u128, u32)>,
@@ -545,6 +548,8 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
     }
     let at = |what: &'static str, i: usize| move |e: &str| bad(format!("{what} {i} {e}"));
 
+    let records_from = r.at;
+    let mut ends = [0usize; 6];
     let mut customer_recs = Vec::with_capacity(customers);
     let mut next = 0i64;
     for i in 0..customers {
@@ -553,6 +558,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         next = rec.1 as i64 + 1;
         customer_recs.push(rec);
     }
+    ends[0] = r.at;
     let mut counter_recs = Vec::with_capacity(counters);
     let mut ids: Vec<u8> = Vec::with_capacity(id_bytes);
     let (mut next, mut prev) = (0i64, 0..0);
@@ -588,6 +594,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
             ids.len()
         )));
     }
+    ends[1] = r.at;
     let mut dedup_recs = Vec::with_capacity(dedup);
     let mut last = 0i64;
     for i in 0..dedup {
@@ -596,6 +603,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         last = rec.1 as i64;
         dedup_recs.push(rec);
     }
+    ends[2] = r.at;
     let mut bucket_recs = Vec::with_capacity(buckets);
     let mut last = 0i64;
     for i in 0..buckets {
@@ -604,6 +612,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         last = rec.1 as i64;
         bucket_recs.push(rec);
     }
+    ends[3] = r.at;
     let mut marker_recs = Vec::with_capacity(markers);
     let mut run = 0;
     while marker_recs.len() < markers {
@@ -622,6 +631,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         .map_err(at("marker run", run))?;
         run += 1;
     }
+    ends[4] = r.at;
     let mut total_recs = Vec::with_capacity(totals);
     let mut prev = 0;
     for i in 0..totals {
@@ -630,6 +640,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         prev = rec.0;
         total_recs.push(rec);
     }
+    ends[5] = r.at;
     if r.left() != 0 {
         return Err(bad(format!("{} bytes follow its last record", r.left())));
     }
@@ -642,6 +653,7 @@ fn parse_v2(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         markers,
         totals,
         id_bytes,
+        section_bytes: std::array::from_fn(|k| ends[k] - if k == 0 { records_from } else { ends[k - 1] }),
         customer_recs,
         counter_recs,
         dedup_recs,
@@ -690,6 +702,8 @@ fn parse_v1(bytes: &[u8], group: u32, flags: u16) -> Result<Segment<'_>, String>
         markers: n[4],
         totals: n[5],
         id_bytes: n[6],
+        // The ids (section 6) belong to the counters.
+        section_bytes: std::array::from_fn(|k| n[k] * V1_RECORDS[k] + if k == 1 { n[6] } else { 0 }),
         customer_recs: recs(0).map(|a| (fp(a), u32_(a + 16))).collect(),
         counter_recs: recs(1).map(|a| (fp(a), u32_(a + 16), u32_(a + 20))).collect(),
         dedup_recs: recs(2).map(|a| (fp(a), u32_(a + 16))).collect(),
@@ -1079,6 +1093,27 @@ mod tests {
         let empty = Case::default().encode(0);
         let s = Segment::parse(&empty, 0).unwrap();
         assert_eq!((s.flags, s.markers, s.id_bytes), (FLAG_ACCOUNT, 0, 0));
+    }
+
+    /// The sections' bytes add up to the segment's body: everything but the fixed header,
+    /// the counts and the trailer (version 2), or the header and the trailer (version 1).
+    #[test]
+    fn section_bytes_cover_the_body() {
+        for seed in 0..20 {
+            let c = realistic(seed, 200, 40);
+            let v2 = c.encode(3);
+            let s = Segment::parse(&v2, 3).unwrap();
+            let mut counts = Vec::new();
+            for n in [s.customers, s.counters, s.dedup, s.buckets, s.markers, s.totals, s.id_bytes] {
+                put_varint(&mut counts, n as u64);
+            }
+            assert_eq!(s.section_bytes.iter().sum::<usize>(), v2.len() - V2_FIXED - counts.len() - TRAILER);
+            assert!(s.section_bytes[4] >= s.markers.min(1), "markers take bytes");
+            let v1 = c.encode_v1(3);
+            let s = Segment::parse(&v1, 3).unwrap();
+            assert_eq!(s.section_bytes.iter().sum::<usize>(), v1.len() - V1_HEADER - TRAILER);
+            assert_eq!(s.section_bytes[2], s.dedup * 20);
+        }
     }
 
     #[test]

@@ -406,6 +406,7 @@ impl<V: SlotValue> TagTable<V> {
     }
 
     /// Deletes every entry for which `doomed(fp, tag, v)` holds, in place; returns how many.
+    /// `doomed` is called once for each entry.
     /// O(capacity), with no second table: a sweep of a table of hundreds of MiB must not
     /// need as much again. Deletion shifts the rest of the entry's cluster back (no
     /// tombstones), and the scan starts just after an empty slot so that no cluster wraps
