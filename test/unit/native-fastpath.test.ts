@@ -363,7 +363,8 @@ function window(native: NativeState): Array<[string, number, number | undefined]
   return native.finalise().rows().map((r) => [r.id, r.count, r.uniques]);
 }
 
-async function sameAsParsed(job: Job, batches: readonly SourceRecord[][]): Promise<{ deferred: number; fast: number }> {
+/** `owned`: the key groups a worker counts (undefined: all); events of the others are rejected, as the task does. */
+async function sameAsParsed(job: Job, batches: readonly SourceRecord[][], owned?: ReadonlySet<number>): Promise<{ deferred: number; fast: number }> {
   const settings = { level: job.level, granularities: job.granularities, dedupRetentionSec: 3600, uniquesRetentionSec: 7200 };
   const parse: ParseOptions = { maxEventBytes: job.maxEventBytes, facets: job.facets, level: job.level };
   const fast = new NativeState(settings);
@@ -373,6 +374,7 @@ async function sameAsParsed(job: Job, batches: readonly SourceRecord[][]): Promi
     const p = parseEvent(r.value, parse, r.byteLength);
     if (!p.ok) return undefined;
     const group = keyGroupOf(routingKey(job.level, p.event.companyId, p.event.statisticId, p.event.customerId), K);
+    if (owned !== undefined && !owned.has(group)) return undefined;
     native.add(p.event, group, Math.floor(r.ingestTimeMs / 1000));
     return group;
   };
@@ -381,7 +383,7 @@ async function sameAsParsed(job: Job, batches: readonly SourceRecord[][]): Promi
   for (const records of batches) {
     let rejected = 0;
     let deferredHere = 0;
-    const got = await fast.countRecords(records, parse, K, (r) => {
+    const got = await fast.countRecords(records, parse, K, owned === undefined ? undefined : { groups: owned, version: 1 }, (r) => {
       deferredHere++;
       if (add(fast, r) !== undefined) return undefined;
       rejected++;
@@ -428,5 +430,9 @@ test('countRecords counts fast and deferred records in their order, as parse →
     for (let i = 0; i < records.length; i += 500) batches.push(records.slice(i, i + 500));
     const counted = await sameAsParsed(j, batches);
     assert.ok(counted.fast > 1000 && counted.deferred > 500, JSON.stringify(counted));
+    // A worker counting a third of the key groups: the fast path defers the other groups' lines.
+    const owned = new Set(Array.from({ length: j.keyGroups }, (_, g) => g).filter((g) => g % 3 === 0));
+    const some = await sameAsParsed(j, batches, owned);
+    assert.ok(some.fast > 200 && some.fast < counted.fast / 2 && some.deferred > counted.deferred, JSON.stringify({ some, all: counted }));
   }
 });

@@ -32,6 +32,12 @@ import { bucketEnd, bucketStart } from './time';
 
 const INITIAL_BATCH_BYTES = 1 << 20;
 
+/** The key groups a worker counts, and a number that moves whenever the set changes. */
+export interface OwnedGroups {
+  readonly groups: ReadonlySet<number>;
+  readonly version: number;
+}
+
 /** Ingest seconds the kernel stores: 32 bits, 1970-01-01 to 2106-02-07. */
 const MAX_INGEST_SEC = 0xffffffff;
 
@@ -239,6 +245,7 @@ export class NativeState {
   /** The options the kernel's fast path was configured with (see configureFastPath). */
   private fastPathFor: ParseOptions | undefined;
   private fastPathKeyGroups = 0;
+  private fastPathOwned: number | undefined;
   /** Set when a commit failed: the kernel's tables are ahead of the store and must not be used again. */
   private poisoned = false;
 
@@ -264,17 +271,17 @@ export class NativeState {
   }
 
   /**
-   * Counts a micro-batch of raw records, in order, through the kernel's fast path (local
-   * mode: every key group is counted here). The kernel counts the records it can encode
-   * itself, exactly as parseEvent → keyGroupOf → add would; each other record is handed to
-   * `deferred`, which parses it and either rejects it or add()s its event, and that event is
-   * counted before any later record. `parse` and `keyGroups` are the job's (the kernel is
-   * configured with them on first use). Returns the tally of every record counted, by the
-   * kernel or through add().
+   * Counts a micro-batch of raw records, in order, through the kernel's fast path. The
+   * kernel counts the records it can encode itself, exactly as parseEvent → keyGroupOf → add
+   * would; each other record is handed to `deferred`, which parses it and either rejects it
+   * or add()s its event, and that event is counted before any later record. `parse` and
+   * `keyGroups` are the job's, `owned` the key groups a worker counts (undefined: all, local
+   * mode; its version moves when the set changes): records of other groups are deferred too.
+   * Returns the tally of every record counted, by the kernel or through add().
    */
-  async countRecords(records: readonly SourceRecord[], parse: ParseOptions, keyGroups: number, deferred: (record: SourceRecord) => void | Promise<void>): Promise<CountingTally> {
+  async countRecords(records: readonly SourceRecord[], parse: ParseOptions, keyGroups: number, owned: OwnedGroups | undefined, deferred: (record: SourceRecord) => void | Promise<void>): Promise<CountingTally> {
     this.usable();
-    this.configureFastPath(parse, keyGroups);
+    this.configureFastPath(parse, keyGroups, owned);
     const n = records.length;
     this.prepareLines(records);
     const tally = { counted: 0, duplicates: 0, beyondHorizon: 0 };
@@ -340,8 +347,8 @@ export class NativeState {
    * lone surrogates into U+FFFD, and the name of a line the fast path reads (no escapes, valid
    * UTF-8) is always well-formed, so such a name can never equal it.
    */
-  private configureFastPath(parse: ParseOptions, keyGroups: number): void {
-    if (this.fastPathFor === parse && this.fastPathKeyGroups === keyGroups) return;
+  private configureFastPath(parse: ParseOptions, keyGroups: number, owned?: OwnedGroups): void {
+    if (this.fastPathFor === parse && this.fastPathKeyGroups === keyGroups && this.fastPathOwned === owned?.version) return;
     const wellFormed = (names: readonly string[]): string[] => names.filter((name) => name.isWellFormed());
     const { include, exclude } = parse.facets;
     this.kernel.configureFastPath({
@@ -351,9 +358,11 @@ export class NativeState {
       maxEventBytes: parse.maxEventBytes,
       ...(include === undefined ? {} : { include: wellFormed(include) }),
       exclude: wellFormed(exclude),
+      ...(owned === undefined ? {} : { ownedGroups: [...owned.groups] }),
     });
     this.fastPathFor = parse;
     this.fastPathKeyGroups = keyGroups;
+    this.fastPathOwned = owned?.version;
   }
 
   /**

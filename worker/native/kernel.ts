@@ -39,6 +39,8 @@ export interface FastPathOptions {
   include?: string[];
   /** `facets.exclude`, names that are not well-formed Unicode left out. */
   exclude: string[];
+  /** The key groups a worker counts (each below keyGroups); absent: all (local mode). Lines of other groups are deferred. */
+  ownedGroups?: number[];
 }
 
 /** The window's counters in id order: their ids (UTF-8, back to back, id i ending at `idEnds[i]`), key groups, totals and whether first seen. */

@@ -2,7 +2,7 @@ import { keyGroupOf, routingKey } from '../../common/keygroups';
 import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, countingSettings, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
-import { parseEvent, type ParseOptions } from '../engine/event';
+import { parseEvent, type CountableEvent, type ParseOptions } from '../engine/event';
 import { ingestOutOfRange, NativeState, NativeWindow } from '../engine/native-state';
 import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
@@ -241,6 +241,8 @@ export class CountTask {
   private readonly native: NativeState | undefined;
   /** Native engine: per key group, the sequence number of its next segment. */
   private readonly segmentLog = new SegmentLog();
+  /** Moves whenever `owned` changes (the native fast path is configured with the owned groups). */
+  private ownedVersion = 0;
   /** open() has loaded the owned groups (a restore before that need not load what open() loads next). */
   private opened = false;
 
@@ -457,6 +459,7 @@ export class CountTask {
       await this.dropConfirmedOutbox();
       phases.mark('outboxMs');
       for (const g of groups) owned.delete(g);
+      this.ownedVersion++;
       this.options.source.removeGroups?.(groups);
       phases.mark('sourceMs');
       // The cache keeps the groups' records: a pass over millions of them took 0.3-1.5 s here,
@@ -506,6 +509,7 @@ export class CountTask {
         const prefix = `${keyGroupPrefix(g)}P`;
         await this.store.scan({ gte: prefix, lt: `${keyGroupPrefix(g)}Q` }, (key, value) => positions.set(key.slice(prefix.length), value));
         owned.add(g);
+        this.ownedVersion++;
       }
       this.options.source.addGroups?.(fresh, positions);
       return this.clock();
@@ -525,7 +529,7 @@ export class CountTask {
   /** Counts a micro-batch into the current window (no commit). */
   async process(records: readonly SourceRecord[]): Promise<void> {
     const before = { ...this.tally };
-    if (this.native !== undefined && this.owned === undefined) await this.processNative(this.native, records);
+    if (this.native !== undefined) await this.processNative(this.native, records);
     else await this.processParsed(records);
     this.recordsInWindow += records.length;
     this.progress.read += records.length;
@@ -540,82 +544,74 @@ export class CountTask {
   }
 
   /**
-   * process() of the native engine when the task counts every key group (local mode): the
-   * kernel's fast path (native/hotpath/src/fast_path.rs) reads the raw records and counts
-   * those it encodes exactly as parseEvent → keyGroupOf → NativeState.add would; every other
-   * record is parsed here, as processParsed does, and rejected or counted before any later
-   * record. A worker (owning some groups) takes processParsed, which also rejects events of
-   * groups it does not own.
+   * process() of the native engine: the kernel's fast path (native/hotpath/src/fast_path.rs)
+   * reads the raw records and counts those it encodes exactly as admit() → NativeState.add
+   * would; every other record (a shape it is not certain about, or an event of a key group
+   * this worker does not count) is handed to admit() here, and rejected or counted before
+   * any later record.
    */
   private async processNative(native: NativeState, records: readonly SourceRecord[]): Promise<void> {
     for (const record of records) {
       this.positions.set(record.partition, record);
       if (record.ingestTimeMs > this.newestIngestMs) this.newestIngestMs = record.ingestTimeMs;
     }
-    const K = this.options.config.keyGroups;
-    const counted = await native.countRecords(records, this.parseOptions, K, (record) => {
-      const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
-      if (!parsed.ok) return this.rejectRecord(record, parsed.code, parsed.reason);
-      const ev = parsed.event;
-      const group = keyGroupOf(routingKey(this.settings.level, ev.companyId, ev.statisticId, ev.customerId), K);
-      const ingestSec = Math.floor(record.ingestTimeMs / 1000);
-      const outOfRange = ingestOutOfRange(ingestSec);
-      if (outOfRange !== undefined) return this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
-      // No watermark: the kernel keeps its groups' own (sweepDueNative reads them).
-      native.add(ev, group, ingestSec);
-      return undefined;
+    const owned = this.owned === undefined ? undefined : { groups: this.owned, version: this.ownedVersion };
+    const counted = await native.countRecords(records, this.parseOptions, this.options.config.keyGroups, owned, async (record) => {
+      const admitted = await this.admit(record);
+      if (admitted !== undefined) native.add(admitted.ev, admitted.group, admitted.ingestSec);
     });
     this.tally.counted += counted.counted;
     this.tally.duplicates += counted.duplicates;
     this.tally.beyondHorizon += counted.beyondHorizon;
   }
 
-  /** process() with every record parsed by parseEvent: the records engine, and the native engine of a worker. */
+  /** process() of the records engine: every record parsed by parseEvent, the micro-batch's state read at once, then counted. */
   private async processParsed(records: readonly SourceRecord[]): Promise<void> {
     const pending: Array<{ keys: EventKeys; ingestSec: number }> = [];
     const keys: string[] = [];
-    const K = this.options.config.keyGroups;
     for (const record of records) {
       this.positions.set(record.partition, record);
       if (record.ingestTimeMs > this.newestIngestMs) this.newestIngestMs = record.ingestTimeMs;
-      const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
-      if (!parsed.ok) {
-        await this.rejectRecord(record, parsed.code, parsed.reason);
-        continue;
-      }
-      const ev = parsed.event;
-      const group = keyGroupOf(routingKey(this.settings.level, ev.companyId, ev.statisticId, ev.customerId), K);
-      if (this.owned !== undefined && !this.owned.has(group)) {
-        await this.rejectRecord(record, 'wrong_key_group', `event belongs to key group ${group}, which this worker does not own; check that the router and workers use the same keyGroups and level`);
-        continue;
-      }
-      const ingestSec = Math.floor(record.ingestTimeMs / 1000);
-      const outOfRange = this.native === undefined ? undefined : ingestOutOfRange(ingestSec);
-      if (outOfRange !== undefined) {
-        await this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
-        continue;
-      }
-      if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
-      if (this.native !== undefined) this.native.add(ev, group, ingestSec);
-      else pending.push({ keys: eventKeys(ev, keyGroupPrefix(group), this.settings, keys), ingestSec });
+      const admitted = await this.admit(record);
+      if (admitted !== undefined) pending.push({ keys: eventKeys(admitted.ev, keyGroupPrefix(admitted.group), this.settings, keys), ingestSec: admitted.ingestSec });
     }
-    if (this.native !== undefined) {
-      const batch = this.native.count();
-      this.tally.counted += batch.counted;
-      this.tally.duplicates += batch.duplicates;
-      this.tally.beyondHorizon += batch.beyondHorizon;
-    } else {
-      await this.cache.load(keys);
-      const more: string[] = [];
-      for (const p of pending) overflowKeys(p.keys, this.settings, this.cache, more);
-      if (more.length > 0) {
-        await this.cache.loadMore(more);
-        more.length = 0;
-        for (const p of pending) shardOverflowKeys(p.keys, this.cache, more);
-        if (more.length > 0) await this.cache.loadMore(more);
-      }
-      for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
+    await this.cache.load(keys);
+    const more: string[] = [];
+    for (const p of pending) overflowKeys(p.keys, this.settings, this.cache, more);
+    if (more.length > 0) {
+      await this.cache.loadMore(more);
+      more.length = 0;
+      for (const p of pending) shardOverflowKeys(p.keys, this.cache, more);
+      if (more.length > 0) await this.cache.loadMore(more);
     }
+    for (const p of pending) countEvent(p.keys, p.ingestSec, this.settings, this.cache, this.window, this.tally);
+  }
+
+  /**
+   * A record parsed and checked: its event, key group and ingest second, or undefined once
+   * it was rejected (invalid, of a key group this worker does not count, or — native engine —
+   * of an ingest time it cannot store). Moves the group's watermark.
+   */
+  private async admit(record: SourceRecord): Promise<{ ev: CountableEvent; group: number; ingestSec: number } | undefined> {
+    const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
+    if (!parsed.ok) {
+      await this.rejectRecord(record, parsed.code, parsed.reason);
+      return undefined;
+    }
+    const ev = parsed.event;
+    const group = keyGroupOf(routingKey(this.settings.level, ev.companyId, ev.statisticId, ev.customerId), this.options.config.keyGroups);
+    if (this.owned !== undefined && !this.owned.has(group)) {
+      await this.rejectRecord(record, 'wrong_key_group', `event belongs to key group ${group}, which this worker does not own; check that the router and workers use the same keyGroups and level`);
+      return undefined;
+    }
+    const ingestSec = Math.floor(record.ingestTimeMs / 1000);
+    const outOfRange = this.native === undefined ? undefined : ingestOutOfRange(ingestSec);
+    if (outOfRange !== undefined) {
+      await this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
+      return undefined;
+    }
+    if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;
+    return { ev, group, ingestSec };
   }
 
   private async rejectRecord(record: SourceRecord, code: string, reason: string): Promise<void> {

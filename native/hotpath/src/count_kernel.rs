@@ -1469,6 +1469,9 @@ pub struct FastPathOptions {
     /// Names that are not well-formed Unicode must be left out (they match no line here).
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
+    /// The key groups this task counts (a worker's); absent: every group (local mode). Lines
+    /// of other groups are deferred, for TypeScript to reject.
+    pub owned_groups: Option<Vec<u32>>,
 }
 
 #[napi(object)]
@@ -1639,6 +1642,18 @@ impl CountKernel {
                 .map(String::into_bytes)
                 .collect::<Vec<_>>()
         };
+        let owned = match options.owned_groups {
+            None => None,
+            Some(groups) => {
+                let mut owned = vec![false; key_groups as usize];
+                for g in groups {
+                    *owned.get_mut(g as usize).ok_or_else(|| {
+                        invalid(format!("ownedGroups: key group {g} is not below keyGroups ({key_groups})"))
+                    })? = true;
+                }
+                Some(owned)
+            }
+        };
         self.fast = Some(FastPath::new(fast_path::Config {
             account,
             granularities,
@@ -1646,6 +1661,7 @@ impl CountKernel {
             max_event_bytes: options.max_event_bytes.min(usize::MAX as f64) as usize,
             include: options.include.map(bytes),
             exclude: bytes(options.exclude),
+            owned,
         }));
         Ok(())
     }

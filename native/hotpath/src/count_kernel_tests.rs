@@ -1064,7 +1064,41 @@ fn fast_path(account: bool) -> FastPath {
         max_event_bytes: 1 << 16,
         include: None,
         exclude: vec![],
+        owned: None,
     })
+}
+
+/// A worker's fast path defers exactly the lines of the key groups it does not count.
+#[test]
+fn lines_of_groups_not_owned_are_deferred() {
+    let line = |co: &str| format!(r#"{{"company_id":"{co}","statistic_id":"s","customer_id":"u","timestamp":3600,"event_id":"a"}}"#);
+    let group = |co: &str| fast_path::murmur3_32(format!("{co}\0s").as_bytes(), 0) % 16;
+    let cos: Vec<String> = (0..40).map(|i| format!("co{i}")).collect();
+    let owned: Vec<bool> = (0..16).map(|g| g % 3 == 0).collect();
+    let mut fast = FastPath::new(fast_path::Config {
+        account: true,
+        granularities: vec![Granularity::Hour],
+        key_groups: 16,
+        max_event_bytes: 1 << 16,
+        include: None,
+        exclude: vec![],
+        owned: Some(owned.clone()),
+    });
+    let mut all = fast_path(true);
+    let (mut kept, mut deferred) = (0, 0);
+    for co in &cos {
+        let mut out = Vec::new();
+        let encoded = fast.encode(line(co).as_bytes(), 7, &mut out);
+        if owned[group(co) as usize] {
+            assert_eq!(encoded, Some(group(co)), "{co}");
+            kept += 1;
+        } else {
+            assert_eq!((encoded, out.len()), (None, 0), "{co}: deferred, nothing written");
+            assert!(all.encode(line(co).as_bytes(), 7, &mut out).is_some(), "{co}: encoded when every group is counted");
+            deferred += 1;
+        }
+    }
+    assert!(kept > 0 && deferred > 0, "{kept} kept, {deferred} deferred");
 }
 
 #[test]

@@ -137,6 +137,9 @@ pub struct Config {
     /// Only these names are facets (the job's `facets.include`), or every name but `exclude`.
     pub include: Option<Vec<Vec<u8>>>,
     pub exclude: Vec<Vec<u8>>,
+    /// Per key group (K entries): whether this task counts it; None: every group. A line of
+    /// a group it does not count is deferred (TypeScript rejects it).
+    pub owned: Option<Vec<bool>>,
 }
 
 /// Names compared as bytes: a list for the usual few, a set for many.
@@ -200,6 +203,7 @@ pub struct FastPath {
     account: bool,
     granularities: Vec<Granularity>,
     key_groups: u32,
+    owned: Option<Vec<bool>>,
     max_event_bytes: usize,
     include: Option<NameSet>,
     exclude: NameSet,
@@ -547,6 +551,7 @@ impl FastPath {
             account: cfg.account,
             granularities: cfg.granularities,
             key_groups: cfg.key_groups,
+            owned: cfg.owned,
             max_event_bytes: cfg.max_event_bytes,
             include: cfg.include.map(NameSet::new),
             exclude: NameSet::new(cfg.exclude),
@@ -687,6 +692,11 @@ impl FastPath {
             self.routing.extend_from_slice(customer);
         }
         let group = murmur3_32(&self.routing, 0) % self.key_groups;
+        if let Some(owned) = &self.owned {
+            if !owned.get(group as usize).copied().unwrap_or(false) {
+                return None;
+            }
+        }
 
         put_u32(out, group);
         put_u32(out, ingest);
@@ -776,6 +786,7 @@ mod tests {
             max_event_bytes: 1 << 20,
             include: include.map(|l| l.iter().map(|s| s.as_bytes().to_vec()).collect()),
             exclude: exclude.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            owned: None,
         })
     }
 
@@ -981,6 +992,7 @@ mod tests {
             max_event_bytes: 10,
             include: None,
             exclude: vec![],
+            owned: None,
         });
         assert!(
             enc(&mut small, &format!(r#"{{{HEAD},"timestamp":1}}"#)).is_none(),
