@@ -113,7 +113,7 @@ async function census(store: RocksStore, newestIngestSec: number, retentionSec: 
 /** The native engine's census: the kernel's tables, and the segments in the store (their sections' bytes as stored, decoded from base64). */
 async function nativeCensus(task: CountTask, liveDedup: number): Promise<Census & { segments: number }> {
   const k = task.nativeStats()!;
-  const { segmentSections } = loadNativeKernel();
+  const kernel = loadNativeKernel();
   let segments = 0;
   let expiringBytes = 0;
   let keptBytes = 0;
@@ -121,7 +121,7 @@ async function nativeCensus(task: CountTask, liveDedup: number): Promise<Census 
     if (kindOf(key) !== 'S') return;
     segments++;
     // Sections: customers, counters, dedup, buckets, markers, totals; dedup and markers expire.
-    const { bytes: b } = segmentSections(Buffer.from(value, 'base64'), keyGroupOfKey(key));
+    const { bytes: b } = kernel.segmentSections(Buffer.from(value, 'base64'), keyGroupOfKey(key));
     expiringBytes += b[2]! + b[4]!;
     keptBytes += b[0]! + b[1]! + b[3]! + b[5]!;
   });
