@@ -118,7 +118,8 @@ async function nativeCensus(task: CountTask, liveDedup: number): Promise<Census 
   let expiringBytes = 0;
   let keptBytes = 0;
   await task.stateStore.scan({ gte: '0000', lt: '~' }, (key, value) => {
-    if (kindOf(key) !== 'S') return;
+    const kind = kindOf(key);
+    if (kind !== 'S' && kind !== 'T') return;
     segments++;
     // Sections: customers, counters, dedup, buckets, markers, totals; dedup and markers expire.
     const { bytes: b } = kernel.segmentSections(Buffer.from(value, 'base64'), keyGroupOfKey(key));

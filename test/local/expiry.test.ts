@@ -6,6 +6,7 @@ import { countingSettings } from '../../worker/engine/counting';
 import { NativeState } from '../../worker/engine/native-state';
 import type { CountKernelStats } from '../../worker/native/kernel';
 import { runLocal } from '../../worker/runtime/local';
+import { readSegments } from '../../worker/state/segment-log';
 import { RocksStore } from '../../worker/state/rocks';
 import { rng } from '../support/events';
 import { referenceRun } from '../support/reference';
@@ -105,9 +106,7 @@ async function reopenedKernelStats(dataDir: string, config: ReturnType<typeof te
   const store = await RocksStore.openReadOnly(`${dataDir}/state`, config.rocksdb);
   const native = new NativeState(countingSettings(config));
   try {
-    await store.scan({ gte: '0000', lt: '~' }, (key, value) => {
-      if (key[4] === 'S') native.load(parseInt(key.slice(0, 4), 16), Buffer.from(value, 'base64'));
-    });
+    for (let g = 0; g < config.keyGroups; g++) for (const { segment } of await readSegments(store, g)) native.load(g, segment);
   } finally {
     await store.close();
   }

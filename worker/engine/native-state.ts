@@ -1,7 +1,7 @@
 import { counterStem, facetToken, parseCounterId, TOTAL_TOKEN } from '../../common/counter-id';
 import { AbacusError } from '../../common/errors';
 import type { CounterColumns, CounterKey, CounterRow, Granularity } from '../io/types';
-import { loadNativeKernel, type CountKernel, type GroupWatermarks, type SweepResult } from '../native/kernel';
+import { loadNativeKernel, type CountKernel, type GroupWatermarks, type StateChanges } from '../native/kernel';
 import type { SourceRecord } from '../io/types';
 import type { CountingSettings, CountingTally } from './counting';
 import type { CountableEvent, ParseOptions } from './event';
@@ -31,6 +31,17 @@ import { bucketEnd, bucketStart } from './time';
  */
 
 const INITIAL_BATCH_BYTES = 1 << 20;
+
+/** A key group's segments of one commit or sweep: `counters` is loaded before `state`; an empty Buffer is no segment. */
+export interface GroupSegments {
+  group: number;
+  counters: Buffer;
+  state: Buffer;
+}
+
+function groupSegments(c: StateChanges): GroupSegments[] {
+  return Array.from(c.groups, (group, i) => ({ group, counters: c.counters[i]!, state: c.state[i]! }));
+}
 
 /** The key groups a worker counts, and a number that moves whenever the set changes. */
 export interface OwnedGroups {
@@ -392,18 +403,18 @@ export class NativeState {
     }
   }
 
-  /** The changes since the last call, one segment per key group, to commit; the kernel forgets them. */
-  changes(): Array<[group: number, segment: Buffer]> {
+  /** The changes since the last call, per key group its counter and state segments (empty: none), to commit in that order; the kernel forgets them. */
+  changes(): GroupSegments[] {
     this.usable();
-    const { groups, segments } = this.kernel.changes();
-    return Array.from(groups, (g, i): [number, Buffer] => [g, segments[i]!]);
+    return groupSegments(this.kernel.changes());
   }
 
-  /** Applies a committed segment of a key group (segments of a group in the order they were written). */
-  load(group: number, segment: Buffer): void {
+  /** Applies a committed segment of a key group (a group's segments in the order they were written); true when it held counters or totals. */
+  load(group: number, segment: Buffer): boolean {
     this.usable();
-    this.kernel.loadSegment(group, segment);
+    return this.kernel.loadSegment(group, segment);
   }
+
 
   /** Forgets everything the kernel holds of these groups. */
   drop(groups: readonly number[]): void {
@@ -413,12 +424,14 @@ export class NativeState {
 
   /**
    * Deletes what expired before each group's cutoff (ingest seconds; -Infinity: nothing) and
-   * returns each group's whole remaining state as one segment, which replaces the group's
-   * earlier segments; the groups' pending changes are in it (changes() no longer lists them).
+   * returns each group's segments (SweepResult): its state segment replaces its earlier
+   * state segments, and where `full` its counter segment its earlier counter segments. The
+   * groups' pending changes are in them (changes() no longer lists them).
    */
-  sweep(groups: readonly number[], cutoffs: readonly number[]): SweepResult {
+  sweep(groups: readonly number[], cutoffs: readonly number[], full: readonly boolean[]): { segments: GroupSegments[]; dedup: number; markers: number } {
     this.usable();
-    return this.kernel.sweep(Uint32Array.from(groups), Float64Array.from(cutoffs));
+    const out = this.kernel.sweep(Uint32Array.from(groups), Float64Array.from(cutoffs), Uint8Array.from(full, (f) => (f ? 1 : 0)));
+    return { segments: groupSegments(out.segments), dedup: out.dedup, markers: out.markers };
   }
 
   /** Per key group the kernel holds: the newest ingest second counted in it since it was loaded. */

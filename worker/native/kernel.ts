@@ -53,16 +53,24 @@ export interface FinalisedWindow {
   fresh: Uint8Array;
 }
 
-/** The state changed since the last call, one segment per key group. */
+/**
+ * Per key group, its two segments (an empty Buffer is none), loaded in this order: its
+ * counters with their totals, then the rest (customers, dedup, buckets, markers), whose
+ * markers may refer to those counters.
+ */
 export interface StateChanges {
   groups: Uint32Array;
-  segments: Buffer[];
+  counters: Buffer[];
+  state: Buffer[];
 }
 
-/** What a `sweep` deleted, and the swept groups' whole state, one segment each (replacing their earlier segments). */
+/**
+ * What a `sweep` deleted, and the swept groups' segments: each state segment replaces the
+ * group's earlier state segments; a counter segment replaces its earlier counter segments
+ * where the sweep was full, and otherwise holds the group's pending counters and totals.
+ */
 export interface SweepResult {
-  groups: Uint32Array;
-  segments: Buffer[];
+  segments: StateChanges;
   /** Dedup identities and uniqueness markers deleted. */
   dedup: number;
   markers: number;
@@ -103,14 +111,15 @@ export interface CountKernel {
   finalise(): FinalisedWindow;
   rebase(positions: Uint32Array, counts: Float64Array, uniques: Float64Array): void;
   changes(): StateChanges;
-  loadSegment(group: number, segment: Buffer): void;
+  /** Applies a segment; true when it held counters or totals. */
+  loadSegment(group: number, segment: Buffer): boolean;
   dropGroups(groups: Uint32Array): void;
   /**
    * Deletes what no event of ingest second cutoffs[i] or later decides on in key group
    * groups[i] (worker/state/expiry.ts's rules; a cutoff of -Infinity deletes nothing), and
-   * returns each group's whole remaining state as one segment.
+   * returns each group's remaining state as segments; `full[i]` = 1 also rewrites its counters.
    */
-  sweep(groups: Uint32Array, cutoffs: Float64Array): SweepResult;
+  sweep(groups: Uint32Array, cutoffs: Float64Array, full: Uint8Array): SweepResult;
   watermarks(): GroupWatermarks;
   stats(): CountKernelStats;
 }

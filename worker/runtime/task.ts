@@ -8,12 +8,12 @@ import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSin
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
-import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, segmentSeq, UNKEYED_POSITION_PREFIX } from '../state/keys';
+import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, type SegmentKind, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
 import { expiryStep, sweepCutoff } from '../state/expiry';
 import { findExpired, type PendingChanges } from '../state/sweep';
-import { SegmentLog } from '../state/segment-log';
+import { readSegments, SegmentLog } from '../state/segment-log';
 import { Checkpointer, CheckpointPreempted, type CheckpointerSettings, type CheckpointResult } from '../checkpoint/checkpointer';
 import type { ObjectStore } from '../checkpoint/object-store';
 import { encodePresence, groupsWithLocalState, presenceKey, readPresence, type Presence } from '../checkpoint/presence';
@@ -762,13 +762,14 @@ export class CountTask {
   }
 
   /**
-   * The native engine's sweep (docs/adr/0007, "Expiry"): the kernel deletes what expired in
-   * the groups whose cutoff moved and hands back each one's whole remaining state as one
-   * segment, which replaces the group's earlier segments in this commit; a group whose log
-   * grew to COMPACT_SEGMENTS segments is compacted the same way at its last cutoff. A flush
-   * sweeps groups whose logs hold up to SWEEP_SEGMENT_BYTES (at least one group); the rest
-   * wait for the next flushes. The kernel's pass costs the same for one group as for many,
-   * so due groups are swept together.
+   * The native engine's sweep (docs/adr/0007, "As built (session 14)"): the kernel deletes
+   * what expired in the groups whose cutoff moved and hands back each one's remaining state
+   * but its counters as one segment, which replaces the group's earlier state segments in
+   * this commit; a group whose state or counter log grew to COMPACT_SEGMENTS segments is
+   * compacted the same way at its last cutoff, its counters too when theirs did. A flush
+   * sweeps groups whose logs to rewrite hold up to SWEEP_SEGMENT_BYTES (at least one group);
+   * the rest wait for the next flushes. The kernel's pass costs the same for one group as
+   * for many, so due groups are swept together.
    */
   private async sweepDueNative(native: NativeState): Promise<Sweep> {
     const out = noSweep();
@@ -781,33 +782,44 @@ export class CountTask {
     const from = this.sweepFrom;
     const groups: number[] = [];
     const cutoffs: number[] = [];
+    const full: boolean[] = [];
     let bytes = 0;
     for (let i = 0; i < K && (groups.length === 0 || bytes < SWEEP_SEGMENT_BYTES); i++) {
       const g = (from + i) % K;
       const log = this.segmentLog.size(g);
-      if (log.segments === 0) continue;
+      if (log.S.segments + log.T.segments === 0) continue;
       const cutoff = this.expiryCutoff(g);
       const previous = await this.lastSweep(g);
       const expires = cutoff !== undefined && cutoff > previous;
-      if (!expires && log.segments < COMPACT_SEGMENTS) continue;
+      // A state log from before counters had their own must keep them: only a full sweep may replace it.
+      const counters = log.T.segments >= COMPACT_SEGMENTS || log.countersInState;
+      if (!expires && !counters && log.S.segments < COMPACT_SEGMENTS) continue;
       groups.push(g);
       cutoffs.push(expires ? cutoff : previous);
+      full.push(counters);
       if (expires) out.cutoffs.push([g, cutoff]);
-      bytes += log.bytes;
+      bytes += log.S.bytes + (counters ? log.T.bytes : 0);
       this.sweepFrom = (g + 1) % K;
     }
     if (groups.length === 0) return out;
-    const swept = native.sweep(groups, cutoffs);
-    for (let i = 0; i < swept.groups.length; i++) {
-      const segment = swept.segments[i]!;
-      const { key, deletes } = this.segmentLog.replace(swept.groups[i]!, segment.length);
-      out.puts.push([key, segment.toString('base64')]);
-      for (const d of deletes) out.deletes.push(d);
+    const swept = native.sweep(groups, cutoffs, full);
+    for (const { group, counters, state } of swept.segments) {
+      // The counter segment first: the state segment's markers may refer to its counters.
+      if (full[groups.indexOf(group)] === true) this.replaceSegment(out, group, 'T', counters);
+      else if (counters.length > 0) out.puts.push([this.segmentLog.append(group, 'T', counters.length), counters.toString('base64')]);
+      this.replaceSegment(out, group, 'S', state);
     }
     out.dedup = swept.dedup;
     out.markers = swept.markers;
     out.expired = swept.dedup + swept.markers;
     return out;
+  }
+
+  /** Adds to a sweep the segment that replaces a group's segments of its kind, and the deletes of those. */
+  private replaceSegment(out: Sweep, group: number, kind: SegmentKind, segment: Buffer): void {
+    const { key, deletes } = this.segmentLog.replace(group, kind, segment.length);
+    if (key !== undefined) out.puts.push([key, segment.toString('base64')]);
+    for (const d of deletes) out.deletes.push(d);
   }
 
   /** The cutoff of a group's last committed sweep; -Infinity when it was never swept. */
@@ -1017,7 +1029,11 @@ export class CountTask {
   /** Native engine: the kernel's changes as one segment record per key group touched. */
   private segmentPuts(native: NativeState): { puts: Array<[string, string]>; deletes: string[] } {
     const puts: Array<[string, string]> = [];
-    for (const [g, segment] of native.changes()) puts.push([this.segmentLog.append(g, segment.length), segment.toString('base64')]);
+    for (const { group, counters, state } of native.changes()) {
+      // In this order: the state segment's markers may refer to the counter segment's counters.
+      if (counters.length > 0) puts.push([this.segmentLog.append(group, 'T', counters.length), counters.toString('base64')]);
+      if (state.length > 0) puts.push([this.segmentLog.append(group, 'S', state.length), state.toString('base64')]);
+    }
     return { puts, deletes: [] };
   }
 
@@ -1026,17 +1042,11 @@ export class CountTask {
     const native = this.native!;
     native.drop(groups);
     for (const g of groups) {
-      let first: number | undefined;
-      let next = 0;
-      let bytes = 0;
-      await this.store.scan(kindRange(keyGroupPrefix(g), 'S'), (key, value) => {
-        const segment = Buffer.from(value, 'base64');
-        native.load(g, segment);
-        first ??= segmentSeq(key);
-        next = segmentSeq(key) + 1;
-        bytes += segment.length;
-      });
-      this.segmentLog.loaded(g, first, next, bytes);
+      const segments = await readSegments(this.store, g);
+      this.segmentLog.loaded(
+        g,
+        segments.map(({ kind, seq, segment }) => ({ kind, seq, bytes: segment.length, holdsCounters: native.load(g, segment) })),
+      );
     }
   }
 

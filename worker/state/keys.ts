@@ -18,7 +18,8 @@ import type { CounterKey, Granularity } from '../io/types';
  *   gggg P partition                                            input position of a keyed partition
  *   gggg G                                                      presence: the group has local state (worker/checkpoint/presence.ts)
  *   gggg X                                                      expiry: the cutoff of the group's last sweep (worker/state/expiry.ts)
- *   gggg S seq                                                  native engine: one commit's changes of the group (12 hex digits of sequence; base64 of the kernel's segment)
+ *   gggg S seq                                                  native engine: one commit's changes of the group but its counters (12 hex digits of sequence; base64 of the kernel's segment)
+ *   gggg T seq                                                  native engine: one commit's new counters and totals of the group (same sequence as S: a group's S and T segments load merged in sequence order)
  *   ~meta                                                       settings fingerprint
  *   ~pos partition                                              input position of an unkeyed source
  *   ~outbox                                                     counters committed but not yet confirmed by the sink
@@ -26,7 +27,10 @@ import type { CounterKey, Granularity } from '../io/types';
  * lp(s) is `${length}:${s}` so that no separator has to be forbidden in ids.
  */
 
-export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X' | 'S';
+export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X' | 'S' | 'T';
+
+/** The native engine's segment kinds: state (S: customers, dedup, buckets, markers) and counters (T: counters with their ids, totals). */
+export type SegmentKind = 'S' | 'T';
 
 export const KEY_GROUP_PREFIX_WIDTH = 4;
 /** Position of the record-kind letter in a key-group key. */
@@ -127,9 +131,9 @@ export function markerScope(key: string): string {
   return key.slice(KIND_OFFSET + 1, bar + 1 + company.length + statistic.length);
 }
 
-/** The key of a key group's segment number `seq` (native engine): fixed width, so keys sort in the order the segments were written. */
-export function segmentKey(kgPrefix: string, seq: number): string {
-  return `${kgPrefix}S${seq.toString(16).padStart(12, '0')}`;
+/** The key of a key group's segment number `seq` (native engine): fixed width, so keys of a kind sort in the order the segments were written. */
+export function segmentKey(kgPrefix: string, seq: number, kind: SegmentKind = 'S'): string {
+  return `${kgPrefix}${kind}${seq.toString(16).padStart(12, '0')}`;
 }
 
 /** The sequence number of a segment key. */

@@ -252,18 +252,29 @@ pub struct Final {
     pub fresh: Vec<u8>,
 }
 
+/// A group's changes or state as two segments (`Core::encode_parts`): its counters and
+/// their totals, then everything else; an empty Vec is no segment.
+#[derive(Default, Debug, PartialEq)]
+pub struct Parts {
+    pub counters: Vec<u8>,
+    pub state: Vec<u8>,
+}
+
 /// The result of `sweep`.
 #[derive(Default, Debug)]
 pub struct Swept {
-    /// The groups swept (those the kernel holds), ascending, and each one's whole state as one segment.
+    /// The groups swept (those the kernel holds), ascending, and their segments: `state` is
+    /// the group's whole remaining state but its counters, replacing its earlier state
+    /// segments; `counters` all its counters and totals when compacted in full (replacing
+    /// its earlier counter segments), else the counters and totals of its pending changes.
     pub groups: Vec<u32>,
-    pub segments: Vec<Vec<u8>>,
+    pub parts: Vec<Parts>,
     /// Dedup identities and uniqueness markers deleted.
     pub dedup: u64,
     pub markers: u64,
 }
 
-/// What `sweep` decided for a counter's markers: kept whatever their epoch (its bucket is
+/// What `sweep` decides for a counter's markers: kept whatever their epoch (its bucket is
 /// unknown or its group is not swept), all deleted, or kept only at the bucket's epoch
 /// (any other value: that epoch, below EPOCH_LIMIT).
 const MARKERS_KEPT: u32 = u32::MAX;
@@ -810,22 +821,39 @@ impl Core {
         Ok(())
     }
 
-    /// One segment per group changed since the last call, groups ascending; clears the changes.
-    pub fn changes(&mut self) -> (Vec<u32>, Vec<Vec<u8>>) {
+    /// The changes of each group changed since the last call, groups ascending, as its two
+    /// segments (`encode_parts`); clears the changes.
+    pub fn changes(&mut self) -> Vec<(u32, Parts)> {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
-        let (mut groups, mut segments) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
         for &group in &dirty {
             let gi = self.group_slot[group as usize] as usize;
             if !self.gs[gi].ch.is_empty() {
-                groups.push(group);
-                segments.push(self.encode(gi, &self.gs[gi].ch));
+                let mut ch = std::mem::take(&mut self.gs[gi].ch);
+                out.push((group, self.encode_parts(gi, &mut ch)));
+                self.gs[gi].ch = ch;
             }
             self.forget_changes(gi);
         }
         dirty.clear();
         self.dirty = dirty;
-        (groups, segments)
+        out
+    }
+
+    /// `ch` as a group's two segments: its counters and their totals, then the rest, whose
+    /// markers refer to those counters (so a loader applies them in that order). Keeping
+    /// counters apart lets a sweep rewrite only what expires. Either is empty when it holds
+    /// no record.
+    fn encode_parts(&self, gi: usize, ch: &mut Changes) -> Parts {
+        let mut part = Changes::default();
+        std::mem::swap(&mut part.counters, &mut ch.counters);
+        std::mem::swap(&mut part.totals, &mut ch.totals);
+        let counters = if part.is_empty() { Vec::new() } else { self.encode(gi, &part) };
+        let state = if ch.is_empty() { Vec::new() } else { self.encode(gi, ch) };
+        std::mem::swap(&mut part.counters, &mut ch.counters);
+        std::mem::swap(&mut part.totals, &mut ch.totals);
+        Parts { counters, state }
     }
 
     /// `ch` (changes of group `gs[gi]`) as a segment.
@@ -855,6 +883,47 @@ impl Core {
         grp.dirty = false;
     }
 
+    /// Per counter (global number), what `sweep` keeps of its markers (MARKERS_KEPT,
+    /// MARKERS_EXPIRED or the epoch whose markers are live), for the counters of the listed
+    /// groups: the bucket's horizon is the later of its end and its last ingest hour plus the
+    /// uniques retention (touch_bucket's rule), and its end comes from the counter's id.
+    fn marker_rules(&self, list: &[(u32, usize, i64)]) -> Vec<u32> {
+        let mut rule = vec![MARKERS_KEPT; self.c_group.len()];
+        for &(group, gi, cutoff) in list {
+            // A stem's counters were mostly made together: the last stem's rule is reused.
+            let mut last: (&[u8], u32) = (&[], MARKERS_KEPT);
+            for &c in &self.gs[gi].counters {
+                let id = self.id_of(c);
+                if !last.0.is_empty() && id.starts_with(last.0) {
+                    rule[c as usize] = last.1;
+                    continue;
+                }
+                let Some((stem_len, g, start)) = stem_of_id(id) else {
+                    continue;
+                };
+                let stem = &id[..stem_len];
+                let key = fp_of(&[fp(stem, S_STEM)], &[group as u64], S_STEM_KEY);
+                let r = match self.buckets.find(key) {
+                    Err(_) => MARKERS_KEPT,
+                    Ok(slot) => {
+                        let [hour, epoch] = self.buckets.val(slot);
+                        let horizon = bucket_end(g, start)
+                            .max(hour as i64)
+                            .saturating_add(self.uniques_retention);
+                        if horizon < cutoff {
+                            MARKERS_EXPIRED
+                        } else {
+                            epoch
+                        }
+                    }
+                };
+                rule[c as usize] = r;
+                last = (stem, r);
+            }
+        }
+        rule
+    }
+
     /// Every group the kernel holds that has a watermark, with it (see `Group::watermark`).
     pub fn watermarks(&self) -> (Vec<u32>, Vec<u32>) {
         let mut held: Vec<(u32, u32)> = self
@@ -872,17 +941,21 @@ impl Core {
     /// worker/state/expiry.ts): dedup identities first counted more than the dedup retention
     /// before the cutoff, and uniqueness markers of buckets whose horizon is before it or
     /// whose epoch has moved past the markers'. Counters (the output), their buckets and the
-    /// customers stay. Returns each group's whole remaining state as one segment, which
-    /// replaces every earlier segment of the group: its pending changes are in it, so the
-    /// next `changes()` does not list them. A cutoff of 0 deletes nothing: the segment only
-    /// compacts the group's log. One pass over each table, whatever the number of groups.
-    pub fn sweep(&mut self, groups: &[u32], cutoffs: &[f64]) -> std::result::Result<Swept, String> {
-        if groups.len() != cutoffs.len() {
-            return Err(format!("sweep: {} groups but {} cutoffs", groups.len(), cutoffs.len()));
+    /// customers stay. Returns each group's remaining state as its two segments (`Swept`):
+    /// the state segment replaces the group's earlier state segments, and, where `full[i]` is
+    /// set, the counter segment (all its counters and totals) its earlier counter segments;
+    /// elsewhere the counter segment holds the pending counters and totals, which the state
+    /// segment's markers may refer to. Its pending changes are in them, so the next
+    /// `changes()` does not list them. A cutoff of -Infinity deletes nothing: the segments
+    /// only compact the group's logs. One pass over each table, whatever the number of groups.
+    pub fn sweep(&mut self, groups: &[u32], cutoffs: &[f64], full: &[u8]) -> std::result::Result<Swept, String> {
+        if groups.len() != cutoffs.len() || groups.len() != full.len() {
+            return Err(format!("sweep: {} groups but {} cutoffs and {} full flags", groups.len(), cutoffs.len(), full.len()));
         }
         // Per key group: its index in `list`, or NO_GROUP.
         let mut at = vec![NO_GROUP; GROUPS];
         let mut list: Vec<(u32, usize, i64)> = Vec::new();
+        let mut in_full = vec![false; GROUPS];
         for (i, (&group, &cutoff)) in groups.iter().zip(cutoffs).enumerate() {
             if group as usize >= GROUPS {
                 return Err(format!("sweep: key group {group} is not in 0..65535"));
@@ -896,6 +969,7 @@ impl Core {
             let slot = self.group_slot[group as usize];
             if slot != NO_GROUP {
                 at[group as usize] = list.len() as u32;
+                in_full[group as usize] = full[i] != 0;
                 // Saturating: -Infinity deletes nothing, +Infinity everything that can expire.
                 list.push((group, slot as usize, cutoff.floor() as i64));
             }
@@ -954,9 +1028,15 @@ impl Core {
                 ch.customers.push((key, self.cu_local[cu as usize]));
             }
         }
-        for (key, tag, c) in self.counter_index.entries() {
-            if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
-                ch.counters.push((key, self.c_local[c as usize]));
+        // The counters (a pass over their table) only for a full sweep.
+        if list.iter().any(|&(group, _, _)| in_full[group as usize]) {
+            for (key, tag, c) in self.counter_index.entries() {
+                if !in_full[(tag - 1) as usize] {
+                    continue;
+                }
+                if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
+                    ch.counters.push((key, self.c_local[c as usize]));
+                }
             }
         }
         for (key, tag, [hour, epoch]) in self.buckets.entries() {
@@ -970,9 +1050,11 @@ impl Core {
                 let lcu = self.cu_local[cu as usize];
                 ch.markers.extend(self.customer_markers.of(cu).map(|c| [self.c_local[c as usize], lcu, 0]));
             }
-            for (local, &c) in self.gs[gi].counters.iter().enumerate() {
-                if self.c_flags[c as usize] & HAS_TOTAL != 0 {
-                    ch.totals.push(local as u32);
+            if in_full[self.gs[gi].id as usize] {
+                for (local, &c) in self.gs[gi].counters.iter().enumerate() {
+                    if self.c_flags[c as usize] & HAS_TOTAL != 0 {
+                        ch.totals.push(local as u32);
+                    }
                 }
             }
         }
@@ -999,57 +1081,27 @@ impl Core {
             ch.dedup.sort_unstable_by_key(|r| (r.1, r.0));
             ch.buckets.sort_unstable_by_key(|r| (r.1, r.0));
             let (group, gi, _) = list[k];
+            let mut parts = self.encode_parts(gi, ch);
+            if !in_full[group as usize] {
+                // The counters stay in their own segments: only the pending ones are written.
+                let mut pending = std::mem::take(&mut self.gs[gi].ch);
+                parts.counters = self.encode_parts(gi, &mut pending).counters;
+                self.gs[gi].ch = pending;
+            }
             out.groups.push(group);
-            out.segments.push(self.encode(gi, ch));
+            out.parts.push(parts);
             self.forget_changes(gi);
         }
         self.dirty.retain(|&g| at[g as usize] == NO_GROUP);
         Ok(out)
     }
 
-    /// Per counter (global number), what `sweep` keeps of its markers (MARKERS_KEPT,
-    /// MARKERS_EXPIRED or the epoch whose markers are live), for the counters of the listed
-    /// groups: the bucket's horizon is the later of its end and its last ingest hour plus the
-    /// uniques retention (touch_bucket's rule), and its end comes from the counter's id.
-    fn marker_rules(&self, list: &[(u32, usize, i64)]) -> Vec<u32> {
-        let mut rule = vec![MARKERS_KEPT; self.c_group.len()];
-        for &(group, gi, cutoff) in list {
-            // A stem's counters were mostly made together: the last stem's rule is reused.
-            let mut last: (&[u8], u32) = (&[], MARKERS_KEPT);
-            for &c in &self.gs[gi].counters {
-                let id = self.id_of(c);
-                if !last.0.is_empty() && id.starts_with(last.0) {
-                    rule[c as usize] = last.1;
-                    continue;
-                }
-                let Some((stem_len, g, start)) = stem_of_id(id) else {
-                    continue;
-                };
-                let stem = &id[..stem_len];
-                let key = fp_of(&[fp(stem, S_STEM)], &[group as u64], S_STEM_KEY);
-                let r = match self.buckets.find(key) {
-                    Err(_) => MARKERS_KEPT,
-                    Ok(slot) => {
-                        let [hour, epoch] = self.buckets.val(slot);
-                        let horizon = bucket_end(g, start)
-                            .max(hour as i64)
-                            .saturating_add(self.uniques_retention);
-                        if horizon < cutoff {
-                            MARKERS_EXPIRED
-                        } else {
-                            epoch
-                        }
-                    }
-                };
-                rule[c as usize] = r;
-                last = (stem, r);
-            }
-        }
-        rule
-    }
 
-    /// Applies a segment of `group` written by `changes()`; checked whole before it is applied.
-    pub fn load_segment(&mut self, group: u32, bytes: &[u8]) -> std::result::Result<(), String> {
+    /// Applies a segment of `group` written by `changes()` or `sweep()`; checked whole before
+    /// it is applied. Returns whether it held counters or totals (a state segment written
+    /// before counters had segments of their own does, and must not be replaced by a sweep
+    /// that leaves the counters out).
+    pub fn load_segment(&mut self, group: u32, bytes: &[u8]) -> std::result::Result<bool, String> {
         if group as usize >= GROUPS {
             return Err(format!("loadSegment: key group {group} is not in 0..65535"));
         }
@@ -1236,7 +1288,7 @@ impl Core {
             self.c_total[c] = [count, uniques];
             self.c_flags[c] |= HAS_TOTAL;
         }
-        Ok(())
+        Ok(seg.counters > 0 || seg.totals > 0)
     }
 
     /// Forgets every key group of `groups`: O(state), the numbering of what stays is compacted.
@@ -1485,17 +1537,31 @@ pub struct Finalised {
     pub fresh: Uint8Array,
 }
 
+/// Per group, its two segments (`Parts`; an empty Buffer is none): `counters` is applied first.
 #[napi(object)]
 pub struct Segments {
     pub groups: Uint32Array,
-    pub segments: Vec<Buffer>,
+    pub counters: Vec<Buffer>,
+    pub state: Vec<Buffer>,
+}
+
+fn segments(list: Vec<(u32, Parts)>) -> Segments {
+    let mut out = Segments {
+        groups: Uint32Array::new(list.iter().map(|(g, _)| *g).collect()),
+        counters: Vec::with_capacity(list.len()),
+        state: Vec::with_capacity(list.len()),
+    };
+    for (_, p) in list {
+        out.counters.push(p.counters.into());
+        out.state.push(p.state.into());
+    }
+    out
 }
 
 #[napi(object)]
 pub struct SweepResult {
-    /// The groups swept, ascending, and each one's whole state as one segment (it replaces the group's earlier ones).
-    pub groups: Uint32Array,
-    pub segments: Vec<Buffer>,
+    /// The groups swept, ascending, and their segments (see Core::sweep).
+    pub segments: Segments,
     /// Dedup identities and uniqueness markers deleted.
     pub dedup: f64,
     pub markers: f64,
@@ -1524,6 +1590,7 @@ pub struct Stats {
 
 /// What a segment holds: per section (customers, counters, dedup, buckets, markers, totals), its records and its bytes.
 #[napi(object)]
+#[cfg_attr(test, allow(dead_code))]
 pub struct SegmentSections {
     pub records: Vec<f64>,
     pub bytes: Vec<f64>,
@@ -1532,6 +1599,7 @@ pub struct SegmentSections {
 /// The sections of a segment of key group `group` (a benchmark's and an operator's view of
 /// what the state is made of); an Error when it is not a valid segment.
 #[napi]
+#[cfg_attr(test, allow(dead_code))]
 pub fn segment_sections(segment: Buffer, group: f64) -> Result<SegmentSections> {
     let group = whole("group", group, (GROUPS - 1) as f64)?;
     let seg = Segment::parse(&segment, group).map_err(invalid)?;
@@ -1757,26 +1825,22 @@ impl CountKernel {
 
     #[napi]
     pub fn changes(&mut self) -> Segments {
-        let (groups, segments) = self.core.changes();
-        Segments {
-            groups: groups.into(),
-            segments: segments.into_iter().map(Buffer::from).collect(),
-        }
+        segments(self.core.changes())
     }
 
+    /// Core::load_segment; true when the segment held counters or totals.
     #[napi]
-    pub fn load_segment(&mut self, group: f64, segment: Buffer) -> Result<()> {
+    pub fn load_segment(&mut self, group: f64, segment: Buffer) -> Result<bool> {
         let group = whole("group", group, (GROUPS - 1) as f64)?;
         self.core.load_segment(group, &segment).map_err(invalid)
     }
 
-    /// Core::sweep: deletes what expired before each group's cutoff (ingest seconds; 0: nothing) and compacts its state into one segment.
+    /// Core::sweep: deletes what expired before each group's cutoff (ingest seconds; -Infinity: nothing) and compacts its logs.
     #[napi]
-    pub fn sweep(&mut self, groups: Uint32Array, cutoffs: Float64Array) -> Result<SweepResult> {
-        let out = self.core.sweep(&groups, &cutoffs).map_err(invalid)?;
+    pub fn sweep(&mut self, groups: Uint32Array, cutoffs: Float64Array, full: Uint8Array) -> Result<SweepResult> {
+        let out = self.core.sweep(&groups, &cutoffs, &full).map_err(invalid)?;
         Ok(SweepResult {
-            groups: out.groups.into(),
-            segments: out.segments.into_iter().map(Buffer::from).collect(),
+            segments: segments(out.groups.into_iter().zip(out.parts).collect()),
             dedup: out.dedup as f64,
             markers: out.markers as f64,
         })

@@ -107,6 +107,26 @@ fn ids(f: &Final) -> Vec<String> {
         .collect()
 }
 
+/// A `changes()` or sweep's segments in the order they are loaded (a group's counters
+/// before the rest), without the empty ones.
+fn flat(list: Vec<(u32, Parts)>) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (g, p) in list {
+        for seg in [p.counters, p.state] {
+            if !seg.is_empty() {
+                out.push((g, seg));
+            }
+        }
+    }
+    out
+}
+
+fn load_all(core: &mut Core, segments: &[(u32, Vec<u8>)]) {
+    for (g, s) in segments {
+        core.load_segment(*g, s).unwrap();
+    }
+}
+
 /// (id → (count, uniques)) of a finalise.
 fn totals(f: &Final) -> HashMap<String, (f64, f64)> {
     ids(f)
@@ -334,9 +354,9 @@ fn run_against_reference(account: bool, seed: u64) {
         assert_eq!(tally, reference.tally, "window {w}: tally");
         let f = core.finalise().unwrap();
         same_final(&f, &reference.finalise(), &format!("window {w}"));
-        let (groups, segs) = core.changes();
-        assert!(groups.windows(2).all(|p| p[0] < p[1]), "groups ascending");
-        segments.extend(groups.into_iter().zip(segs));
+        let ch = core.changes();
+        assert!(ch.windows(2).all(|p| p[0].0 < p[1].0), "groups ascending");
+        segments.extend(flat(ch));
         if w % 4 == 3 {
             // A restart: a new kernel loads every segment written so far and takes over.
             let mut next = Core::new(2, account, dr as f64, ur as f64).unwrap();
@@ -349,7 +369,7 @@ fn run_against_reference(account: bool, seed: u64) {
                 (b.identities, b.buckets, b.markers, b.counters, b.customers),
                 "window {w}: state after loading"
             );
-            assert_eq!(next.changes().0.len(), 0, "loaded segments are not changes");
+            assert_eq!(next.changes().len(), 0, "loaded segments are not changes");
             core = next;
         }
     }
@@ -494,12 +514,9 @@ fn horizon_bump_counts_beyond_horizon() {
     );
     assert_eq!(f["co/st/h/x=1"], (6.0, 3.0));
     // Segments carry the epoch: a reloaded kernel still knows A and B in epoch 1.
-    let (groups, segs) = core.changes();
     let mut again = Core::new(1, true, 10.0, 86_400.0).unwrap();
-    // The first segment holds everything: changes() was not called before.
-    for (g, s) in groups.iter().zip(&segs) {
-        again.load_segment(*g, s).unwrap();
-    }
+    // The first segments hold everything: changes() was not called before.
+    load_all(&mut again, &flat(core.changes()));
     assert_eq!(
         count(
             &mut again,
@@ -593,10 +610,10 @@ fn finalise_order_fresh_and_rebase() {
     assert!(core.rebase(&[3], &[1.0], &[1.0]).is_err());
     assert!(core.rebase(&[0], &[1.0, 2.0], &[1.0]).is_err());
     assert!(core.rebase(&[0], &[f64::NAN], &[1.0]).is_err());
-    let (groups, segs) = core.changes();
-    assert_eq!(groups, vec![9]);
+    let ch = core.changes();
+    assert_eq!(ch.iter().map(|c| c.0).collect::<Vec<_>>(), vec![9]);
     let mut again = Core::new(1, true, 10.0, 3600.0).unwrap();
-    again.load_segment(9, &segs[0]).unwrap();
+    load_all(&mut again, &flat(ch));
     count(&mut again, &[one("3", &["a"])]);
     let f = again.finalise().unwrap();
     assert_eq!(ids(&f), vec!["s/*", "s/a"]);
@@ -607,16 +624,18 @@ fn finalise_order_fresh_and_rebase() {
     // A rebase after changes() is written by the next changes().
     again.changes();
     again.rebase(&[1], &[1.0], &[0.0]).unwrap();
-    let (groups, segs) = again.changes();
-    assert_eq!(groups, vec![9]);
-    let seg = Segment::parse(&segs[0], 9).unwrap();
+    let ch = again.changes();
+    assert_eq!(ch.len(), 1);
+    let (group, parts) = &ch[0];
+    assert_eq!((*group, parts.state.len()), (9, 0), "a total alone is a counter segment");
+    let seg = Segment::parse(&parts.counters, 9).unwrap();
     assert_eq!(
         (seg.totals, seg.dedup, seg.markers, seg.counters),
         (1, 0, 0, 0)
     );
     assert_eq!(seg.total(0), (2, 13.0, 5.0));
     // Nothing changed: no segments.
-    assert_eq!(again.changes().0.len(), 0);
+    assert_eq!(again.changes().len(), 0);
 }
 
 #[test]
@@ -646,23 +665,21 @@ fn segment_round_trip_and_corruption() {
         ],
     );
     core.finalise().unwrap();
-    let (groups, segs) = core.changes();
-    assert_eq!(groups, vec![7, 8]);
-    let s7 = Segment::parse(&segs[0], 7).unwrap();
-    assert_eq!(
-        (
-            s7.customers,
-            s7.counters,
-            s7.dedup,
-            s7.buckets,
-            s7.markers,
-            s7.totals
-        ),
-        (2, 6, 2, 2, 6 + 4, 6)
-    );
-    assert_eq!(s7.counter(0).1, 0);
-    assert_eq!(s7.counter(5).1, 5);
-    assert_eq!(s7.customer(1).1, 1);
+    let ch = core.changes();
+    assert_eq!(ch.iter().map(|c| c.0).collect::<Vec<_>>(), vec![7, 8]);
+    // Group 7's counters and totals, then the rest.
+    let (c7, s7) = (&ch[0].1.counters, &ch[0].1.state);
+    let (c, st) = (Segment::parse(c7, 7).unwrap(), Segment::parse(s7, 7).unwrap());
+    let sections = |s: &Segment| (s.customers, s.counters, s.dedup, s.buckets, s.markers, s.totals);
+    assert_eq!(sections(&c), (0, 6, 0, 0, 0, 6));
+    assert_eq!(sections(&st), (2, 0, 2, 2, 6 + 4, 0));
+    assert_eq!(c.counter(0).1, 0);
+    assert_eq!(c.counter(5).1, 5);
+    assert_eq!(st.customer(1).1, 1);
+    // The markers refer to the counters: alone, the state segment is refused.
+    let msg = Core::new(2, true, 100.0, 3600.0).unwrap().load_segment(7, s7).unwrap_err();
+    assert!(msg.contains("marker 0") && msg.contains("out of range"), "{msg}");
+    let segs = vec![c7.clone()];
 
     let load = |g: u32, bytes: &[u8]| {
         Core::new(2, true, 100.0, 3600.0)
@@ -697,20 +714,21 @@ fn segment_round_trip_and_corruption() {
         .load_segment(7, &segs[0])
         .unwrap_err()
         .contains("account level"));
-    // Loading the same segment twice is harmless; loading out of order is refused.
+    // Loading the same segments twice is harmless; loading out of order is refused.
     let mut twice = Core::new(2, true, 100.0, 3600.0).unwrap();
-    twice.load_segment(7, &segs[0]).unwrap();
-    twice.load_segment(7, &segs[0]).unwrap();
+    for seg in [c7, c7, s7, s7] {
+        twice.load_segment(7, seg).unwrap();
+    }
     assert_eq!(twice.stats().counters, 6.0);
     count(&mut core, &[ev(7, t0 + 1, t0, "co", "C", "4", &["z=1"])]);
     core.finalise().unwrap();
-    let (_, later) = core.changes();
+    let later = flat(core.changes());
     let msg = Core::new(2, true, 100.0, 3600.0)
         .unwrap()
-        .load_segment(7, &later[0])
+        .load_segment(7, &later[0].1)
         .unwrap_err();
     assert!(msg.contains("expected 0"), "{msg}");
-    twice.load_segment(7, &later[0]).unwrap();
+    load_all(&mut twice, &later);
     assert_eq!(twice.stats().counters, 8.0);
     assert_eq!(twice.stats().customers, 3.0);
 }
@@ -721,18 +739,18 @@ fn numbering_continues_after_a_load() {
     let t0 = 1_700_000_000;
     count(&mut core, &[ev(1, t0, t0, "co", "A", "1", &["x"])]);
     core.finalise().unwrap();
-    let (_, first) = core.changes();
+    let first = flat(core.changes());
     let mut next = Core::new(2, true, 100.0, 3600.0).unwrap();
-    next.load_segment(1, &first[0]).unwrap();
+    load_all(&mut next, &first);
     count(&mut next, &[ev(1, t0 + 1, t0, "co", "B", "2", &["y"])]);
     next.finalise().unwrap();
-    let (_, second) = next.changes();
-    let s = Segment::parse(&second[0], 1).unwrap();
-    assert_eq!((s.customer(0).1, s.counter(0).1, s.counter(1).1), (1, 4, 5));
-    // Both segments in order rebuild the whole group.
+    let second = next.changes();
+    let (c, st) = (Segment::parse(&second[0].1.counters, 1).unwrap(), Segment::parse(&second[0].1.state, 1).unwrap());
+    assert_eq!((st.customer(0).1, c.counter(0).1, c.counter(1).1), (1, 4, 5));
+    // All segments in order rebuild the whole group.
     let mut third = Core::new(2, true, 100.0, 3600.0).unwrap();
-    third.load_segment(1, &first[0]).unwrap();
-    third.load_segment(1, &second[0]).unwrap();
+    load_all(&mut third, &first);
+    load_all(&mut third, &flat(second));
     let t = count(
         &mut third,
         &[
@@ -771,8 +789,7 @@ fn drop_groups_forgets_and_reload_restores() {
             &reference.finalise(),
             "before the drop",
         );
-        let (g, s) = core.changes();
-        segments.extend(g.into_iter().zip(s));
+        segments.extend(flat(core.changes()));
     }
     let groups: Vec<u32> = segments.iter().map(|s| s.0).collect();
     assert!(groups.contains(&0) && groups.iter().any(|&g| g != 0));
@@ -937,8 +954,11 @@ fn sweeps_delete_only_what_decides_nothing() {
         let make = || Core::new(2, account, dr as f64, ur as f64).unwrap();
         let (mut swept, mut kept) = (make(), make());
         let mut reference = Reference::new(account, dr, ur);
-        // Per group: its segments since its last sweep segment (included).
-        let mut log: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+        // Per group: its counter segments and its state segments, each with the sequence
+        // number it was written at; a sweep replaces the state segments (and, in full, the
+        // counter segments). Loading merges the two by sequence number, as the task does.
+        let mut log: HashMap<u32, (Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>)> = HashMap::new();
+        let mut seq = 0u64;
         let (mut dedup_deleted, mut markers_deleted) = (0, 0);
         for (w, window) in evs.chunks(400).enumerate() {
             for batch in window.chunks(61) {
@@ -956,22 +976,42 @@ fn sweeps_delete_only_what_decides_nothing() {
             let cutoffs: Vec<f64> = marks.iter().map(|&m| sweep_cutoff(m, dr, ur)).collect();
             // Every other window, so that change segments also follow a sweep segment.
             if w % 2 == 1 {
-                let out = swept.sweep(&groups, &cutoffs).unwrap();
+                // Every fourth sweep compacts the counters too.
+                let full = vec![u8::from(w % 8 == 7); groups.len()];
+                let out = swept.sweep(&groups, &cutoffs, &full).unwrap();
                 assert_eq!(out.groups, groups, "window {w}: every held group is swept");
-                for (g, seg) in out.groups.iter().zip(out.segments) {
-                    log.insert(*g, vec![seg]);
+                for (g, parts) in out.groups.iter().zip(out.parts) {
+                    let (counters, state) = log.entry(*g).or_default();
+                    state.clear();
+                    if w % 8 == 7 {
+                        counters.clear();
+                    }
+                    // Written in this order: the counter segment, then the state segment.
+                    for (list, seg) in [(&mut *counters, parts.counters), (&mut *state, parts.state)] {
+                        if !seg.is_empty() {
+                            list.push((seq, seg));
+                            seq += 1;
+                        }
+                    }
                 }
                 dedup_deleted += out.dedup;
                 markers_deleted += out.markers;
             }
-            let (groups, segs) = swept.changes();
-            for (g, seg) in groups.into_iter().zip(segs) {
-                log.entry(g).or_default().push(seg);
+            for (g, parts) in swept.changes() {
+                let (counters, state) = log.entry(g).or_default();
+                for (list, seg) in [(&mut *counters, parts.counters), (&mut *state, parts.state)] {
+                    if !seg.is_empty() {
+                        list.push((seq, seg));
+                        seq += 1;
+                    }
+                }
             }
             if w % 5 == 4 {
                 let mut next = make();
-                for (&g, segs) in &log {
-                    for seg in segs {
+                for (&g, (counters, state)) in &log {
+                    let mut all: Vec<&(u64, Vec<u8>)> = counters.iter().chain(state).collect();
+                    all.sort_by_key(|s| s.0);
+                    for (_, seg) in all {
                         next.load_segment(g, seg).unwrap();
                     }
                 }
@@ -1002,16 +1042,17 @@ fn sweeps_delete_only_what_decides_nothing() {
 fn sweep_arguments_are_checked() {
     let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
     count(&mut core, &workload(3, 50));
-    assert!(core.sweep(&[0, 1], &[1.0]).unwrap_err().contains("2 groups but 1 cutoffs"));
-    assert!(core.sweep(&[70_000], &[1.0]).unwrap_err().contains("not in 0..65535"));
-    assert!(core.sweep(&[1, 1], &[1.0, 1.0]).unwrap_err().contains("listed twice"));
-    assert!(core.sweep(&[1], &[f64::NAN]).unwrap_err().contains("not a number"));
+    assert!(core.sweep(&[0, 1], &[1.0], &[0, 0]).unwrap_err().contains("2 groups but 1 cutoffs"));
+    assert!(core.sweep(&[0], &[1.0], &[]).unwrap_err().contains("0 full flags"));
+    assert!(core.sweep(&[70_000], &[1.0], &[0]).unwrap_err().contains("not in 0..65535"));
+    assert!(core.sweep(&[1, 1], &[1.0, 1.0], &[0, 0]).unwrap_err().contains("listed twice"));
+    assert!(core.sweep(&[1], &[f64::NAN], &[0]).unwrap_err().contains("not a number"));
     // A group the kernel does not hold is skipped; -Infinity deletes nothing.
     let held = core.watermarks().0;
-    let out = core.sweep(&[4000], &[f64::INFINITY]).unwrap();
+    let out = core.sweep(&[4000], &[f64::INFINITY], &[1]).unwrap();
     assert!(out.groups.is_empty());
     let before = core.stats();
-    let out = core.sweep(&held, &vec![f64::NEG_INFINITY; held.len()]).unwrap();
+    let out = core.sweep(&held, &vec![f64::NEG_INFINITY; held.len()], &vec![1; held.len()]).unwrap();
     assert_eq!((out.groups, out.dedup, out.markers), (held, 0, 0));
     assert_eq!(core.stats().identities, before.identities);
 }
@@ -1023,7 +1064,7 @@ fn mutated_input_never_panics() {
     let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
     count(&mut core, &evs);
     core.finalise().unwrap();
-    let (groups, segs) = core.changes();
+    let (groups, segs): (Vec<u32>, Vec<Vec<u8>>) = flat(core.changes()).into_iter().unzip();
     let mut r = Rng(99);
     for _ in 0..3000 {
         let mut b = batch.clone();
