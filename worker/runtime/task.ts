@@ -8,7 +8,7 @@ import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSin
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
 import { parseCounterId, parseCounterStem, parseCounterToken } from '../../common/counter-id';
-import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, kindRange, META_KEY, OUTBOX_KEY, positionKey, type SegmentKind, UNKEYED_POSITION_PREFIX } from '../state/keys';
+import { counterIdOfKey, expiryKey, KEY_GROUP_PREFIX_WIDTH, KIND_OFFSET, keyGroupOfKey, keyGroupPrefix, keyGroupRange, META_KEY, OUTBOX_KEY, positionKey, type SegmentKind, UNKEYED_POSITION_PREFIX } from '../state/keys';
 import { decodeCounter, encodeCounter, type CounterRecord } from '../state/records';
 import { RocksStore } from '../state/rocks';
 import { expiryStep, sweepCutoff } from '../state/expiry';
