@@ -30,6 +30,8 @@ test('appends share one sequence; a replacement deletes the live segments of its
   assert.deepEqual(log.size(G), { S: { segments: 0, bytes: 0 }, T: { segments: 1, bytes: 60 }, countersInState: false });
   assert.equal(log.append(G, 'S', 1), key(7, 'S'), 'the sequence never goes back');
   assert.deepEqual(log.size(6), { S: { segments: 0, bytes: 0 }, T: { segments: 0, bytes: 0 }, countersInState: false });
+  log.forget(G);
+  assert.deepEqual(log.size(G), { S: { segments: 0, bytes: 0 }, T: { segments: 0, bytes: 0 }, countersInState: false });
 });
 
 test('a loaded log continues after its last segment, and state segments holding counters need a full sweep', () => {

@@ -472,6 +472,7 @@ export class CountTask {
       for (const g of groups) {
         this.indexed.delete(g);
         this.forgetExpiry(g);
+        this.segmentLog.forget(g);
         this.present.delete(g);
         this.hydrate.delete(g);
         this.restoredClean.delete(g);
@@ -803,9 +804,10 @@ export class CountTask {
     }
     if (groups.length === 0) return out;
     const swept = native.sweep(groups, cutoffs, full);
+    const fullGroups = new Set(groups.filter((_, i) => full[i]));
     for (const { group, counters, state } of swept.segments) {
       // The counter segment first: the state segment's markers may refer to its counters.
-      if (full[groups.indexOf(group)] === true) this.replaceSegment(out, group, 'T', counters);
+      if (fullGroups.has(group)) this.replaceSegment(out, group, 'T', counters);
       else if (counters.length > 0) out.puts.push([this.segmentLog.append(group, 'T', counters.length), counters.toString('base64')]);
       this.replaceSegment(out, group, 'S', state);
     }

@@ -67,6 +67,11 @@ export class SegmentLog {
     return { key: segmentKey(prefix, seq, kind), deletes };
   }
 
+  /** Forgets a group the task no longer counts (its segments are loaded() again if it comes back). */
+  forget(group: number): void {
+    this.groups.delete(group);
+  }
+
   /** The group's live segments of each kind and their bytes, and whether its state segments hold counters (then only a full sweep may replace them). */
   size(group: number): Record<SegmentKind, { segments: number; bytes: number }> & { countersInState: boolean } {
     const log = this.groups.get(group);
