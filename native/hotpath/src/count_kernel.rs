@@ -2,8 +2,9 @@
 //! parses and validates events, encodes a micro-batch in the binary layout below and calls
 //! `countBatch` once per micro-batch; the kernel owns the whole counting state in memory,
 //! in key groups, applies the rules of worker/engine/counting.ts, and hands the state's
-//! changes back as one segment per key group (src/segment.rs) for TypeScript to store, and
-//! can load them back.
+//! changes back as segments (src/segment.rs: per key group one of its counters and totals,
+//! one of the rest) for TypeScript to store, and can load them back; `sweep` deletes what
+//! expired and rewrites a group's segments.
 //!
 //! The fast path (`countLines`, src/fast_path.rs) skips TypeScript for the common shape of
 //! event: the kernel reads the raw lines itself, encodes each in the layout below exactly as

@@ -1,7 +1,9 @@
-//! Segments: the changes of one key group's counting state since the previous
-//! `CountKernel.changes()`, as one blob for TypeScript to store (RocksDB) and to hand back to
+//! Segments: changes of one key group's counting state (a commit's, or a sweep's rewrite of
+//! what is left), as one blob for TypeScript to store (RocksDB) and to hand back to
 //! `CountKernel.loadSegment()`. A group's state is the ordered sequence of its segments;
 //! loading them in the order they were written rebuilds it, later records overriding earlier.
+//! The kernel writes a group's counters and totals and the rest as two segments of this one
+//! format, each with the other's sections empty.
 //!
 //! `encode` writes version 2; `Segment::parse` reads versions 2 and 1 (a data dir or a
 //! checkpoint written before version 2 keeps its segments, which are never rewritten).
