@@ -150,3 +150,20 @@ test('native engine: a record stamped beyond what it stores (32-bit ingest secon
   assert.equal(dead.length, expected.invalid.length + 2, 'and nothing else beyond the invalid records');
   rmSync(got.dataDir, { recursive: true });
 });
+
+test('native engine: an event with more facets than it encodes (65,534) goes to the dead letter, naming the fix; the rest count exactly', async () => {
+  const records = input(71, 60);
+  // 65,535 facets of a few bytes each: within a 1 MiB maxEventBytes, beyond the native engine's 16-bit token count.
+  const wide = JSON.stringify({ company_id: 'c', statistic_id: 'open', customer_id: 'u', timestamp: NOW, event_id: 'wide', ...Object.fromEntries(Array.from({ length: 65_535 }, (_, i) => [`f${i}`, 1])) });
+  const all = [...records.slice(0, 30), { value: wide, ingestTimeMs: records[30]!.ingestTimeMs }, ...records.slice(30)];
+  const expected = referenceRun(records, { level: 'account', maxEventBytes: 1 << 20 });
+  const got = await countWith(all, { maxEventBytes: '1Mi' }, 71, 'native');
+  assert.deepEqual(got.rows, expected.rows);
+  const dead = readFileSync(localPaths(got.dataDir).deadLetter, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { reason: string });
+  assert.equal(dead.filter((d) => /event has 65535 facets; the native engine counts at most 65534 .*use state\.engine: records/.test(d.reason)).length, 1);
+  assert.equal(dead.length, expected.invalid.length + 1, 'and nothing else beyond the invalid records');
+  rmSync(got.dataDir, { recursive: true });
+});

@@ -208,7 +208,10 @@ function hostileLines(): Buffer[] {
     out.push(object([...BASE, ['"ab"', `"${'é'.repeat(Math.floor((total - 2) / 2))}${(total - 2) % 2 === 1 ? 'v' : ''}"`]]));
   }
   // Many members.
-  for (const n of [63, 64, 65, 200]) out.push(object([...BASE, ...Array.from({ length: n }, (_, k): [string, string] => [`"f${k}"`, `"${k}"`])]));
+  for (const n of [15, 16, 17, 63, 64, 65, 200]) out.push(object([...BASE, ...Array.from({ length: n }, (_, k): [string, string] => [`"f${k}"`, `"${k}"`])]));
+  // Wide events (the fast path checks names beyond its first 16 by their hashes): plain, with
+  // every kind of value and name, and with what must be deferred placed among the hashed names.
+  out.push(...wideLines());
   // All-asterisk facet names with all-asterisk values.
   out.push(object([...BASE, ['"*"', '"*"'], ['"**"', '"**"'], ['"***"', '"*"']]));
   const lines = out.map((s) => Buffer.from(s));
@@ -220,6 +223,24 @@ function hostileLines(): Buffer[] {
   }
   lines.push(Buffer.concat([Buffer.from(plain), Buffer.from([0xff])]));
   return lines;
+}
+
+/** A wide event: `n` facets of every kind of value, then `late` (members placed at given positions among them). */
+function wide(n: number, late: ReadonlyArray<readonly [at: number, name: string, value: string]> = []): string {
+  const values = ['"x"', '1', '-7', 'true', 'false', 'null', '""', '"é😀"', '"*"', '-0'];
+  const members: Array<[string, string]> = Array.from({ length: n }, (_, k) => [k % 97 === 5 ? `"${'*'.repeat(1 + (k % 3))}${k}"` : k % 89 === 7 ? `"é${k}"` : `"attribute_${k}"`, values[k % values.length]!]);
+  for (const [at, name, value] of late) members.splice(at, 0, [name, value]);
+  return object([...BASE, ...members]);
+}
+
+function wideLines(): string[] {
+  const out = [wide(1000), wide(20_000), object([...BASE, ...Array.from({ length: 65_535 }, (_, k): [string, string] => [`"f${k}"`, '1'])])];
+  // A name seen before, at the edges of the directly compared names and far beyond them.
+  for (const [at, of] of [[15, 3], [16, 0], [17, 16], [500, 17], [999, 998], [5, 900]] as const) out.push(wide(1000, [[at, `"attribute_${of}"`, '"dup"']]));
+  for (const [name, value] of [['"123"', '"x"'], ['"0"', '1'], ['"__proto__"', '"x"'], ['"timestamp"', '5'], ['"company_id"', '"k"'], ['"event_id"', '"e-2"'], ['"late"', '{"a":1}'], ['"late"', '[1]'], ['"late"', '1.5'], ['"late"', '"\\n"'], ['"campaign"', '"c"'], ['"amount"', '12']] as const) {
+    for (const at of [20, 700]) out.push(wide(1000, [[at, name, value]]));
+  }
+  return out;
 }
 
 /** Random lines from hostile pieces: members in random orders, random whitespace, random timestamps over the whole range. */
@@ -280,6 +301,7 @@ test('the fast path encodes the hostile list exactly as TypeScript, or defers', 
     object(withMember('"timestamp"', '1543658399.9999999')),
     object(withMember('"event_id"', '-0')),
     object([...BASE, ['"é😀"', '"😀"'], ['"*"', 'true'], ['"n"', '-12'], ['"z"', 'null']]),
+    wide(20_000),
   ]) {
     assert.ok(c.check(Buffer.from(ok), 5), `accepted: ${ok}`);
   }

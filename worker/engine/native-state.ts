@@ -62,6 +62,19 @@ export function ingestOutOfRange(ingestSec: number): string | undefined {
   return `ingest time ${ingestSec} s is outside 1970-01-01..2106-02-07, which the native engine stores (32-bit seconds); fix the producer's clock, or use state.engine: records`;
 }
 
+/** The most facets an event may have on the native engine: its batch encoding counts tokens (the facets and the total) in 16 bits. */
+export const MAX_NATIVE_FACETS = 0xffff - 1;
+
+/**
+ * Why the native engine cannot count an event with this many facets, or undefined when it
+ * can. The records engine has no such limit; an event this wide is also 10,000 times the
+ * counters of an ordinary one.
+ */
+export function tooManyFacets(facets: number): string | undefined {
+  if (facets <= MAX_NATIVE_FACETS) return undefined;
+  return `event has ${facets} facets; the native engine counts at most ${MAX_NATIVE_FACETS} per event (its batch encoding counts them in 16 bits): send fewer facets (facets.include or facets.exclude), or use state.engine: records`;
+}
+
 /** One micro-batch's encoding (see the layout above), growing as needed. */
 export class BatchWriter {
   buffer: Buffer;

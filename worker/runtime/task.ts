@@ -3,7 +3,7 @@ import { AbacusError } from '../../common/errors';
 import { fingerprintMismatch, stateFingerprint, type JobConfig } from '../../common/job-config';
 import { countEvent, countingSettings, eventKeys, overflowKeys, shardOverflowKeys, WindowAccumulator, type CountingSettings, type CountingTally, type EventKeys } from '../engine/counting';
 import { parseEvent, type CountableEvent, type ParseOptions } from '../engine/event';
-import { ingestOutOfRange, NativeState, NativeWindow } from '../engine/native-state';
+import { ingestOutOfRange, NativeState, NativeWindow, tooManyFacets } from '../engine/native-state';
 import type { CountSink, CounterColumns, CounterRow, CounterValue, DeadLetterSink, Source, SourceRecord } from '../io/types';
 import { BloomFilter } from '../state/bloom';
 import { StateCache } from '../state/cache';
@@ -591,7 +591,8 @@ export class CountTask {
   /**
    * A record parsed and checked: its event, key group and ingest second, or undefined once
    * it was rejected (invalid, of a key group this worker does not count, or — native engine —
-   * of an ingest time it cannot store). Moves the group's watermark.
+   * of an ingest time it cannot store or with more facets than it encodes). Moves the
+   * group's watermark.
    */
   private async admit(record: SourceRecord): Promise<{ ev: CountableEvent; group: number; ingestSec: number } | undefined> {
     const parsed = parseEvent(record.value, this.parseOptions, record.byteLength);
@@ -609,6 +610,11 @@ export class CountTask {
     const outOfRange = this.native === undefined ? undefined : ingestOutOfRange(ingestSec);
     if (outOfRange !== undefined) {
       await this.rejectRecord(record, 'ingest_time_out_of_range', outOfRange);
+      return undefined;
+    }
+    const tooWide = this.native === undefined ? undefined : tooManyFacets(ev.facets.length);
+    if (tooWide !== undefined) {
+      await this.rejectRecord(record, 'too_many_facets', tooWide);
       return undefined;
     }
     if (ingestSec > this.watermarks[group]!) this.watermarks[group] = ingestSec;

@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import rocksdb from 'rocksdb';
+import rocksdbBinding from 'rocksdb/binding';
 import { AbacusError } from '../../common/errors';
 import type { RocksDbTuning } from '../../common/job-config';
 
@@ -21,7 +22,26 @@ interface RocksChainedBatch {
   write(options: Record<string, unknown>, cb: (err?: Error) => void): void;
 }
 
+/**
+ * The binding's native batch functions, which the package's ChainedBatch wraps (batch_init,
+ * batch_put, batch_write in its binding.cc): writeEach calls them directly.
+ */
+interface RocksBatchBinding {
+  batch_init(db: unknown): unknown;
+  batch_put(batch: unknown, key: string | Buffer, value: string): void;
+  batch_write(batch: unknown, options: Record<string, unknown>, cb: (err?: Error) => void): void;
+}
+
+function batchBinding(): RocksBatchBinding | undefined {
+  const b = rocksdbBinding as Partial<RocksBatchBinding> | undefined;
+  return typeof b?.batch_init === 'function' && typeof b.batch_put === 'function' && typeof b.batch_write === 'function' ? (b as RocksBatchBinding) : undefined;
+}
+
+const BATCH = batchBinding();
+
 interface RocksDown {
+  /** The binding's handle of the database (what its native functions take). */
+  readonly context?: unknown;
   open(options: Record<string, unknown>, cb: (err?: Error) => void): void;
   close(cb: (err?: Error) => void): void;
   getMany(keys: string[], options: Record<string, unknown>, cb: (err: Error | undefined, values: Array<string | undefined>) => void): void;
@@ -105,6 +125,18 @@ export class RocksStore {
    */
   writeEach(count: number, key: (i: number) => string | Buffer, value: (i: number) => string, sync: boolean): Promise<void> {
     if (count === 0) return Promise.resolve();
+    // A window's sink rows come through here, hundreds of thousands for a heavy customer or a
+    // wide event: the binding's native put is called directly, skipping the JS layer of the
+    // chained batch (its checks and serialisation of every key and value, which the callers'
+    // non-empty ids and string values do not need): ~0.3 µs less per row of ~2.2 (put and
+    // RocksDB's write together), measured alone. The chained batch stays as the fallback for
+    // a binding without these functions.
+    const context = this.db.context;
+    if (BATCH !== undefined && context !== undefined) {
+      const batch = BATCH.batch_init(context);
+      for (let i = 0; i < count; i++) BATCH.batch_put(batch, key(i), value(i));
+      return call<void>((cb) => BATCH.batch_write(batch, { sync }, cb));
+    }
     const batch = this.db.batch();
     for (let i = 0; i < count; i++) batch.put(key(i), value(i));
     return call<void>((cb) => batch.write({ sync }, cb));

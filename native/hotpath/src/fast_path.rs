@@ -33,9 +33,10 @@
 //!   a leading zero such as `01` leaves a digit where a delimiter must be, and defers);
 //! - no name appears twice (JSON.parse would keep the last value at the first position);
 //!   no name consists of ASCII digits only (an array index, which `Object.keys` lists
-//!   before the other names, changing the facet order); no name is `__proto__`. There are at
-//!   most MAX_MEMBERS non-reserved members (wide events go to TypeScript; the duplicate
-//!   check here is quadratic);
+//!   before the other names, changing the facet order); no name is `__proto__`. Any number
+//!   of members (a wide event of 60,000 facets too: the duplicate check compares the first
+//!   LINEAR_MEMBERS names directly and hashes the names beyond, see `read_object`), but at
+//!   most u16::MAX - 1 counted facets (the batch's token count is a u16);
 //! - `company_id`, `statistic_id`, `customer_id`: non-empty strings; `statistic_id` and the
 //!   scope (company at account level, customer at customer level) hold at most 16,384 bytes
 //!   (MAX_KEY_ID_BYTES: longer is `id_too_long`);
@@ -84,14 +85,18 @@
 
 use crate::civil::{days_from_civil, year_month_of_days};
 use std::collections::HashSet;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// event.ts's MAX_KEY_ID_BYTES and MAX_FACET_BYTES.
 pub const MAX_KEY_ID_BYTES: usize = 16_384;
 pub const MAX_FACET_BYTES: usize = 32_000;
 /// time.ts's MAX_EVENT_SECONDS_EXCLUSIVE: 10000-01-01T00:00:00Z.
 pub const MAX_EVENT_SECONDS_EXCLUSIVE: i64 = 253_402_300_800;
-/// Non-reserved members handled; more go to TypeScript.
-pub const MAX_MEMBERS: usize = 64;
+/// Non-reserved members whose names are checked for a duplicate by comparing them with each
+/// earlier name: the usual event has a handful, for which that beats hashing. From this many
+/// on, names are checked by their hashes (`FastPath::names`), so a wide event costs linear
+/// time instead of quadratic.
+const LINEAR_MEMBERS: usize = 16;
 /// Integer digits up to which a number's text is its canonical text (10^15 < 2^53).
 const MAX_EXACT_DIGITS: usize = 15;
 /// Integer digits of a numeric timestamp (its range ends at a 12-digit number).
@@ -211,6 +216,8 @@ pub struct FastPath {
     reserved: [Option<Value>; 5],
     /// Non-reserved members in line order: (name from, name to, value).
     members: Vec<(usize, usize, Value)>,
+    /// xxh3_64 of the member names once a line has LINEAR_MEMBERS of them (read_object).
+    names: HashSet<u64>,
     routing: Vec<u8>,
 }
 
@@ -557,6 +564,7 @@ impl FastPath {
             exclude: NameSet::new(cfg.exclude),
             reserved: [None; 5],
             members: Vec::new(),
+            names: HashSet::new(),
             routing: Vec::new(),
         }
     }
@@ -609,12 +617,27 @@ impl FastPath {
                 }
                 self.reserved[slot] = Some(value);
             } else {
-                if name == b"__proto__"
-                    || (!name.is_empty() && name.iter().all(u8::is_ascii_digit))
-                    || self.members.len() == MAX_MEMBERS
-                    || self.members.iter().any(|&(f, t, _)| &b[f..t] == name)
-                {
+                if name == b"__proto__" || (!name.is_empty() && name.iter().all(u8::is_ascii_digit)) {
                     return None;
+                }
+                let n = self.members.len();
+                if n < LINEAR_MEMBERS {
+                    if self.members.iter().any(|&(f, t, _)| &b[f..t] == name) {
+                        return None;
+                    }
+                } else {
+                    if n == LINEAR_MEMBERS {
+                        self.names.clear();
+                        for &(f, t, _) in &self.members {
+                            self.names.insert(xxh3_64(&b[f..t]));
+                        }
+                    }
+                    // A hash seen before is a duplicate name, or (about once in 2^64 / n
+                    // names) two names with one hash: either way the line is deferred,
+                    // which is always correct, so the names need not be compared.
+                    if !self.names.insert(xxh3_64(name)) {
+                        return None;
+                    }
                 }
                 self.members.push((name_from, name_to, value));
             }
@@ -769,7 +792,9 @@ impl FastPath {
             end_str(out, at);
             tokens += 1;
         }
-        out[tokens_at..tokens_at + 2].copy_from_slice(&(tokens as u16).to_le_bytes());
+        // More tokens than the u16 count holds: TypeScript decides (its writer refuses too).
+        let tokens = u16::try_from(tokens).ok()?;
+        out[tokens_at..tokens_at + 2].copy_from_slice(&tokens.to_le_bytes());
         Some(group)
     }
 }
@@ -969,11 +994,28 @@ mod tests {
             f.encode(&bad, 0, &mut Vec::new()).is_none(),
             "invalid UTF-8"
         );
-        let many: String = (0..=MAX_MEMBERS).map(|k| format!(r#","f{k}":1"#)).collect();
-        assert!(
-            enc(&mut f, &format!(r#"{{{HEAD},"timestamp":1{many}}}"#)).is_none(),
-            "too many members"
-        );
+        // Wide events: a duplicate name is found among the first LINEAR_MEMBERS names, across
+        // them and the hashed ones, and among the hashed ones; the token count fits a u16.
+        let wide = |n: usize, dup: Option<(usize, usize)>| -> String {
+            let members: String = (0..n)
+                .map(|k| match dup {
+                    Some((at, of)) if k == at => format!(r#","f{of}":{k}"#),
+                    _ => format!(r#","f{k}":{k}"#),
+                })
+                .collect();
+            format!(r#"{{{HEAD},"timestamp":1{members}}}"#)
+        };
+        let (_, s, _) = strings(&enc(&mut f, &wide(70_000 - 5_000, None)).unwrap(), 3);
+        assert_eq!(s.len(), 4 + 3 + 1 + 65_000);
+        assert_eq!(s[8 + 64_999], "=6:f6499964999");
+        assert!(enc(&mut f, &wide(65_534, None)).is_some(), "u16::MAX tokens");
+        assert!(enc(&mut f, &wide(65_535, None)).is_none(), "more tokens than a u16 holds");
+        for dup in [(3, 1), (LINEAR_MEMBERS - 1, 0), (LINEAR_MEMBERS, 2), (LINEAR_MEMBERS + 1, LINEAR_MEMBERS), (5_000, 4_999), (9_999, 17)] {
+            assert!(enc(&mut f, &wide(10_000, Some(dup))).is_none(), "duplicate {dup:?}");
+        }
+        // The hashed names of one line do not leak into the next.
+        assert!(enc(&mut f, &wide(LINEAR_MEMBERS + 5, None)).is_some());
+        assert!(enc(&mut f, &wide(LINEAR_MEMBERS + 5, None)).is_some());
         let long = "x".repeat(MAX_KEY_ID_BYTES + 1);
         assert!(enc(
             &mut f,
