@@ -67,8 +67,8 @@ export const MAX_NATIVE_FACETS = 0xffff - 1;
 
 /**
  * Why the native engine cannot count an event with this many facets, or undefined when it
- * can. The records engine has no such limit; an event this wide is also 10,000 times the
- * counters of an ordinary one.
+ * can. The records engine has no such limit (an event this wide makes thousands of times
+ * the counter updates of an ordinary one).
  */
 export function tooManyFacets(facets: number): string | undefined {
   if (facets <= MAX_NATIVE_FACETS) return undefined;

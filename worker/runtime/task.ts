@@ -116,9 +116,10 @@ const SWEEP_BATCH = 200_000;
 const COMPACT_SEGMENTS = 1024;
 
 /**
- * Native engine: a flush sweeps groups whose logs hold up to this many bytes. The kernel
- * rewrites their whole state, and passes over its tables once whatever it sweeps (about
- * 0.4 s for 44 MiB of state, 1 M identities and markers: docs/performance.md).
+ * Native engine: a flush sweeps groups whose segments to rewrite hold up to this many bytes.
+ * The kernel rewrites their state segments (and, in a full sweep, their counter segments),
+ * and passes over its tables once whatever it sweeps (about 0.35 s for 18 MiB of state
+ * segments, 5 M markers: docs/performance.md, "Bounded state").
  */
 const SWEEP_SEGMENT_BYTES = 16 * 1024 * 1024;
 
@@ -239,7 +240,7 @@ export class CountTask {
   lastCheckpoint: CheckpointResult | undefined;
   /** The native engine (`state.engine: native`); undefined with the records engine (the cache and counting.ts). */
   private readonly native: NativeState | undefined;
-  /** Native engine: per key group, the sequence number of its next segment. */
+  /** Native engine: each key group's segments in the store (numbering, and what a sweep replaces). */
   private readonly segmentLog = new SegmentLog();
   /** Moves whenever `owned` changes (the native fast path is configured with the owned groups). */
   private ownedVersion = 0;
@@ -814,13 +815,18 @@ export class CountTask {
     for (const { group, counters, state } of swept.segments) {
       // The counter segment first: the state segment's markers may refer to its counters.
       if (fullGroups.has(group)) this.replaceSegment(out, group, 'T', counters);
-      else if (counters.length > 0) out.puts.push([this.segmentLog.append(group, 'T', counters.length), counters.toString('base64')]);
+      else this.appendSegment(out.puts, group, 'T', counters);
       this.replaceSegment(out, group, 'S', state);
     }
     out.dedup = swept.dedup;
     out.markers = swept.markers;
     out.expired = swept.dedup + swept.markers;
     return out;
+  }
+
+  /** Adds a group's new segment of that kind to the puts (none when it is empty). */
+  private appendSegment(puts: Array<[string, string]>, group: number, kind: SegmentKind, segment: Buffer): void {
+    if (segment.length > 0) puts.push([this.segmentLog.append(group, kind, segment.length), segment.toString('base64')]);
   }
 
   /** Adds to a sweep the segment that replaces a group's segments of its kind, and the deletes of those. */
@@ -1034,13 +1040,13 @@ export class CountTask {
     if (found.length > 0) native.rebase(window, found, found.map((i) => values.get(rows[i]!.id)!));
   }
 
-  /** Native engine: the kernel's changes as one segment record per key group touched. */
+  /** Native engine: the kernel's changes as a counter and a state segment per key group touched. */
   private segmentPuts(native: NativeState): { puts: Array<[string, string]>; deletes: string[] } {
     const puts: Array<[string, string]> = [];
     for (const { group, counters, state } of native.changes()) {
       // In this order: the state segment's markers may refer to the counter segment's counters.
-      if (counters.length > 0) puts.push([this.segmentLog.append(group, 'T', counters.length), counters.toString('base64')]);
-      if (state.length > 0) puts.push([this.segmentLog.append(group, 'S', state.length), state.toString('base64')]);
+      this.appendSegment(puts, group, 'T', counters);
+      this.appendSegment(puts, group, 'S', state);
     }
     return { puts, deletes: [] };
   }

@@ -31,7 +31,8 @@ export class SegmentLog {
 
   /** A group's segments as read from the store (readSegments' order), each with whether it held counters (NativeState.load). */
   loaded(group: number, segments: ReadonlyArray<{ kind: SegmentKind; seq: number; bytes: number; holdsCounters: boolean }>): void {
-    const log = this.of(group, true);
+    const log = emptyLog();
+    this.groups.set(group, log);
     for (const { kind, seq, bytes, holdsCounters } of segments) {
       log[kind].seqs.push(seq);
       log[kind].bytes += bytes;
@@ -79,14 +80,18 @@ export class SegmentLog {
     return { S: of(log?.S), T: of(log?.T), countersInState: log?.countersInState ?? false };
   }
 
-  private of(group: number, fresh = false): GroupLog {
+  private of(group: number): GroupLog {
     let log = this.groups.get(group);
-    if (log === undefined || fresh) {
-      log = { next: 0, S: { seqs: [], bytes: 0 }, T: { seqs: [], bytes: 0 }, countersInState: false };
+    if (log === undefined) {
+      log = emptyLog();
       this.groups.set(group, log);
     }
     return log;
   }
+}
+
+function emptyLog(): GroupLog {
+  return { next: 0, S: { seqs: [], bytes: 0 }, T: { seqs: [], bytes: 0 }, countersInState: false };
 }
 
 /**

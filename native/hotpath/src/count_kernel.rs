@@ -281,6 +281,18 @@ pub struct Swept {
 const MARKERS_KEPT: u32 = u32::MAX;
 const MARKERS_EXPIRED: u32 = u32::MAX - 1;
 
+/// Calls `f` with `ch`'s counters and totals apart from the rest of it (moved out and back:
+/// no copy).
+fn counters_apart<R>(ch: &mut Changes, f: impl FnOnce(&Changes, &Changes) -> R) -> R {
+    let mut counters = Changes::default();
+    std::mem::swap(&mut counters.counters, &mut ch.counters);
+    std::mem::swap(&mut counters.totals, &mut ch.totals);
+    let out = f(&counters, ch);
+    std::mem::swap(&mut counters.counters, &mut ch.counters);
+    std::mem::swap(&mut counters.totals, &mut ch.totals);
+    out
+}
+
 /// The stem of a counter id (counter-id.ts: `lp(scope) lp(statistic) g bucket '|' token`, where
 /// lp(s) = `${s.length}:${s}` counts UTF-16 code units): the stem's length in bytes (up to and
 /// including the '|'), the granularity (0 hour, 1 day, 2 month) and the bucket's start second.
@@ -845,14 +857,24 @@ impl Core {
     /// counters apart lets a sweep rewrite only what expires. Either is empty when it holds
     /// no record.
     fn encode_parts(&self, gi: usize, ch: &mut Changes) -> Parts {
-        let mut part = Changes::default();
-        std::mem::swap(&mut part.counters, &mut ch.counters);
-        std::mem::swap(&mut part.totals, &mut ch.totals);
-        let counters = if part.is_empty() { Vec::new() } else { self.encode(gi, &part) };
-        let state = if ch.is_empty() { Vec::new() } else { self.encode(gi, ch) };
-        std::mem::swap(&mut part.counters, &mut ch.counters);
-        std::mem::swap(&mut part.totals, &mut ch.totals);
-        Parts { counters, state }
+        counters_apart(ch, |counters, rest| Parts {
+            counters: self.encode_nonempty(gi, counters),
+            state: self.encode_nonempty(gi, rest),
+        })
+    }
+
+    /// The counter segment of `ch` alone (see `encode_parts`).
+    fn encode_counters(&self, gi: usize, ch: &mut Changes) -> Vec<u8> {
+        counters_apart(ch, |counters, _| self.encode_nonempty(gi, counters))
+    }
+
+    /// `ch` as a segment, or no bytes when it holds no record.
+    fn encode_nonempty(&self, gi: usize, ch: &Changes) -> Vec<u8> {
+        if ch.is_empty() {
+            Vec::new()
+        } else {
+            self.encode(gi, ch)
+        }
     }
 
     /// `ch` (changes of group `gs[gi]`) as a segment.
@@ -886,9 +908,9 @@ impl Core {
     /// MARKERS_EXPIRED or the epoch whose markers are live), for the counters of the listed
     /// groups: the bucket's horizon is the later of its end and its last ingest hour plus the
     /// uniques retention (touch_bucket's rule), and its end comes from the counter's id.
-    fn marker_rules(&self, list: &[(u32, usize, i64)]) -> Vec<u32> {
+    fn marker_rules(&self, list: &[(u32, usize, i64, bool)]) -> Vec<u32> {
         let mut rule = vec![MARKERS_KEPT; self.c_group.len()];
-        for &(group, gi, cutoff) in list {
+        for &(group, gi, cutoff, _) in list {
             // A stem's counters were mostly made together: the last stem's rule is reused.
             let mut last: (&[u8], u32) = (&[], MARKERS_KEPT);
             for &c in &self.gs[gi].counters {
@@ -951,10 +973,9 @@ impl Core {
         if groups.len() != cutoffs.len() || groups.len() != full.len() {
             return Err(format!("sweep: {} groups but {} cutoffs and {} full flags", groups.len(), cutoffs.len(), full.len()));
         }
-        // Per key group: its index in `list`, or NO_GROUP.
-        let mut at = vec![NO_GROUP; GROUPS];
-        let mut list: Vec<(u32, usize, i64)> = Vec::new();
-        let mut in_full = vec![false; GROUPS];
+        // The groups the kernel holds: (group, index in gs, cutoff, full), groups ascending.
+        let mut seen = vec![false; GROUPS];
+        let mut list: Vec<(u32, usize, i64, bool)> = Vec::new();
         for (i, (&group, &cutoff)) in groups.iter().zip(cutoffs).enumerate() {
             if group as usize >= GROUPS {
                 return Err(format!("sweep: key group {group} is not in 0..65535"));
@@ -962,27 +983,28 @@ impl Core {
             if cutoff.is_nan() {
                 return Err(format!("sweep: the cutoff of key group {group} (entry {i}) is not a number"));
             }
-            if at[group as usize] != NO_GROUP || groups[..i].contains(&group) {
+            if std::mem::replace(&mut seen[group as usize], true) {
                 return Err(format!("sweep: key group {group} is listed twice"));
             }
             let slot = self.group_slot[group as usize];
             if slot != NO_GROUP {
-                at[group as usize] = list.len() as u32;
-                in_full[group as usize] = full[i] != 0;
                 // Saturating: -Infinity deletes nothing, +Infinity everything that can expire.
-                list.push((group, slot as usize, cutoff.floor() as i64));
+                list.push((group, slot as usize, cutoff.floor() as i64, full[i] != 0));
             }
         }
         let mut out = Swept::default();
         if list.is_empty() {
             return Ok(out);
         }
-        list.sort_unstable_by_key(|&(group, _, _)| group);
-        for (k, &(group, _, _)) in list.iter().enumerate() {
+        list.sort_unstable_by_key(|&(group, ..)| group);
+        // Per key group: its index in `list`, or NO_GROUP.
+        let mut at = vec![NO_GROUP; GROUPS];
+        for (k, &(group, ..)) in list.iter().enumerate() {
             at[group as usize] = k as u32;
         }
         let listed = |tag: u32| at[(tag - 1) as usize];
-        // The remaining state of each group, as the records of one segment.
+        let full_at = |k: u32| list.get(k as usize).is_some_and(|l| l.3);
+        // The remaining state of each group, as the records of its segments.
         let mut snaps: Vec<Changes> = (0..list.len()).map(|_| Changes::default()).collect();
 
         // One pass over the dedup table deletes and lists the survivors (each entry is seen once).
@@ -1005,7 +1027,7 @@ impl Core {
                 let r = rule[c as usize];
                 r == MARKERS_KEPT || r == epoch
             };
-            for &(_, gi, _) in &list {
+            for &(_, gi, ..) in &list {
                 for &cu in &self.gs[gi].customers {
                     out.markers += self.customer_markers.retain(cu, |c| live(c, 0)) as u64;
                 }
@@ -1028,13 +1050,11 @@ impl Core {
             }
         }
         // The counters (a pass over their table) only for a full sweep.
-        if list.iter().any(|&(group, _, _)| in_full[group as usize]) {
+        if list.iter().any(|l| l.3) {
             for (key, tag, c) in self.counter_index.entries() {
-                if !in_full[(tag - 1) as usize] {
-                    continue;
-                }
-                if let Some(ch) = snaps.get_mut(listed(tag) as usize) {
-                    ch.counters.push((key, self.c_local[c as usize]));
+                let k = listed(tag);
+                if full_at(k) {
+                    snaps[k as usize].counters.push((key, self.c_local[c as usize]));
                 }
             }
         }
@@ -1043,13 +1063,13 @@ impl Core {
                 ch.buckets.push((key, hour, epoch));
             }
         }
-        for (k, &(_, gi, _)) in list.iter().enumerate() {
+        for (k, &(_, gi, _, full)) in list.iter().enumerate() {
             let ch = &mut snaps[k];
             for &cu in &self.gs[gi].customers {
                 let lcu = self.cu_local[cu as usize];
                 ch.markers.extend(self.customer_markers.of(cu).map(|c| [self.c_local[c as usize], lcu, 0]));
             }
-            if in_full[self.gs[gi].id as usize] {
+            if full {
                 for (local, &c) in self.gs[gi].counters.iter().enumerate() {
                     if self.c_flags[c as usize] & HAS_TOTAL != 0 {
                         ch.totals.push(local as u32);
@@ -1079,12 +1099,12 @@ impl Core {
             ch.counters.sort_unstable_by_key(|r| r.1);
             ch.dedup.sort_unstable_by_key(|r| (r.1, r.0));
             ch.buckets.sort_unstable_by_key(|r| (r.1, r.0));
-            let (group, gi, _) = list[k];
+            let (group, gi, _, full) = list[k];
             let mut parts = self.encode_parts(gi, ch);
-            if !in_full[group as usize] {
+            if !full {
                 // The counters stay in their own segments: only the pending ones are written.
                 let mut pending = std::mem::take(&mut self.gs[gi].ch);
-                parts.counters = self.encode_parts(gi, &mut pending).counters;
+                parts.counters = self.encode_counters(gi, &mut pending);
                 self.gs[gi].ch = pending;
             }
             out.groups.push(group);
