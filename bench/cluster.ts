@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'cassandra-driver';
-import { Partitioners } from 'kafkajs';
+import { Partitioners, type Producer } from 'kafkajs';
 import { defaultTableName, jobIdentity } from '../common/job-config';
 import { keyGroupOf, routingKey } from '../common/keygroups';
 import { workerNodeOptions } from '../common/node-options';
@@ -38,9 +38,11 @@ import { WorkerProcess } from '../test/support/workers';
 const KEYSPACE = 'abacus_bench';
 const PARTITIONS = 6;
 const KEY_GROUPS = 32;
+/** A step is kept up with when at most this many seconds of its input wait to be counted at its end. */
+const KEPT_UP_BACKLOG_SEC = 0.5;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, keyed: { type: 'boolean' }, engine: { type: 'string' }, 'baseline-gc': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, 'ramp-from': { type: 'string' }, 'step-seconds': { type: 'string' }, keyed: { type: 'boolean' }, engine: { type: 'string' }, 'baseline-gc': { type: 'boolean' } } });
   const keyed = values.keyed === true;
   // Unkeyed: spread over the input partitions, as any producer would; keyed: the key group's partition.
   const partitionOf = (value: string, i: number): number => {
@@ -114,67 +116,152 @@ async function main(): Promise<void> {
     log(`  (${total * 9} counter updates; rows written ${await worker.metric('abacus_sink_rows_written_total')})`);
     await breakdown(worker);
 
-    // --- 2. latency at 80 % of the saturation rate ------------------------------------------
-    const target = values.rate !== undefined ? Number(values.rate) : Math.max(100, Math.round(rate * 0.8));
+    // --- 2. the sustained saturation: the highest steady rate the worker keeps up with -------
+    // The backlog above is drained in windows of many seconds' input, which write each counter
+    // once; a steady stream writes every counter its window touches, once per window, so it
+    // saturates lower. The latency goal is about that stream: steps of `--step-seconds` at
+    // rates rising by a quarter, until the worker's backlog at a step's end (events produced
+    // and not yet counted) is more than KEPT_UP_BACKLOG_SEC of input: a worker that keeps up
+    // counts each micro-batch as it arrives, and only a commit held up by the sink (a write
+    // slower than the window) lets input pile up.
+    const load = new SteadyLoad(producer, topic, partitionOf, nowSec, total);
+    let sustained = 0;
+    if (values.rate === undefined) {
+      const stepSeconds = Number(values['step-seconds'] ?? 10);
+      for (let r = Number(values['ramp-from'] ?? 1000); ; r = Math.round(r * 1.25)) {
+        const step = await load.run(worker, r, stepSeconds);
+        const backlog = load.produced() - (await worker.metric('abacus_events_counted_total'));
+        const kept = backlog <= step.rate * KEPT_UP_BACKLOG_SEC;
+        // This process sends from the same cores: past some rate it cannot produce any faster.
+        const producerBound = step.rate < 0.9 * r;
+        log(
+          `  step ${r} events/s for ${stepSeconds} s: sent ${Math.round(step.rate)}/s, backlog at its end ${backlog} events, worker ${Math.round(step.sent / step.cpu)} events per CPU-second, ` +
+            `${(step.rows / step.sent).toFixed(2)} rows per event -> ${!kept ? 'fell behind' : producerBound ? 'kept up, but the producer could not send faster' : 'kept up'}`,
+        );
+        if (!kept) break;
+        sustained = Math.round(step.rate);
+        if (producerBound) break;
+      }
+      log(`sustained saturation: ${sustained} events/s (window ${values.window ?? '1s'})`);
+      // Let the backlog of the last step drain before measuring latency.
+      while (load.produced() - (await worker.metric('abacus_events_counted_total')) > 0) await sleep(200);
+    }
+
+    // --- 3. latency at 80 % of the sustained saturation -------------------------------------
+    const target = values.rate !== undefined ? Number(values.rate) : Math.max(100, Math.round(sustained * 0.8));
     const cassandra = new Client({ contactPoints: [env.cassandra], localDataCenter: 'datacenter1', keyspace: KEYSPACE });
     await cassandra.connect();
-    const table = defaultTableName(jobIdentity(id));
-    const select = `SELECT count FROM ${table} WHERE scope = ? AND statistic_id = 'probe' AND granularity = 'hour' AND facet = '*' AND value = '*' AND bucket = ?`;
-    const pending = new Map<number, { sentAt: number; bucket: Date }>();
-    const latencies: number[] = [];
-    let polling = true;
-    let lastSend = Date.now();
-    const poller = (async () => {
-      while (polling || pending.size > 0) {
-        await Promise.all(
-          [...pending].map(async ([i, p]) => {
-            const rs = await cassandra.execute(select, [`probe-${id}-${i}`, p.bucket], { prepare: true });
-            if (rs.rowLength > 0 && pending.delete(i)) latencies.push(Date.now() - p.sentAt);
-          }),
-        );
-        await sleep(20);
-        if (!polling && Date.now() - lastSend > 60_000) break;
-      }
-    })();
-    const cpuLoad0 = await worker.metric('process_cpu_seconds_total');
-    const rowsLoad0 = await worker.metric('abacus_sink_rows_written_total');
-    const loadStart = Date.now();
-    const more = validEvents(Math.ceil(target * seconds * 1.1), { seed: 43, nowSec, spanSec: 86400, companies: 20, customers: 20_000 });
-    let sent = 0;
-    let probe = 0;
-    while (Date.now() - loadStart < seconds * 1000) {
-      const tick = Date.now();
-      const due = Math.floor(((tick - loadStart) / 1000) * target);
-      const batch = more.slice(sent, due).map((value, j) => ({ value, partition: partitionOf(value, sent + j) }));
-      sent = Math.max(sent, due);
-      const probeDue = Math.floor((tick - loadStart) / 200) >= probe;
-      const messages = [...batch];
-      let probeIndex = -1;
-      if (probeDue) {
-        probeIndex = probe++;
-        const ts = Math.floor(Date.now() / 1000);
-        const value = JSON.stringify({ company_id: `probe-${id}-${probeIndex}`, statistic_id: 'probe', customer_id: 'p', timestamp: ts });
-        messages.push({ value, partition: partitionOf(value, probeIndex) });
-        pending.set(probeIndex, { sentAt: Date.now(), bucket: new Date(Math.floor(ts / 3600) * 3600 * 1000) });
-      }
-      if (messages.length > 0) await producer.send({ topic, acks: -1, messages });
-      lastSend = Date.now();
-      await sleep(Math.max(0, 50 - (Date.now() - tick)));
-    }
-    polling = false;
-    await poller;
-    const cpuLoad = (await worker.metric('process_cpu_seconds_total')) - cpuLoad0;
-    const rowsLoad = (await worker.metric('abacus_sink_rows_written_total')) - rowsLoad0;
+    const probes = new Probes(cassandra, defaultTableName(jobIdentity(id)), id);
+    const run = await load.run(worker, target, seconds, probes);
+    await probes.drain();
     await cassandra.shutdown();
-    latencies.sort((a, b) => a - b);
+    const latencies = probes.latencies.sort((a, b) => a - b);
     const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? Number.NaN;
-    log(`latency at ${target} events/s for ${seconds} s (${sent} events + ${probe} probes; window ${values.window ?? '1s'}):`);
-    log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probe} probes seen)`);
-    log(`  worker CPU ${cpuLoad.toFixed(1)} s -> ${Math.round((sent + probe) / cpuLoad)} events per worker CPU-second at this steady load; ${rowsLoad} rows written`);
+    log(`latency at ${target} events/s for ${seconds} s (${run.sent} events + ${probes.sent} probes; window ${values.window ?? '1s'}):`);
+    log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probes.sent} probes seen)`);
+    log(`  worker CPU ${run.cpu.toFixed(1)} s -> ${Math.round((run.sent + probes.sent) / run.cpu)} events per worker CPU-second at this steady load; ${run.rows} rows written`);
     await breakdown(worker);
   } finally {
     await producer.disconnect();
     await worker.stop();
+  }
+}
+
+/** A steady stream of generated events at a given rate, sent every 50 ms, with probe events mixed in when asked. */
+class SteadyLoad {
+  private sent = 0;
+  private seed = 43;
+
+  constructor(
+    private readonly producer: Producer,
+    private readonly topic: string,
+    private readonly partitionOf: (value: string, i: number) => number,
+    private readonly nowSec: number,
+    private readonly before: number,
+  ) {}
+
+  /** Events sent so far, the saturation backlog (`before`) included. */
+  produced(): number {
+    return this.before + this.sent;
+  }
+
+  /** Sends `rate` events/s for `seconds`; returns what was sent and the worker's CPU and rows meanwhile. */
+  async run(worker: WorkerProcess, rate: number, seconds: number, probes?: Probes): Promise<{ sent: number; rate: number; cpu: number; rows: number }> {
+    const cpu0 = await worker.metric('process_cpu_seconds_total');
+    const rows0 = await worker.metric('abacus_sink_rows_written_total');
+    const events = validEvents(Math.ceil(rate * seconds * 1.1), { seed: this.seed++, nowSec: this.nowSec, spanSec: 86400, companies: 20, customers: 20_000 });
+    const start = Date.now();
+    let sent = 0;
+    while (Date.now() - start < seconds * 1000) {
+      const tick = Date.now();
+      const due = Math.floor(((tick - start) / 1000) * rate);
+      const messages = events.slice(sent, due).map((value, j) => ({ value, partition: this.partitionOf(value, this.sent + j) }));
+      sent = Math.max(sent, due);
+      const probe = probes?.due(tick - start);
+      if (probe !== undefined) messages.push({ value: probe, partition: this.partitionOf(probe, this.sent) });
+      this.sent += messages.length;
+      // At most 2,000 a request: a producer that fell behind must not exceed the broker's request size.
+      for (let i = 0; i < messages.length; i += 2000) await this.producer.send({ topic: this.topic, acks: -1, messages: messages.slice(i, i + 2000) });
+      probes?.sentAt(Date.now());
+      await sleep(Math.max(0, 50 - (Date.now() - tick)));
+    }
+    const elapsed = (Date.now() - start) / 1000;
+    return { sent, rate: sent / elapsed, cpu: (await worker.metric('process_cpu_seconds_total')) - cpu0, rows: (await worker.metric('abacus_sink_rows_written_total')) - rows0 };
+  }
+}
+
+/**
+ * Probe events, one every 200 ms, each with a scope of its own; its latency runs from just
+ * before its produce to the first time its row is readable in Cassandra (polled every 20 ms).
+ */
+class Probes {
+  readonly latencies: number[] = [];
+  sent = 0;
+  private readonly pending = new Map<number, { sentAt: number; bucket: Date }>();
+  private readonly select: string;
+  private polling = true;
+  private lastSend = Date.now();
+  private readonly poller: Promise<void>;
+
+  constructor(
+    private readonly cassandra: Client,
+    table: string,
+    private readonly id: string,
+  ) {
+    this.select = `SELECT count FROM ${table} WHERE scope = ? AND statistic_id = 'probe' AND granularity = 'hour' AND facet = '*' AND value = '*' AND bucket = ?`;
+    this.poller = this.poll();
+  }
+
+  /** The next probe's event when one is due at `elapsedMs` into the load, else undefined. */
+  due(elapsedMs: number): string | undefined {
+    if (Math.floor(elapsedMs / 200) < this.sent) return undefined;
+    const i = this.sent++;
+    const ts = Math.floor(Date.now() / 1000);
+    this.pending.set(i, { sentAt: Date.now(), bucket: new Date(Math.floor(ts / 3600) * 3600 * 1000) });
+    return JSON.stringify({ company_id: `probe-${this.id}-${i}`, statistic_id: 'probe', customer_id: 'p', timestamp: ts });
+  }
+
+  sentAt(ms: number): void {
+    this.lastSend = ms;
+  }
+
+  /** Stops probing once every probe was seen (or a minute after the last send). */
+  async drain(): Promise<void> {
+    this.polling = false;
+    await this.poller;
+  }
+
+  private async poll(): Promise<void> {
+    while (this.polling || this.pending.size > 0) {
+      await Promise.all(
+        [...this.pending].map(async ([i, p]) => {
+          const rs = await this.cassandra.execute(this.select, [`probe-${this.id}-${i}`, p.bucket], { prepare: true });
+          if (rs.rowLength > 0 && this.pending.delete(i)) this.latencies.push(Date.now() - p.sentAt);
+        }),
+      );
+      await sleep(20);
+      if (!this.polling && Date.now() - this.lastSend > 60_000) break;
+    }
   }
 }
 

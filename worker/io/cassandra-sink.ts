@@ -145,22 +145,63 @@ function camel(c: CassandraConfig['consistency']): 'one' | 'localOne' | 'quorum'
 
 const KEY_COLUMNS = 'scope, statistic_id, granularity, facet, value';
 
-/** Rows per single-partition batch: ~100 bytes a row keeps a batch under the 5 KiB warning. */
-const MAX_BATCH_ROWS = 32;
+/**
+ * Bytes of rows per batch. Cassandra logs a warning for every batch above
+ * `batch_size_warn_threshold` (5 KiB by default), counted over the mutations' data; staying
+ * under it keeps its log quiet and each batch one small request.
+ */
+export const MAX_BATCH_BYTES = 4400;
 
-/** Groups rows by partition (series), in chunks of at most `max` rows. */
-export function partitionBatches(rows: readonly CounterRow[], max: number): CounterRow[][] {
-  const bySeries = new Map<string, CounterRow[]>();
+/**
+ * A row's share of a batch's size as Cassandra counts it: the key's UTF-8 plus about 72 bytes
+ * of cells, timestamps and framing (measured on Cassandra 5.0: batches of 128 rows of about 40
+ * bytes of text each were reported as 11.5-11.9 KiB).
+ */
+export function rowBatchBytes(r: CounterKey): number {
+  return Buffer.byteLength(r.scope) + Buffer.byteLength(r.statisticId) + r.granularity.length + Buffer.byteLength(r.facet) + Buffer.byteLength(r.value) + 72;
+}
+
+/**
+ * Cuts rows into batches: rows whose partitions live on the same replicas (`replicasOf`)
+ * go together, at most `maxBytes` (by `bytesOf`) a batch. Pure: the sink passes the
+ * driver's token map and rowBatchBytes.
+ *
+ * Why multi-partition batches: most rows of a window are the only row of their partition
+ * (one bucket per series per window), so one statement per partition meant one request
+ * per row, and per-request work dominated both the worker's and Cassandra's CPU
+ * (docs/performance.md, "The cluster path", session 15). An UNLOGGED batch whose partitions
+ * share their replicas is applied by its coordinator as one request with no extra hop.
+ */
+export function replicaBatches<R>(rows: readonly R[], replicasOf: (r: R) => string, bytesOf: (r: R) => number, maxBytes: number): R[][] {
+  const open = new Map<string, { rows: R[]; bytes: number }>();
+  const out: R[][] = [];
   for (const r of rows) {
-    const key = JSON.stringify([r.scope, r.statisticId, r.granularity, r.facet, r.value]);
-    let group = bySeries.get(key);
-    if (group === undefined) bySeries.set(key, (group = []));
-    group.push(r);
+    const replicas = replicasOf(r);
+    const bytes = bytesOf(r);
+    let batch = open.get(replicas);
+    if (batch !== undefined && batch.bytes + bytes > maxBytes) {
+      out.push(batch.rows);
+      batch = undefined;
+    }
+    if (batch === undefined) open.set(replicas, (batch = { rows: [], bytes: 0 }));
+    batch.rows.push(r);
+    batch.bytes += bytes;
   }
-  const out: CounterRow[][] = [];
-  for (const group of bySeries.values()) {
-    for (let i = 0; i < group.length; i += max) out.push(group.slice(i, i + max));
-  }
+  for (const batch of open.values()) out.push(batch.rows);
+  return out;
+}
+
+/** A row's serialized partition key, as the driver hashes it to find the replicas: each column as 2-byte length, UTF-8, 0. */
+export function routingKeyOf(r: CounterKey): Buffer {
+  const parts = [r.scope, r.statisticId, r.granularity, r.facet, r.value];
+  const lengths = parts.map((p) => Buffer.byteLength(p));
+  const out = Buffer.allocUnsafe(lengths.reduce((a, n) => a + n + 3, 0));
+  let at = 0;
+  parts.forEach((p, i) => {
+    at = out.writeUInt16BE(lengths[i]!, at);
+    at += out.write(p, at);
+    out[at++] = 0;
+  });
   return out;
 }
 
@@ -258,15 +299,15 @@ export class CassandraSink implements CountSink {
     const insert = this.account
       ? `INSERT INTO ${this.ks}.${this.table} (${KEY_COLUMNS}, bucket, count, uniques) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
       : `INSERT INTO ${this.ks}.${this.table} (${KEY_COLUMNS}, bucket, count) VALUES (?, ?, ?, ?, ?, ?, ?)`;
-    // Rows of one series (same partition) go together as a single-partition UNLOGGED batch:
-    // one mutation for Cassandra, atomic and as cheap as one insert, instead of one
-    // statement per bucket. Batches stay under Cassandra's batch-size warning (5 KiB).
+    // UNLOGGED batches of rows that share their replicas (replicaBatches). Each row is
+    // idempotent (the counter's final value), so a batch retried whole, or applied in part
+    // before a failure, leaves the same rows as one statement per row would.
     const params = (r: CounterRow): unknown[] => {
       const p: unknown[] = [r.scope, r.statisticId, r.granularity, r.facet, r.value, new Date(r.bucket * 1000), r.count];
       if (this.account) p.push(r.uniques ?? 0);
       return p;
     };
-    await this.forEachConcurrently(partitionBatches(rows, MAX_BATCH_ROWS), 'write', true, (group) =>
+    await this.forEachConcurrently(replicaBatches(rows, (r) => this.replicasOf(r), rowBatchBytes, MAX_BATCH_BYTES), 'write', true, (group) =>
       group.length === 1
         ? this.client.execute(insert, params(group[0]!), { prepare: true, isIdempotent: true })
         : this.client.batch(group.map((r) => ({ query: insert, params: params(r) })), { prepare: true, logged: false, isIdempotent: true }),
@@ -276,6 +317,16 @@ export class CassandraSink implements CountSink {
     }
     sinkMetrics.rowsWritten.inc(rows.length);
     end();
+  }
+
+  /**
+   * The replicas of a row's partition, as a grouping key. One node (or no token map yet):
+   * every row has the same, and no key is hashed.
+   */
+  private replicasOf(r: CounterKey): string {
+    if (this.client.hosts.length <= 1) return '';
+    const replicas = this.client.getReplicas(this.ks, routingKeyOf(r)) as Array<{ address: string }> | null;
+    return replicas === null ? '' : replicas.map((h) => h.address).join(',');
   }
 
   /**
