@@ -1,7 +1,8 @@
 /**
  * The Cassandra sink's writes on the test environment's real Cassandra: a window of rows cut
  * into multi-partition UNLOGGED batches (worker/io/cassandra-sink.ts, replicaBatches) reads
- * back exactly as written, rewrites overwrite, and the routing key the sink hashes to find a
+ * back exactly as written, rewrites overwrite, a new table says it holds no counter (so
+ * nothing is hydrated from it), and the routing key the sink hashes to find a
  * row's replicas is the one Cassandra's own token() hashes.
  */
 import assert from 'node:assert/strict';
@@ -28,7 +29,7 @@ function windowRows(round: number): CounterRow[] {
   return rows;
 }
 
-test('a window of rows in multi-partition batches reads back exactly; a second window overwrites it', { timeout: 120_000 }, async () => {
+test('a window of rows in multi-partition batches reads back exactly; a second window overwrites it; only a new table holds no counters', { timeout: 120_000 }, async () => {
   const env = requireTestEnv();
   const name = `sink-batches-${Date.now().toString(36)}`;
   const config = resolveJobConfig({ name, level: 'account', cassandra: { contactPoints: [env.cassandra], keyspace: KEYSPACE, createSchema: true, consistency: 'ONE' } });
@@ -36,6 +37,8 @@ test('a window of rows in multi-partition batches reads back exactly; a second w
   const client = cassandraClient(env.cassandra);
   await client.connect();
   try {
+    // A new table holds no counter: a task opening over it hydrates nothing.
+    assert.equal(await sink.holdsNoCounters(), true);
     const expected = new Map<string, number[]>();
     for (const round of [1, 2]) {
       const rows = windowRows(round);
@@ -49,6 +52,7 @@ test('a window of rows in multi-partition batches reads back exactly; a second w
     for await (const row of rs) {
       actual.set(`${row.get('scope')}|${row.get('statistic_id')}|${row.get('value')}|${(row.get('bucket') as Date).getTime() / 1000}`, [Number(row.get('count')), Number(row.get('uniques'))]);
     }
+    assert.equal(await sink.holdsNoCounters(), false);
     assert.equal(actual.size, expected.size);
     assert.deepEqual(actual, expected);
 

@@ -440,6 +440,16 @@ export class CassandraSink implements CountSink {
     }
   }
 
+  /**
+   * True when the final table holds no row at all (a new job): a task opening over it hydrates
+   * none of its groups, so a brand-new counter costs no read of Cassandra in its first window.
+   * Read at the job's consistency, like hydration itself.
+   */
+  async holdsNoCounters(): Promise<boolean> {
+    const rs = await this.client.execute(`SELECT scope FROM ${this.ks}.${this.table} LIMIT 1`, [], { prepare: true });
+    return rs.rowLength === 0;
+  }
+
   /** Whether Cassandra currently answers (for /readyz). */
   async ping(): Promise<boolean> {
     try {

@@ -96,8 +96,9 @@ export interface CountSink {
   scan(): AsyncIterable<CounterRow>;
   /**
    * True only when the sink provably holds no counter at all (optional: a sink that cannot
-   * tell cheaply leaves it out). A task that opens over such a sink hydrates nothing: every
-   * counter the sink gets afterwards is committed to the task's state first.
+   * tell cheaply leaves it out). A task that opens over such a sink hydrates none of the groups
+   * it opens with: every counter of theirs the sink gets afterwards is committed to the task's
+   * state first. Groups it starts later are hydrated as usual.
    */
   holdsNoCounters?(): Promise<boolean>;
   close(): Promise<void>;

@@ -216,7 +216,9 @@ export class CountTask {
   private readonly indexed = new Set<number>();
   /**
    * The sink held no counter when the task opened (CountSink.holdsNoCounters: a new local
-   * data dir), so no group needs hydrating: a brand-new counter then costs no sink read.
+   * data dir, a new Cassandra table), so no group it opens with needs hydrating: a brand-new
+   * counter then costs no sink read. Only at open: a group started later (a hand-over, a
+   * rescale) may have been written by its previous owner since.
    */
   private sinkHeldNothing = false;
   /** Resolves when the state write in flight (if any) is done: checkpoints snapshot only between writes. */
@@ -274,6 +276,7 @@ export class CountTask {
       const task = new CountTask(options, store, cache);
       task.sinkHeldNothing = (await options.sink.holdsNoCounters?.()) === true;
       await task.openCheckpoints();
+      task.sinkHeldNothing = false;
       if (task.native !== undefined) await task.loadSegments(task.ownedGroups());
       else for (const g of task.ownedGroups()) await cache.indexRange(keyGroupRange(g));
       task.opened = true;
