@@ -2,7 +2,7 @@
  * Cluster benchmark: one `abacus worker` process on the REAL broker and Cassandra of the test
  * environment (`npm run test-env -- up kafka cassandra`).
  *
- *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--keyed] [--engine records|native] [--baseline-gc]
+ *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--ramp-from 1000] [--step-seconds 10] [--keyed] [--engine records|native] [--baseline-gc]
  *
  * 1. Saturation. N unique events (2 facets each, 3 granularities: 9 counters per event) are
  *    produced to a 6-partition input topic BEFORE the worker starts, so the worker never waits
@@ -12,8 +12,15 @@
  *    JavaScript thread. The worker both routes and counts, as it does in production; with
  *    `--keyed` the events go straight to a topic of one partition per key group
  *    (`kafka.inputKeyed`), so the worker only counts: the difference is what routing costs.
- * 2. Latency. The same worker then gets a steady load of 80 % of the saturation rate for
- *    `--seconds` (`--rate N` sets another steady rate); every 200 ms one probe event with its
+ * 2. Sustained saturation (unless `--rate` is given). A backlog is drained in windows of many
+ *    seconds' input; a steady stream writes every counter a window touches once per window,
+ *    so it saturates lower. Steps of `--step-seconds` at rates from `--ramp-from`, each a
+ *    quarter higher, until the events not yet counted at a step's end exceed half a second
+ *    of its input; the last step kept up with is the sustained saturation. Each step prints
+ *    the rate this process managed to send, the worker's events per CPU-second and its sink
+ *    rows per event.
+ * 3. Latency. The same worker then gets a steady load of 80 % of the sustained saturation
+ *    (`--rate N` sets another rate) for `--seconds`; every 200 ms one probe event with its
  *    own scope goes in the stream. Its latency is from just before its produce to the first
  *    time its counter row is readable in Cassandra (polled every 20 ms). p50/p99 are over all
  *    probes.
