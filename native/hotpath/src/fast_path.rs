@@ -20,8 +20,13 @@
 //!   UTF-8 (`std::str::from_utf8` and Node's `isUtf8` both implement RFC 3629: no overlong
 //!   forms, no encoded surrogates, nothing above U+10FFFF);
 //! - JSON whitespace (space, tab, LF, CR: exactly what JSON.parse skips), then ONE flat
-//!   object, then only whitespace. Member values are strings, numbers, `true`, `false` or
-//!   `null`: a nested object or array anywhere defers the line (nothing here validates it);
+//!   object, then only whitespace. Member values are strings, numbers, `true`, `false`,
+//!   `null`, or an array or object (`nested_at`: checked to be JSON as JSON.parse reads it,
+//!   with the same rules for its numbers and literals, no escape in its strings, at most
+//!   MAX_NESTING deep; anything else in it defers). An array or object is never a facet
+//!   value (event.ts's facetValue), and one in a reserved member defers the line. A nested
+//!   member named `timestamp` does not change the top-level one's whole second: event.ts
+//!   reads a fractional timestamp's text with topLevelMemberText, which skips nested values;
 //! - every string (names and values) is written without any escape and without control
 //!   characters (< 0x20, which JSON.parse rejects unescaped). So the string JSON.parse builds
 //!   is exactly the UTF-8 text of its bytes: its UTF-8 encoding (what TextEncoder and
@@ -184,6 +189,8 @@ enum Value {
     True,
     False,
     Null,
+    /// An array or object, checked to be valid JSON and skipped: never a facet value.
+    Nested,
 }
 
 /// The reserved fields, in RESERVED_SLOTS order.
@@ -340,6 +347,55 @@ fn number_at(b: &[u8], at: usize) -> Option<(Value, usize)> {
         Value::Int(at, int_to)
     };
     Some((value, i))
+}
+
+/// Nesting deeper than this defers the line (deferring is always correct; real events nest
+/// a few levels, and a bounded depth keeps the recursion's stack small).
+const MAX_NESTING: usize = 32;
+
+/// The index after the array or object starting at `at` (its `[` or `{`), checked to be
+/// JSON that JSON.parse accepts; None when it is not, when a string in it has an escape (not
+/// checked here) or when it nests deeper than MAX_NESTING.
+fn nested_at(b: &[u8], at: usize, depth: usize) -> Option<usize> {
+    if depth >= MAX_NESTING {
+        return None;
+    }
+    let (object, close) = match b[at] {
+        b'{' => (true, b'}'),
+        _ => (false, b']'),
+    };
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&close) {
+        return Some(i + 1);
+    }
+    loop {
+        if object {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (_, to) = string_at(b, i)?;
+            i = skip_ws(b, to + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+        }
+        i = match *b.get(i)? {
+            b'"' => string_at(b, i)?.1 + 1,
+            b'-' | b'0'..=b'9' => number_at(b, i)?.1,
+            b't' if b[i..].starts_with(b"true") => i + 4,
+            b'f' if b[i..].starts_with(b"false") => i + 5,
+            b'n' if b[i..].starts_with(b"null") => i + 4,
+            b'[' | b'{' => nested_at(b, i, depth + 1)?,
+            _ => return None,
+        };
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(&c) if c == close => return Some(i + 1),
+            _ => return None,
+        }
+    }
 }
 
 /// The decimal value of ASCII digits (at most 18, which the callers guarantee).
@@ -608,11 +664,13 @@ impl FastPath {
                 b't' if b[i..].starts_with(b"true") => (Value::True, i + 4),
                 b'f' if b[i..].starts_with(b"false") => (Value::False, i + 5),
                 b'n' if b[i..].starts_with(b"null") => (Value::Null, i + 4),
-                _ => return None, // nested values, and anything JSON.parse rejects
+                b'[' | b'{' => (Value::Nested, nested_at(b, i, 0)?),
+                _ => return None, // anything JSON.parse rejects
             };
             let name = &b[name_from..name_to];
             if let Some(slot) = reserved_slot(name) {
-                if self.reserved[slot].is_some() {
+                // A reserved field holding an array or object: TypeScript says what it means.
+                if self.reserved[slot].is_some() || matches!(value, Value::Nested) {
                     return None;
                 }
                 self.reserved[slot] = Some(value);
@@ -687,7 +745,7 @@ impl FastPath {
             Value::NegZero => Some(Some(b"0")),
             Value::True => Some(Some(b"true")),
             Value::False => Some(Some(b"false")),
-            Value::Null => Some(None),
+            Value::Null | Value::Nested => Some(None),
             Value::Fraction(..) | Value::OtherNumber => None,
         }
     }
@@ -743,7 +801,7 @@ impl FastPath {
                 out.extend_from_slice(&b[from..to]);
             }
             Some(Value::NegZero) => out.extend_from_slice(b"i0"),
-            Some(Value::Fraction(..) | Value::OtherNumber) => return None,
+            Some(Value::Fraction(..) | Value::OtherNumber | Value::Nested) => return None,
         }
         end_str(out, at);
 
@@ -969,8 +1027,8 @@ mod tests {
             format!(r#"{{{HEAD},"timestamp":1,"event_id":1.5}}"#),
             format!(r#"{{{HEAD},"timestamp":1,"event_id":1234567890123456}}"#),
             format!(r#"{{{HEAD},"timestamp":1,"a":2.5}}"#),
-            format!(r#"{{{HEAD},"timestamp":1,"a":{{}}}}"#),
-            format!(r#"{{{HEAD},"timestamp":1,"a":[]}}"#),
+            format!(r#"{{{HEAD},"timestamp":1,"a":{{"b":"\n"}}}}"#),
+            format!(r#"{{{HEAD},"timestamp":1,"a":[1,]}}"#),
             format!(r#"{{{HEAD},"timestamp":1,"a":"\n"}}"#),
             format!("{{{HEAD},\"timestamp\":1,\"a\":\"\t\"}}"),
             format!(r#"{{{HEAD},"timestamp":1,"a":1,"a":2}}"#),
@@ -1056,10 +1114,11 @@ mod tests {
     fn whitespace_and_selection() {
         let line = " \t{ \"company_id\" : \"c\" ,\r\n\"statistic_id\":\"s\",\"customer_id\":\"u\",\"timestamp\":\"2018-12-07t22:15z\",\"a\":\"1\",\"b\":2.5,\"c\":{\"x\":1}} \r\n";
         let mut f = fast(true, None, &[]);
-        assert!(enc(&mut f, line).is_none(), "a nested value defers");
-        let line = line.replace(r#","c":{"x":1}"#, "");
-        assert!(enc(&mut f, &line).is_none(), "a counted fraction defers");
+        assert!(enc(&mut f, line).is_none(), "a counted fraction defers");
         let mut f = fast(true, None, &["b"]);
+        let nested = enc(&mut f, line).unwrap();
+        let line = line.replace(r#","c":{"x":1}"#, "");
+        assert_eq!(nested, enc(&mut f, &line).unwrap(), "a nested value is no facet");
         let (_, s, _) = strings(&enc(&mut f, &line).unwrap(), 3);
         assert_eq!(s[3], "t1544220900");
         assert_eq!(&s[7..], ["*", "=1:a1"]);
@@ -1071,6 +1130,38 @@ mod tests {
         let mut f = fast(true, Some(&[]), &[]);
         let (_, s, _) = strings(&enc(&mut f, &line).unwrap(), 3);
         assert_eq!(&s[7..], ["*"]);
+    }
+
+    #[test]
+    fn nested_values_are_skipped_when_valid_and_defer_otherwise() {
+        const HEAD: &str = r#""company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1544220000,"d":"x""#;
+        let mut f = fast(true, None, &[]);
+        let plain = enc(&mut f, &format!("{{{HEAD}}}")).unwrap();
+        let deep_ok = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        for v in [
+            "[]", "{}", "[ ]", "{ }", "[1,-0.5e+3,\"x\",true,false,null,[],{}]", r#"{"a":{"b":[1,{"c":null}]},"a":2}"#,
+            r#"{"timestamp":1.5,"company_id":"other","__proto__":1,"0":1}"#, "[ 1 , [ 2 ] , { \"k\" : \"v\" } ]", &deep_ok,
+        ] {
+            for at in ["first", "last"] {
+                let line = if at == "first" { format!(r#"{{"n":{v},{HEAD}}}"#) } else { format!(r#"{{{HEAD},"n":{v}}}"#) };
+                assert_eq!(enc(&mut f, &line), Some(plain.clone()), "{line}");
+            }
+        }
+        let too_deep = format!("{}1{}", "[".repeat(MAX_NESTING + 1), "]".repeat(MAX_NESTING + 1));
+        for v in [
+            "[", "{", "[1,]", "{\"a\":1,}", "[,1]", "{\"a\"}", "{\"a\":}", "{1:2}", "[01]", "[1.]", "[-]", "[tru]", "[nul]", "[True]",
+            "[\"\\n\"]", "{\"\\u0061\":1}", "[\"\u{1}\"]", "[1 2]", "{\"a\":1 \"b\":2}", "[}", "{]", "[1]]", &too_deep,
+        ] {
+            let line = format!(r#"{{{HEAD},"n":{v}}}"#);
+            assert_eq!(enc(&mut f, &line), None, "{line}");
+        }
+        // In a reserved member, TypeScript decides (an event_id object is no id there).
+        for name in ["event_id", "timestamp", "company_id"] {
+            let line = format!(r#"{{"company_id":"c","statistic_id":"s","customer_id":"u","timestamp":1544220000,"{name}":[1]}}"#);
+            assert_eq!(enc(&mut f, &line), None, "{line}");
+        }
+        // A duplicate name is a duplicate whatever its value.
+        assert_eq!(enc(&mut f, &format!(r#"{{{HEAD},"d":[1]}}"#)), None);
     }
 
     #[test]
