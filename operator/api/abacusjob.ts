@@ -186,6 +186,12 @@ export const specSchema = object(
     maxEventBytes: size('Largest accepted event.', '1Mi'),
     dedup: object({ retention: duration('How long an event identity is remembered for deduplication.', '7d') }, { description: 'Deduplication.', default: {} }),
     uniques: object({ retention: duration('How long a customer is remembered as already counted in a bucket.', '7d') }, { description: 'Uniqueness.', default: {} }),
+    engine: enumeration(['records', 'native'] as const, {
+      description:
+        'Counting engine. records: state records in RocksDB behind a cache, bounded by memoryBudget. native: the Rust counting kernel, several times faster per core, with all state in memory (no memoryBudget yet: resources.limits.memory must hold the state). Fixed for the job\'s life: the state is written for one engine.',
+      default: 'records',
+      validations: [{ rule: 'self == oldSelf', message: 'engine is immutable: the state is written for one engine; create a new job to change it' }],
+    }),
     stateCacheEntries: integer({ description: 'State records kept in memory across windows. Not used when memoryBudget is set.', default: 2_000_000, minimum: 1000, maximum: 1_000_000_000 }),
     memoryBudget: string({
       description:
@@ -262,6 +268,12 @@ export const specSchema = object(
         reason: 'FieldValueInvalid',
         fieldPath: '.replicas',
       },
+      {
+        rule: "!(self.engine == 'native' && has(self.memoryBudget))",
+        message: 'engine native does not take a memoryBudget yet (its state is all in memory): remove memoryBudget and size resources.limits.memory, or use engine records',
+        reason: 'FieldValueInvalid',
+        fieldPath: '.memoryBudget',
+      },
     ],
   },
 );
@@ -308,7 +320,7 @@ export const statusSchema = object(
         image: string({ description: 'Image last applied.', required: true }),
         templateHash: string({ description: 'Hash of the worker pod template last applied.', required: true }),
         configHash: string({ description: 'Hash of the job.yaml last applied.', required: true }),
-        stateFingerprint: string({ description: 'Hash of the settings that decide what state means (level, keyGroups, granularities, facets, maxEventBytes).', required: true }),
+        stateFingerprint: string({ description: 'Hash of the settings that decide what state means (level, keyGroups, granularities, facets, maxEventBytes, engine).', required: true }),
       },
       { description: 'What the operator last applied: the reference a spec change is classified against.' },
     ),

@@ -30,8 +30,8 @@ export function jobDocument(name: string, spec: AbacusJobSpec, namespace: string
     uniques: { retention: spec.uniques.retention },
     // A memory budget sizes the cache and RocksDB's memory itself (the worker refuses both set).
     ...(spec.memoryBudget === undefined
-      ? { state: { cacheEntries: spec.stateCacheEntries }, rocksdb: { ...spec.rocksdb } }
-      : { state: { memoryBudget: spec.memoryBudget }, rocksdb: { blockSize: spec.rocksdb.blockSize, maxOpenFiles: spec.rocksdb.maxOpenFiles } }),
+      ? { state: { engine: spec.engine, cacheEntries: spec.stateCacheEntries }, rocksdb: { ...spec.rocksdb } }
+      : { state: { engine: spec.engine, memoryBudget: spec.memoryBudget }, rocksdb: { blockSize: spec.rocksdb.blockSize, maxOpenFiles: spec.rocksdb.maxOpenFiles } }),
     metrics: { port: spec.metrics.port },
     kafka: dropUndefined({
       brokers: kafka.brokers,

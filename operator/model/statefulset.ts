@@ -12,7 +12,7 @@ import type {
 import type { AbacusJob } from '../api/abacusjob';
 import { CONFIG_KEY, jobYaml, shortHash } from './config';
 import { ASSIGNMENT_KEY } from '../../common/handover';
-import { WORKER_MALLOC_ENV, WORKER_NODE_OPTIONS } from '../../common/node-options';
+import { WORKER_MALLOC_ENV, workerNodeOptions } from '../../common/node-options';
 import { POD_INDEX_LABEL, childMeta, commonLabels, names, selectorLabels } from './names';
 
 export const CONFIG_DIR = '/etc/abacus/config';
@@ -40,8 +40,8 @@ function secretEnv(name: string, secret: string, key: string): V1EnvVar {
   return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
 }
 
-function nodeOptions(memoryBudget: string | undefined): string {
-  const unbudgeted = WORKER_NODE_OPTIONS;
+function nodeOptions(memoryBudget: string | undefined, engine: 'records' | 'native'): string {
+  const unbudgeted = workerNodeOptions(engine);
   if (memoryBudget === undefined) return unbudgeted;
   try {
     return nodeFlags(planMemory(parseMemoryBudget(memoryBudget, 'memoryBudget'))).join(' ');
@@ -58,7 +58,7 @@ export function workerEnv(job: AbacusJob): V1EnvVar[] {
     POD_NAMESPACE_ENV,
     { name: 'ABACUS_JOB', value: job.metadata.name },
     // Under a memory budget, the young generation and old-generation cap it allows (common/memory-budget.ts).
-    { name: 'NODE_OPTIONS', value: nodeOptions(job.spec.memoryBudget) },
+    { name: 'NODE_OPTIONS', value: nodeOptions(job.spec.memoryBudget, job.spec.engine) },
     ...Object.entries(WORKER_MALLOC_ENV).map(([name, value]) => ({ name, value })),
   ];
   env.push(...kafkaEnv(job));

@@ -895,14 +895,14 @@ image_key() {
     cd "$ROOT"
     {
       sha256sum Dockerfile scripts/image-rootfs.sh test/env/oci-archive.sh package.json package-lock.json bin/abacus.js
-      find dist/common dist/worker dist/operator -type f ! -name '*.map' -print0 | sort -z | xargs -0 sha256sum
+      find dist/common dist/worker dist/operator dist/native -type f ! -name '*.map' -print0 | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
   )
 }
 build_image() { cache_locked image _build_image; }
 _build_image() {
-  [[ -d "$ROOT/dist/operator" && -d "$ROOT/dist/worker" ]] \
-    || die "the Abacus image is built from dist/: run 'npm ci && npm run build' first"
+  [[ -d "$ROOT/dist/operator" && -d "$ROOT/dist/worker" && -f "$ROOT/dist/native/abacus-kernel.node" ]] \
+    || die "the Abacus image is built from dist/: run 'npm ci && npm run build && bash scripts/build-native.sh' first"
   local key; key="$(image_key)"
   local dir="$ABACUS_CACHE_DIR/images" out
   out="$dir/abacus-$key.tar"

@@ -46,6 +46,20 @@ test('keyGroups cannot change (CEL self == oldSelf)', () => {
   assert.match(r.stderr, /keyGroups is immutable/);
 });
 
+test('engine defaults to records, cannot change, and native takes no memoryBudget', () => {
+  assert.equal(getJson(['get', 'abacusjob', 'customers', '-n', ns])!.spec.engine, 'records');
+  const r = kubectl(['patch', 'abacusjob', 'customers', '-n', ns, '--type=merge', '-p', '{"spec":{"engine":"native"}}']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /engine is immutable/);
+  applyExpectingRejection(
+    example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'native-budget'), (d.spec.engine = 'native'), (d.spec.memoryBudget = '2Gi'))),
+    /spec.memoryBudget: Invalid value.*engine native does not take a memoryBudget/,
+  );
+  applyExpectingRejection(example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'engine'), (d.spec.engine = 'rust'))), /spec.engine: Unsupported value/);
+  k(['apply', '-f', '-'], example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'native'), (d.spec.engine = 'native'))));
+  assert.equal(getJson(['get', 'abacusjob', 'native', '-n', ns])!.spec.engine, 'native');
+});
+
 test('kubectl scale beyond keyGroups is rejected too', () => {
   const r = kubectl(['scale', 'abacusjob/customers', '-n', ns, '--replicas=100']);
   assert.notEqual(r.code, 0);

@@ -39,6 +39,9 @@ test('job.yaml: facets, retention, rocksdb and window map field by field', () =>
     { spec: { dedup: { retention: '2d' } }, check: (c) => assert.equal(c.dedupRetentionMs, 2 * 86_400_000) },
     { spec: { rocksdb: { blockCacheSize: '1Gi' } }, check: (c) => assert.equal(c.rocksdb.blockCacheSize, 2 ** 30) },
     { spec: { level: 'customer' }, check: (c) => assert.equal(c.level, 'customer') },
+    { spec: {}, check: (c) => assert.equal(c.engine, 'records') },
+    { spec: { engine: 'native' }, check: (c) => assert.equal(c.engine, 'native') },
+    { spec: { memoryBudget: '2Gi' }, check: (c) => assert.equal(c.memory?.budget, 2 * 2 ** 30) },
     {
       spec: { checkpoints: { s3: { endpoint: 'http://s3:9000', bucket: 'ckpt', prefix: 'abacus', region: 'eu-west-1', forcePathStyle: true }, interval: '30s', retention: 5 } },
       check: (c) =>
@@ -98,6 +101,15 @@ test('StatefulSet: worker command, pod identity, probes, volumes, claim template
   ]);
   assert.equal(selectorString('accounts'), 'app.kubernetes.io/name=abacus-worker,abacus.dev/job=accounts');
   for (const [k, v] of Object.entries(spec.selector.matchLabels!)) assert.equal(spec.template.metadata!.labels![k], v);
+});
+
+test("StatefulSet: the workers' NODE_OPTIONS follow the engine and the memory budget", () => {
+  const nodeOptions = (spec: Record<string, unknown>): string | undefined =>
+    desiredStatefulSet(minimalJob(spec), 1).spec!.template.spec!.containers[0]!.env!.find((e) => e.name === 'NODE_OPTIONS')?.value;
+  assert.equal(nodeOptions({}), '--max-semi-space-size=128');
+  // The native engine allocates nothing per event on the JavaScript side: a small young generation (ADR 7).
+  assert.equal(nodeOptions({ engine: 'native' }), '--max-semi-space-size=32');
+  assert.match(nodeOptions({ memoryBudget: '2Gi' })!, /^--max-semi-space-size=\d+ --max-old-space-size=\d+$/);
 });
 
 test('StatefulSet: optional credentials are absent when not configured', () => {

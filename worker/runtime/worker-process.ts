@@ -210,7 +210,7 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
   const { config, ordinal, keyGroups, dataDir } = settings;
   const kafka = config.kafka!;
   const cassandra = config.cassandra!;
-  log('info', 'worker starting', { job: config.name, jobLevel: config.level, ordinal, keyGroups: describeGroups(keyGroups), dataDir, table: `${cassandra.keyspace}.${cassandra.table}` });
+  log('info', 'worker starting', { job: config.name, jobLevel: config.level, engine: config.engine, ordinal, keyGroups: describeGroups(keyGroups), dataDir, table: `${cassandra.keyspace}.${cassandra.table}` });
 
   const closers: Array<[string, () => Promise<void>]> = [];
   let sink: CassandraSink | undefined;
