@@ -64,7 +64,7 @@ test('the operator passes the spec field to the workers: budget in the job docum
   const job = loadExample('customer-level.yaml');
   assert.equal(job.spec.memoryBudget, '1Gi');
   const doc = parse(desiredConfigMap(job).data!['job.yaml']!) as Record<string, Record<string, unknown>>;
-  assert.deepEqual(doc.state, { memoryBudget: '1Gi' });
+  assert.deepEqual(doc.state, { engine: 'records', memoryBudget: '1Gi' });
   assert.equal(doc.rocksdb!.blockCacheSize, undefined);
   const env = desiredStatefulSet(job, 1).spec!.template.spec!.containers[0]!.env!;
   const plan = planMemory(1024 * MiB);
@@ -73,6 +73,8 @@ test('the operator passes the spec field to the workers: budget in the job docum
   const tooBig = minimalJob({ memoryBudget: '4Gi', resources: { limits: { memory: '2Gi' } } });
   assert.match(validateJob(tooBig).warnings.map((w) => `${w.field}: ${w.message}`).join(), /spec\.memoryBudget: 4096Mi is more than resources\.limits\.memory \(2048Mi\).*lower memoryBudget/);
   assert.match(validateJob(minimalJob({ memoryBudget: '100Mi' })).errors.map((e) => e.message).join(), /memoryBudget.*512Mi/);
+  // The native engine takes no budget yet: the operator refuses it too, should the CRD's own rule be missing.
+  assert.match(validateJob(minimalJob({ engine: 'native', memoryBudget: '2Gi' })).errors.map((e) => e.message).join(), /native does not support state\.memoryBudget/);
   const plain = desiredStatefulSet(minimalJob(), 1).spec!.template.spec!.containers[0]!.env!;
   assert.equal(plain.find((e) => e.name === 'NODE_OPTIONS')!.value, '--max-semi-space-size=128');
   // glibc's arenas: two, with or without a budget (docs/performance.md "Memory budget").
