@@ -56,7 +56,8 @@ test('engine defaults to records, cannot change, and native takes no memoryBudge
     /spec.memoryBudget: Invalid value.*engine native does not take a memoryBudget/,
   );
   applyExpectingRejection(example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'engine'), (d.spec.engine = 'rust'))), /spec.engine: Unsupported value/);
-  k(['apply', '-f', '-'], example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'native'), (d.spec.engine = 'native'))));
+  // The example sets a memoryBudget; a native job goes without one.
+  k(['apply', '-f', '-'], example('customer-level.yaml', ns, (d) => ((d.metadata.name = 'native'), (d.spec.engine = 'native'), delete d.spec.memoryBudget)));
   assert.equal(getJson(['get', 'abacusjob', 'native', '-n', ns])!.spec.engine, 'native');
 });
 
