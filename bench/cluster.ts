@@ -15,8 +15,8 @@
  * 2. Sustained saturation (unless `--rate` is given). A backlog is drained in windows of many
  *    seconds' input; a steady stream writes every counter a window touches once per window,
  *    so it saturates lower. Steps of `--step-seconds` at rates from `--ramp-from`, each a
- *    quarter higher, until the events not yet counted at a step's end exceed half a second
- *    of its input; the last step kept up with is the sustained saturation. Each step prints
+ *    quarter higher, until the records not yet read by the count stage at a step's end exceed
+ *    half a second of its input; the last step kept up with is the sustained saturation. Each step prints
  *    the rate this process managed to send, the worker's events per CPU-second and its sink
  *    rows per event.
  * 3. Latency. The same worker then gets a steady load of 80 % of the sustained saturation
@@ -127,8 +127,9 @@ async function main(): Promise<void> {
     // The backlog above is drained in windows of many seconds' input, which write each counter
     // once; a steady stream writes every counter its window touches, once per window, so it
     // saturates lower. The latency goal is about that stream: steps of `--step-seconds` at
-    // rates rising by a quarter, until the worker's backlog at a step's end (events produced
-    // and not yet counted) is more than KEPT_UP_BACKLOG_SEC of input: a worker that keeps up
+    // rates rising by a quarter, until the worker's backlog at a step's end (records produced
+    // and not yet read by the count stage: a duplicate is read but never counted) is more
+    // than KEPT_UP_BACKLOG_SEC of input: a worker that keeps up
     // counts each micro-batch as it arrives, and only a commit held up by the sink (a write
     // slower than the window) lets input pile up.
     const load = new SteadyLoad(producer, topic, partitionOf, nowSec, total);
@@ -137,7 +138,7 @@ async function main(): Promise<void> {
       const stepSeconds = Number(values['step-seconds'] ?? 10);
       for (let r = Number(values['ramp-from'] ?? 1000); ; r = Math.round(r * 1.25)) {
         const step = await load.run(worker, r, stepSeconds);
-        const backlog = load.produced() - (await worker.metric('abacus_events_counted_total'));
+        const backlog = load.produced() - (await worker.metric('abacus_events_in_total'));
         const kept = backlog <= step.rate * KEPT_UP_BACKLOG_SEC;
         // This process sends from the same cores: past some rate it cannot produce any faster.
         const producerBound = step.rate < 0.9 * r;
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
       }
       log(`sustained saturation: ${sustained} events/s (window ${values.window ?? '1s'})`);
       // Let the backlog of the last step drain before measuring latency.
-      while (load.produced() - (await worker.metric('abacus_events_counted_total')) > 0) await sleep(200);
+      while (load.produced() - (await worker.metric('abacus_events_in_total')) > 0) await sleep(200);
     }
 
     // --- 3. latency at 80 % of the sustained saturation -------------------------------------
