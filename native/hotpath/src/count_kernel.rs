@@ -49,6 +49,7 @@ use crate::fast_path::{self, FastPath, Granularity};
 use crate::fingerprint::{fp, fp_of};
 use crate::segment::{self, Changes, Segment, EPOCH_LIMIT, FLAG_ACCOUNT};
 use crate::customer_markers::CustomerMarkers;
+use crate::spill::{self, TagBag, KIND_IDENTITY, KIND_MARKERS, NEED_BYTES};
 use crate::table::{PairTable, TagTable};
 
 // Fingerprint domains (seeds) of the persisted state keys; never change them for existing state.
@@ -67,6 +68,10 @@ const GONE: u32 = u32::MAX;
 /// Counter flags: it has a stored total (so it is not fresh); its total is in its group's change list.
 const HAS_TOTAL: u8 = 1;
 const TOTAL_LISTED: u8 = 2;
+/// Customer flags: its marker record may hold markers that memory does not (it was evicted,
+/// or the record was found when its group was loaded); listed in the needs being built.
+const CU_SPILLED: u8 = 1;
+const CU_ASKED: u8 = 2;
 /// The largest G accepted.
 const MAX_GRANULARITIES: usize = 16;
 /// |bucketEnd| must be below this (integral seconds, exactly representable).
@@ -85,6 +90,8 @@ struct Group {
     /// The newest ingest second of an event counted (or found a duplicate) in the group since
     /// it was loaded or created; 0 when none. It moves the group's expiry cutoff (`sweep`).
     watermark: u32,
+    /// Tags of the group's dedup identities that have a spill record (src/spill.rs).
+    spilled: TagBag,
 }
 
 type Span = (usize, usize);
@@ -366,6 +373,15 @@ pub struct Core {
     // Per customer (global number).
     cu_group: Vec<u16>,
     cu_local: Vec<u32>,
+    /// CU_SPILLED, CU_ASKED.
+    cu_flags: Vec<u8>,
+    /// The window (`stamp`) in which the customer was last counted: eviction takes the oldest.
+    cu_used: Vec<u32>,
+    /// Moves at each `finalise`.
+    stamp: u32,
+    /// Customers flagged CU_SPILLED, and tags in the groups' bags.
+    spilled_customers: usize,
+    spilled_identities: usize,
 
     /// Key group → index in `gs`, or NO_GROUP.
     group_slot: Vec<u32>,
@@ -428,6 +444,11 @@ impl Core {
             c_flags: Vec::new(),
             cu_group: Vec::new(),
             cu_local: Vec::new(),
+            cu_flags: Vec::new(),
+            cu_used: Vec::new(),
+            stamp: 0,
+            spilled_customers: 0,
+            spilled_identities: 0,
             group_slot: vec![NO_GROUP; GROUPS],
             gs: Vec::new(),
             dirty: Vec::new(),
@@ -604,6 +625,7 @@ impl Core {
 
         let cu = self.customer_of(k.customer, gi);
         self.customer_markers.prefetch_customer(cu);
+        self.cu_used[cu as usize] = self.stamp;
         let mut event_counters = std::mem::take(&mut self.event_counters);
         event_counters.clear();
         for s in 0..self.g {
@@ -662,6 +684,8 @@ impl Core {
                 grp.ch.customers.push((key, local));
                 self.cu_group.push(grp.id as u16);
                 self.cu_local.push(local);
+                self.cu_flags.push(0);
+                self.cu_used.push(self.stamp);
                 self.customers.insert(miss, key, grp.id + 1, cu);
                 cu
             }
@@ -791,6 +815,7 @@ impl Core {
         }
         self.last_final = sorted;
         self.touched = Vec::with_capacity(n);
+        self.stamp = self.stamp.wrapping_add(1);
         Ok(out)
     }
 
@@ -1246,6 +1271,8 @@ impl Core {
             self.gs[gi].customers.push(cu);
             self.cu_group.push(group as u16);
             self.cu_local.push(local);
+            self.cu_flags.push(0);
+            self.cu_used.push(self.stamp);
             let miss = self.customers.find(key).expect_err("checked absent");
             self.customers.insert(miss, key, tag, cu);
         }
@@ -1363,11 +1390,17 @@ impl Core {
                 cu_map[cu] = w as u32;
                 self.cu_group[w] = self.cu_group[cu];
                 self.cu_local[w] = self.cu_local[cu];
+                self.cu_flags[w] = self.cu_flags[cu];
+                self.cu_used[w] = self.cu_used[cu];
                 w += 1;
+            } else if self.cu_flags[cu] & CU_SPILLED != 0 {
+                self.spilled_customers -= 1;
             }
         }
         self.cu_group.truncate(w);
         self.cu_local.truncate(w);
+        self.cu_flags.truncate(w);
+        self.cu_used.truncate(w);
         // Tables.
         let gone = |tag: u32| dropped[(tag - 1) as usize];
         self.dedup
@@ -1402,6 +1435,7 @@ impl Core {
         self.group_slot.iter_mut().for_each(|s| *s = NO_GROUP);
         for mut grp in gs {
             if dropped[grp.id as usize] {
+                self.spilled_identities -= grp.spilled.len();
                 continue;
             }
             grp.counters
@@ -1458,8 +1492,374 @@ impl Core {
                 + self.counter_index.bytes()
                 + self.customer_markers.bytes()
                 + self.markers.bytes()
+                + self.cu_flags.capacity()
+                + self.cu_used.capacity() * 4
+                + self.gs.iter().map(|g| g.spilled.bytes()).sum::<usize>()
                 + vecs) as f64,
+            spilled_customers: self.spilled_customers as f64,
+            spilled_identities: self.spilled_identities as f64,
         }
+    }
+}
+
+/// What `Core::evict` spilled: one record per entry, its key as a need (src/spill.rs) and its
+/// value `values[ends[i-1]..ends[i]]`.
+#[derive(Default, Debug)]
+pub struct Spilled {
+    pub keys: Vec<u8>,
+    pub values: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub identities: u64,
+    pub customers: u64,
+}
+
+impl Spilled {
+    fn push(&mut self, kind: u8, group: u32, fp: u128, value: &[u8]) {
+        spill::push_need(&mut self.keys, kind, group, fp);
+        self.values.extend_from_slice(value);
+        self.ends.push(self.values.len() as u32);
+    }
+}
+
+/// The share of the state limit that the dedup table may take (`Core::evict`): the rest is
+/// for the counters, customers and buckets, which stay in memory, and the marker sets.
+const DEDUP_SHARE: f64 = 0.3;
+
+/// The memory budget's side of the kernel (ADR 7, "As built (session 16)"): the dedup table
+/// and the customers' marker sets are bounded by spilling their least recently needed
+/// entries to records that TypeScript commits; a micro-batch whose events need spilled
+/// records gets them back first (`needs_of`, then `restore`).
+impl Core {
+    /// Whether anything is spilled (otherwise no micro-batch needs a record).
+    pub fn has_spilled(&self) -> bool {
+        self.spilled_customers > 0 || self.spilled_identities > 0
+    }
+
+    /// The spill records that the n events of `b` need and memory lacks, as needs (each once):
+    /// the record of a dedup identity absent from memory whose tag its group's bag holds, and
+    /// that of a customer flagged spilled. Nothing is counted or changed. A malformed batch
+    /// lists what precedes the damage; counting it reports the damage.
+    pub fn needs_of(&mut self, b: &[u8], n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.has_spilled() {
+            return out;
+        }
+        let mut view = View::default();
+        let mut pos = 0;
+        let mut asked: HashSet<u128> = HashSet::new();
+        let mut flagged: Vec<u32> = Vec::new();
+        for i in 0..n {
+            if parse_event(b, &mut pos, self.g, i, &mut view, true).is_err() {
+                break;
+            }
+            let group = view.group;
+            let part = |k: usize| fp(&b[view.parts[k].0..view.parts[k].1], S_PART);
+            let customer = part(2);
+            let slot = self.group_slot[group as usize];
+            if slot != NO_GROUP && self.gs[slot as usize].spilled.len() > 0 {
+                let dedup = fp_of(&[part(0), part(1), customer, part(3)], &[group as u64], S_DEDUP);
+                if self.dedup.find(dedup).is_err()
+                    && self.gs[slot as usize].spilled.contains(spill::tag_of(dedup))
+                    && asked.insert(dedup)
+                {
+                    spill::push_need(&mut out, KIND_IDENTITY, group, dedup);
+                }
+            }
+            if self.account && self.spilled_customers > 0 {
+                let key = fp_of(&[customer], &[group as u64], S_CUSTOMER);
+                if let Ok(s) = self.customers.find(key) {
+                    let cu = self.customers.val(s);
+                    let flags = &mut self.cu_flags[cu as usize];
+                    if *flags & (CU_SPILLED | CU_ASKED) == CU_SPILLED {
+                        *flags |= CU_ASKED;
+                        flagged.push(cu);
+                        spill::push_need(&mut out, KIND_MARKERS, group, key);
+                    }
+                }
+            }
+        }
+        for cu in flagged {
+            self.cu_flags[cu as usize] &= !CU_ASKED;
+        }
+        out
+    }
+
+    /// Brings spilled records back into memory: `needs` as `needs_of` listed them, with
+    /// `found[i]` whether record i exists and its value `values[ends[i-1]..ends[i]]`. A
+    /// missing identity record was a tag of another identity (nothing to restore); a missing
+    /// marker record, or any damaged one, is an error, found before anything changes.
+    pub fn restore(&mut self, needs: &[u8], found: &[u8], values: &[u8], ends: &[u32]) -> std::result::Result<(), String> {
+        if needs.len() % NEED_BYTES != 0 {
+            return Err(format!("restore: the needs take {} bytes, not a multiple of {NEED_BYTES}", needs.len()));
+        }
+        let k = needs.len() / NEED_BYTES;
+        if found.len() != k || ends.len() != k {
+            return Err(format!("restore: {k} needs but {} found flags and {} value ends", found.len(), ends.len()));
+        }
+        let value = |i: usize| -> std::result::Result<&[u8], String> {
+            let from = if i == 0 { 0 } else { ends[i - 1] as usize };
+            let to = ends[i] as usize;
+            values.get(from..to).ok_or_else(|| format!("restore: value {i} ({from}..{to}) is outside the {} value bytes", values.len()))
+        };
+        // Check everything first; keep the markers' global numbers.
+        let mut markers: Vec<(u32, Vec<u32>)> = Vec::new();
+        for i in 0..k {
+            let (kind, group, key) = spill::need(needs, i);
+            let v = value(i)?;
+            let bad = |what: String| format!("the spill record {i} of key group {group} is corrupt: {what}");
+            match kind {
+                KIND_IDENTITY => {
+                    if found[i] != 0 && v.len() != 4 {
+                        return Err(bad(format!("an identity record holds {} bytes, expected 4", v.len())));
+                    }
+                }
+                KIND_MARKERS => {
+                    let cu = match self.customers.find(key) {
+                        Ok(s) if self.customers.tag(s) == group + 1 => self.customers.val(s),
+                        _ => return Err(bad("its customer is not in memory".to_string())),
+                    };
+                    if found[i] == 0 {
+                        return Err(format!("the marker record of a customer of key group {group} is missing from the store although the kernel spilled it: restore the state from a checkpoint"));
+                    }
+                    let gi = self.group_slot[group as usize] as usize;
+                    let counters = &self.gs[gi].counters;
+                    let locals = spill::decode_markers(v).map_err(bad)?;
+                    let global = locals
+                        .iter()
+                        .map(|&l| counters.get(l as usize).copied().ok_or_else(|| bad(format!("counter {l} does not exist ({} counters)", counters.len()))))
+                        .collect::<std::result::Result<Vec<u32>, String>>()?;
+                    markers.push((cu, global));
+                }
+                other => return Err(format!("restore: need {i} has kind {other}, expected I or M")),
+            }
+        }
+        for i in 0..k {
+            let (kind, group, key) = spill::need(needs, i);
+            if kind == KIND_IDENTITY && found[i] != 0 {
+                let first = u32::from_le_bytes(value(i)?.try_into().unwrap());
+                if let Err(miss) = self.dedup.find(key) {
+                    self.dedup.insert(miss, key, group + 1, first);
+                }
+            }
+        }
+        for (cu, counters) in markers {
+            for c in counters {
+                self.customer_markers.insert(cu, c);
+            }
+            let flags = &mut self.cu_flags[cu as usize];
+            if *flags & CU_SPILLED != 0 {
+                *flags &= !CU_SPILLED;
+                self.spilled_customers -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the state within `limit` bytes (`stats().state_bytes`) where it can, by spilling:
+    /// dedup identities, oldest first ingest second first, once the dedup table passes 5/8
+    /// of the capacity that DEDUP_SHARE of the limit allows (down to half of it, so that the
+    /// next windows' identities fit before it would grow); then customers' marker sets, least
+    /// recently counted first, until the state is within 0.8 of the limit. Counters, buckets,
+    /// customers and markers of later epochs stay. Call with no pending changes (after
+    /// `changes()`), and commit the records with the window.
+    pub fn evict(&mut self, limit: f64) -> Spilled {
+        let mut out = Spilled::default();
+        if !(limit >= 0.0) {
+            return out;
+        }
+        let slot_bytes = self.dedup.bytes() / self.dedup.capacity().max(1);
+        let mut cap = 1024usize;
+        while ((cap * 2 * slot_bytes) as f64) <= limit * DEDUP_SHARE {
+            cap *= 2;
+        }
+        if self.dedup.len() > cap * 5 / 8 {
+            self.evict_identities(self.dedup.len() - cap / 2, &mut out);
+        }
+        if self.dedup.capacity() > cap && self.dedup.len() < cap * 5 / 8 {
+            self.dedup.resize(cap);
+        }
+        let state = self.stats().state_bytes;
+        if state > limit {
+            let free = state - limit * 0.8;
+            self.evict_customers(free.min(self.customer_markers.slot_bytes() as f64) as usize, &mut out);
+        }
+        out
+    }
+
+    /// Spills `n` dedup identities with the oldest first ingest seconds.
+    fn evict_identities(&mut self, n: usize, out: &mut Spilled) {
+        let mut firsts: Vec<u32> = self.dedup.entries().map(|(_, _, first)| first).collect();
+        if n == 0 || firsts.is_empty() {
+            return;
+        }
+        let n = n.min(firsts.len());
+        let (_, &mut threshold, _) = firsts.select_nth_unstable(n - 1);
+        drop(firsts);
+        // All below the threshold, and as many at it as make n.
+        let below = self.dedup.entries().filter(|&(_, _, f)| f < threshold).count();
+        let mut at_threshold = n - below;
+        let mut spilled: Vec<(u128, u32, u32)> = Vec::with_capacity(n);
+        self.dedup.remove_where(|key, tag, first| {
+            let go = first < threshold || (first == threshold && at_threshold > 0);
+            if go {
+                if first == threshold {
+                    at_threshold -= 1;
+                }
+                spilled.push((key, tag, first));
+            }
+            go
+        });
+        spilled.sort_unstable_by_key(|&(key, tag, _)| (tag, key));
+        for (key, tag, first) in spilled {
+            let group = tag - 1;
+            out.push(KIND_IDENTITY, group, key, &first.to_le_bytes());
+            let gi = self.group_slot[group as usize] as usize;
+            self.gs[gi].spilled.insert(spill::tag_of(key));
+            self.spilled_identities += 1;
+            out.identities += 1;
+        }
+    }
+
+    /// Spills whole marker sets of customers not flagged spilled, least recently counted
+    /// first, until about `bytes` of slots are freed.
+    fn evict_customers(&mut self, bytes: usize, out: &mut Spilled) {
+        if bytes == 0 {
+            return;
+        }
+        let mut order: Vec<(u32, u32)> = (0..self.cu_used.len() as u32)
+            .filter(|&cu| self.cu_flags[cu as usize] & CU_SPILLED == 0 && self.customer_markers.set_bytes(cu) > 0)
+            .map(|cu| (self.cu_used[cu as usize].wrapping_sub(self.stamp), cu))
+            .collect();
+        order.sort_unstable();
+        let mut chosen = vec![false; self.cu_used.len()];
+        let mut freed = 0;
+        for &(_, cu) in &order {
+            if freed >= bytes {
+                break;
+            }
+            freed += self.customer_markers.set_bytes(cu);
+            chosen[cu as usize] = true;
+        }
+        let mut keys: Vec<(u32, u128, u32)> = self
+            .customers
+            .entries()
+            .filter(|&(_, _, cu)| chosen[cu as usize])
+            .map(|(key, tag, cu)| (tag - 1, key, cu))
+            .collect();
+        keys.sort_unstable();
+        for (group, key, cu) in keys {
+            let locals: Vec<u32> = self.customer_markers.take(cu).into_iter().map(|c| self.c_local[c as usize]).collect();
+            out.push(KIND_MARKERS, group, key, &spill::encode_markers(locals));
+            self.cu_flags[cu as usize] |= CU_SPILLED;
+            self.spilled_customers += 1;
+            out.customers += 1;
+        }
+    }
+
+    /// A loaded group's spill records, by their fingerprints (16 bytes each, little-endian):
+    /// identity records go into its bag, and marker records flag their customers, which its
+    /// segments must have created.
+    pub fn load_spilled(&mut self, group: u32, kind: u8, fps: &[u8]) -> std::result::Result<(), String> {
+        if group as usize >= GROUPS {
+            return Err(format!("loadSpilled: key group {group} is not in 0..65535"));
+        }
+        if fps.len() % 16 != 0 {
+            return Err(format!("loadSpilled: {} bytes of fingerprints, not a multiple of 16", fps.len()));
+        }
+        let keys = fps.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().unwrap()));
+        match kind {
+            KIND_IDENTITY => {
+                let gi = self.group_index(group);
+                for key in keys {
+                    self.gs[gi].spilled.insert(spill::tag_of(key));
+                    self.spilled_identities += 1;
+                }
+            }
+            KIND_MARKERS => {
+                let mut cus = Vec::with_capacity(fps.len() / 16);
+                for key in keys {
+                    match self.customers.find(key) {
+                        Ok(s) if self.customers.tag(s) == group + 1 => cus.push(self.customers.val(s)),
+                        _ => return Err(format!("key group {group} has a spilled marker record of a customer its segments do not hold: restore the state from a checkpoint")),
+                    }
+                }
+                for cu in cus {
+                    let flags = &mut self.cu_flags[cu as usize];
+                    if *flags & CU_SPILLED == 0 {
+                        *flags |= CU_SPILLED;
+                        self.spilled_customers += 1;
+                    }
+                }
+            }
+            other => return Err(format!("loadSpilled: kind {other} is not I or M")),
+        }
+        Ok(())
+    }
+
+    /// Identity records of `group` deleted from the store (expired): their tags leave its bag.
+    pub fn forget_identities(&mut self, group: u32, fps: &[u8]) -> std::result::Result<(), String> {
+        if fps.len() % 16 != 0 {
+            return Err(format!("forgetIdentities: {} bytes of fingerprints, not a multiple of 16", fps.len()));
+        }
+        let slot = *self.group_slot.get(group as usize).ok_or_else(|| format!("forgetIdentities: key group {group} is not in 0..65535"))?;
+        if slot == NO_GROUP {
+            return Ok(());
+        }
+        for b in fps.chunks_exact(16) {
+            let key = u128::from_le_bytes(b.try_into().unwrap());
+            if self.gs[slot as usize].spilled.remove_one(spill::tag_of(key)) {
+                self.spilled_identities -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `sweep`'s marker rule at `cutoff` to a group's marker records (customer
+    /// fingerprints, values as in `restore`): per record 0 kept as is, 1 rewritten (its new
+    /// value in the output), 2 deleted (nothing left; its customer is no longer flagged).
+    /// Returns the actions, the new values, their ends, and the markers removed.
+    pub fn sweep_marker_records(&mut self, group: u32, cutoff: f64, fps: &[u8], values: &[u8], ends: &[u32]) -> std::result::Result<(Vec<u8>, Vec<u8>, Vec<u32>, u64), String> {
+        let slot = *self.group_slot.get(group as usize).ok_or_else(|| format!("sweepMarkerRecords: key group {group} is not in 0..65535"))?;
+        let k = fps.len() / 16;
+        if fps.len() % 16 != 0 || ends.len() != k {
+            return Err(format!("sweepMarkerRecords: {} bytes of fingerprints and {} value ends", fps.len(), ends.len()));
+        }
+        if slot == NO_GROUP || cutoff.is_nan() {
+            return Err(format!("sweepMarkerRecords: key group {group} is not loaded, or the cutoff is not a number"));
+        }
+        let gi = slot as usize;
+        let rule = self.marker_rules(&[(group, gi, cutoff.floor() as i64, false)]);
+        let (mut actions, mut out, mut out_ends, mut removed) = (Vec::with_capacity(k), Vec::new(), Vec::new(), 0u64);
+        for i in 0..k {
+            let from = if i == 0 { 0 } else { ends[i - 1] as usize };
+            let v = values.get(from..ends[i] as usize).ok_or_else(|| format!("sweepMarkerRecords: value {i} is outside the value bytes"))?;
+            let locals = spill::decode_markers(v).map_err(|e| format!("a spilled marker record of key group {group} is corrupt: {e}"))?;
+            let counters = &self.gs[gi].counters;
+            let kept: Vec<u32> = locals
+                .iter()
+                .copied()
+                .filter(|&l| counters.get(l as usize).is_none_or(|&c| matches!(rule[c as usize], MARKERS_KEPT | 0)))
+                .collect();
+            removed += (locals.len() - kept.len()) as u64;
+            if kept.len() == locals.len() {
+                actions.push(0);
+            } else if kept.is_empty() {
+                actions.push(2);
+                let key = u128::from_le_bytes(fps[i * 16..i * 16 + 16].try_into().unwrap());
+                if let Ok(s) = self.customers.find(key) {
+                    let flags = &mut self.cu_flags[self.customers.val(s) as usize];
+                    if *flags & CU_SPILLED != 0 {
+                        *flags &= !CU_SPILLED;
+                        self.spilled_customers -= 1;
+                    }
+                }
+            } else {
+                actions.push(1);
+                out.extend_from_slice(&spill::encode_markers(kept));
+                out_ends.push(out.len() as u32);
+            }
+        }
+        Ok((actions, out, out_ends, removed))
     }
 }
 
@@ -1515,6 +1915,9 @@ pub struct CountTally {
     pub counted: f64,
     pub duplicates: f64,
     pub beyond_horizon: f64,
+    /// When not empty, nothing was counted: the spill records the events need (src/spill.rs
+    /// layout), to read and hand to `restore` before counting the same input again.
+    pub needs: Buffer,
 }
 
 #[napi(object)]
@@ -1524,6 +1927,28 @@ pub struct CountLinesResult {
     pub counted: f64,
     pub duplicates: f64,
     pub beyond_horizon: f64,
+    /// As `CountTally::needs` (then `next` is `from`).
+    pub needs: Buffer,
+}
+
+/// What `evict` spilled (`Spilled`): record i's key as a need and its value.
+#[napi(object)]
+pub struct SpillRecords {
+    pub keys: Buffer,
+    pub values: Buffer,
+    pub ends: Uint32Array,
+    pub identities: f64,
+    pub customers: f64,
+}
+
+/// What `sweepMarkerRecords` decided per record (0 kept, 1 rewritten, 2 deleted), the
+/// rewritten values in order, and the markers removed.
+#[napi(object)]
+pub struct SweptRecords {
+    pub actions: Uint8Array,
+    pub values: Buffer,
+    pub ends: Uint32Array,
+    pub removed: f64,
 }
 
 /// What `configureFastPath` is given: the job's settings that decide how a line is encoded.
@@ -1605,6 +2030,9 @@ pub struct Stats {
     pub counters: f64,
     pub customers: f64,
     pub state_bytes: f64,
+    /// Customers whose marker set is spilled (in whole or in part), and tags of spilled dedup identities.
+    pub spilled_customers: f64,
+    pub spilled_identities: f64,
 }
 
 /// What a segment holds: per section (customers, counters, dedup, buckets, markers, totals), its records and its bytes.
@@ -1765,6 +2193,7 @@ impl CountKernel {
         ingest: Uint32Array,
         from: f64,
         n: f64,
+        resolved: bool,
     ) -> Result<CountLinesResult> {
         let from = whole("from", from, u32::MAX as f64)? as usize;
         let n = whole("n", n, u32::MAX as f64)? as usize;
@@ -1775,6 +2204,18 @@ impl CountKernel {
         self.lines.clear();
         let (next, encoded) =
             encode_lines(fast, &buf, &ends, &ingest, from, n, &mut self.lines).map_err(invalid)?;
+        if !resolved {
+            let needs = self.core.needs_of(&self.lines, encoded);
+            if !needs.is_empty() {
+                return Ok(CountLinesResult {
+                    next: from as f64,
+                    counted: 0.0,
+                    duplicates: 0.0,
+                    beyond_horizon: 0.0,
+                    needs: needs.into(),
+                });
+            }
+        }
         let t = self
             .core
             .count_encoded(&self.lines, encoded, false)
@@ -1784,6 +2225,7 @@ impl CountKernel {
             counted: t.counted as f64,
             duplicates: t.duplicates as f64,
             beyond_horizon: t.beyond_horizon as f64,
+            needs: Vec::new().into(),
         })
     }
 
@@ -1802,15 +2244,80 @@ impl CountKernel {
             .map(|_| Buffer::from(out)))
     }
 
-    /// Counts the n events encoded in `batch`; returns this batch's tally.
+    /// Counts the n events encoded in `batch`; returns this batch's tally. Unless `resolved`
+    /// (the spill records it needed were just restored), a batch that needs spill records is
+    /// not counted: the tally lists them.
     #[napi]
-    pub fn count_batch(&mut self, batch: Buffer, n: f64) -> Result<CountTally> {
-        let n = whole("n", n, u32::MAX as f64)?;
-        let t = self.core.count_batch(&batch, n as usize).map_err(invalid)?;
+    pub fn count_batch(&mut self, batch: Buffer, n: f64, resolved: bool) -> Result<CountTally> {
+        let n = whole("n", n, u32::MAX as f64)? as usize;
+        if !resolved {
+            let needs = self.core.needs_of(&batch, n);
+            if !needs.is_empty() {
+                return Ok(CountTally {
+                    counted: 0.0,
+                    duplicates: 0.0,
+                    beyond_horizon: 0.0,
+                    needs: needs.into(),
+                });
+            }
+        }
+        let t = self.core.count_batch(&batch, n).map_err(invalid)?;
         Ok(CountTally {
             counted: t.counted as f64,
             duplicates: t.duplicates as f64,
             beyond_horizon: t.beyond_horizon as f64,
+            needs: Vec::new().into(),
+        })
+    }
+
+    /// Core::restore: the records a count listed as its needs, read from the store.
+    #[napi]
+    pub fn restore(&mut self, needs: Buffer, found: Uint8Array, values: Buffer, ends: Uint32Array) -> Result<()> {
+        self.core.restore(&needs, &found, &values, &ends).map_err(invalid)
+    }
+
+    /// Core::evict: spills what keeps the state above `limit` bytes; the records go into the commit.
+    #[napi]
+    pub fn evict(&mut self, limit: f64) -> SpillRecords {
+        let s = self.core.evict(limit);
+        SpillRecords {
+            keys: s.keys.into(),
+            values: s.values.into(),
+            ends: s.ends.into(),
+            identities: s.identities as f64,
+            customers: s.customers as f64,
+        }
+    }
+
+    /// Core::load_spilled: a loaded group's spill records of `kind` ("I" or "M"), by fingerprint.
+    #[napi]
+    pub fn load_spilled(&mut self, group: f64, kind: String, fps: Buffer) -> Result<()> {
+        let group = whole("group", group, (GROUPS - 1) as f64)?;
+        let kind = match kind.as_str() {
+            "I" => KIND_IDENTITY,
+            "M" => KIND_MARKERS,
+            other => return Err(invalid(format!("loadSpilled: kind {other:?} is not I or M"))),
+        };
+        self.core.load_spilled(group, kind, &fps).map_err(invalid)
+    }
+
+    /// Core::forget_identities: identity records of `group` that the store no longer holds.
+    #[napi]
+    pub fn forget_identities(&mut self, group: f64, fps: Buffer) -> Result<()> {
+        let group = whole("group", group, (GROUPS - 1) as f64)?;
+        self.core.forget_identities(group, &fps).map_err(invalid)
+    }
+
+    /// Core::sweep_marker_records.
+    #[napi]
+    pub fn sweep_marker_records(&mut self, group: f64, cutoff: f64, fps: Buffer, values: Buffer, ends: Uint32Array) -> Result<SweptRecords> {
+        let group = whole("group", group, (GROUPS - 1) as f64)?;
+        let (actions, out, out_ends, removed) = self.core.sweep_marker_records(group, cutoff, &fps, &values, &ends).map_err(invalid)?;
+        Ok(SweptRecords {
+            actions: actions.into(),
+            values: out.into(),
+            ends: out_ends.into(),
+            removed: removed as f64,
         })
     }
 

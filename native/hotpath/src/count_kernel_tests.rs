@@ -2,7 +2,7 @@
 //! checked against a string-keyed reference model written from the rules, segment round
 //! trips, and malformed input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 
@@ -1259,4 +1259,215 @@ fn sort_by_id_orders_as_a_comparison_sort() {
         seen.sort_unstable();
         assert_eq!(seen, (0..n as u32).collect::<Vec<_>>(), "case {case}: a permutation");
     }
+}
+
+/// The store as the task keeps it for the kernel: each group's segment logs (a sweep
+/// replaces the state log, as in `sweeps_delete_only_what_decides_nothing`) and the spill
+/// records by (kind, group, fingerprint).
+#[derive(Default)]
+struct SpillStore {
+    log: HashMap<u32, (Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>)>,
+    records: BTreeMap<(u8, u32, u128), Vec<u8>>,
+    seq: u64,
+}
+
+impl SpillStore {
+    fn append(&mut self, g: u32, parts: Parts, replace_state: bool) {
+        let (counters, state) = self.log.entry(g).or_default();
+        if replace_state {
+            state.clear();
+        }
+        for (list, seg) in [(&mut *counters, parts.counters), (&mut *state, parts.state)] {
+            if !seg.is_empty() {
+                list.push((self.seq, seg));
+                self.seq += 1;
+            }
+        }
+    }
+
+    /// What the task does at a commit after `changes()`: evict, and write the records.
+    fn evict(&mut self, core: &mut Core, limit: f64) -> (u64, u64) {
+        let s = core.evict(limit);
+        for i in 0..s.ends.len() {
+            let (kind, group, fp) = spill::need(&s.keys, i);
+            let from = if i == 0 { 0 } else { s.ends[i - 1] as usize };
+            self.records.insert((kind, group, fp), s.values[from..s.ends[i] as usize].to_vec());
+        }
+        (s.identities, s.customers)
+    }
+
+    /// A new kernel loaded from the store, as the task opens its groups.
+    fn load(&self, make: &dyn Fn() -> Core) -> Core {
+        let mut core = make();
+        for (&g, (counters, state)) in &self.log {
+            let mut all: Vec<&(u64, Vec<u8>)> = counters.iter().chain(state).collect();
+            all.sort_by_key(|s| s.0);
+            for (_, seg) in all {
+                core.load_segment(g, seg).unwrap();
+            }
+            for kind in [spill::KIND_IDENTITY, spill::KIND_MARKERS] {
+                let fps: Vec<u8> = self
+                    .records
+                    .keys()
+                    .filter(|k| k.0 == kind && k.1 == g)
+                    .flat_map(|k| k.2.to_le_bytes())
+                    .collect();
+                core.load_spilled(g, kind, &fps).unwrap();
+            }
+        }
+        core
+    }
+
+    /// Counts a batch as NativeState does: its needs read and restored first. Returns the
+    /// tally and the records restored.
+    fn count(&self, core: &mut Core, evs: &[Ev]) -> (Tally, usize) {
+        let b = encode(evs);
+        let needs = core.needs_of(&b, evs.len());
+        let k = needs.len() / spill::NEED_BYTES;
+        if k > 0 {
+            let (mut found, mut values, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..k {
+                let (kind, group, fp) = spill::need(&needs, i);
+                let v = self.records.get(&(kind, group, fp));
+                found.push(u8::from(v.is_some()));
+                values.extend_from_slice(v.map_or(&[][..], |v| v));
+                ends.push(values.len() as u32);
+            }
+            core.restore(&needs, &found, &values, &ends).unwrap();
+            // What was found is in memory now; only identities whose tag misled are asked again.
+            let again = core.needs_of(&b, evs.len());
+            for i in 0..again.len() / spill::NEED_BYTES {
+                let (kind, group, fp) = spill::need(&again, i);
+                assert!(kind == spill::KIND_IDENTITY && !self.records.contains_key(&(kind, group, fp)), "asked again for a restored record");
+            }
+        }
+        (core.count_batch(&b, evs.len()).unwrap(), k)
+    }
+
+    /// The task's sweep of a group's spill records at `cutoff`: expired identity records are
+    /// deleted (worker/state/expiry.ts's rule), marker records swept by the kernel.
+    fn sweep_records(&mut self, core: &mut Core, g: u32, cutoff: f64, dr: i64) -> u64 {
+        let expired: Vec<u128> = self
+            .records
+            .iter()
+            .filter(|(k, v)| k.0 == spill::KIND_IDENTITY && k.1 == g && (u32::from_le_bytes(v[..4].try_into().unwrap()) as i64 + dr) < cutoff as i64)
+            .map(|(k, _)| k.2)
+            .collect();
+        for &fp in &expired {
+            self.records.remove(&(spill::KIND_IDENTITY, g, fp));
+        }
+        let fps: Vec<u8> = expired.iter().flat_map(|fp| fp.to_le_bytes()).collect();
+        core.forget_identities(g, &fps).unwrap();
+        let marker_keys: Vec<u128> = self.records.keys().filter(|k| k.0 == spill::KIND_MARKERS && k.1 == g).map(|k| k.2).collect();
+        let (mut values, mut ends) = (Vec::new(), Vec::new());
+        for fp in &marker_keys {
+            values.extend_from_slice(&self.records[&(spill::KIND_MARKERS, g, *fp)]);
+            ends.push(values.len() as u32);
+        }
+        let fps: Vec<u8> = marker_keys.iter().flat_map(|fp| fp.to_le_bytes()).collect();
+        let (actions, out, out_ends, removed) = core.sweep_marker_records(g, cutoff, &fps, &values, &ends).unwrap();
+        let mut r = 0;
+        for (i, fp) in marker_keys.iter().enumerate() {
+            match actions[i] {
+                0 => {}
+                1 => {
+                    let from = if r == 0 { 0 } else { out_ends[r - 1] as usize };
+                    self.records.insert((spill::KIND_MARKERS, g, *fp), out[from..out_ends[r] as usize].to_vec());
+                    r += 1;
+                }
+                _ => {
+                    self.records.remove(&(spill::KIND_MARKERS, g, *fp));
+                }
+            }
+        }
+        expired.len() as u64 + removed
+    }
+}
+
+/// Under a state limit (0: spill everything it can after every window; and one that spills
+/// part), with sweeps of the segments and the spill records and restarts from the store,
+/// every window's totals equal the reference's; identities and marker sets are spilled and
+/// come back; a restarted kernel holds only what its segments hold in memory.
+#[test]
+fn spilling_under_a_limit_matches_the_reference() {
+    for (account, limit) in [(true, 0.0), (true, 345_000.0), (false, 0.0)] {
+        let evs = workload(21, 8000);
+        let (dr, ur) = (2 * DAY as i64, DAY as i64);
+        let make = || Core::new(2, account, dr as f64, ur as f64).unwrap();
+        let mut core = make();
+        let mut reference = Reference::new(account, dr, ur);
+        let mut store = SpillStore::default();
+        let (mut spilled, mut restored, mut swept) = ((0, 0), 0, 0);
+        for (w, window) in evs.chunks(400).enumerate() {
+            for batch in window.chunks(61) {
+                let (t, r) = store.count(&mut core, batch);
+                restored += r;
+                let before = reference.tally;
+                for e in batch {
+                    reference.count(e);
+                }
+                let want = Tally {
+                    counted: reference.tally.counted - before.counted,
+                    duplicates: reference.tally.duplicates - before.duplicates,
+                    beyond_horizon: reference.tally.beyond_horizon - before.beyond_horizon,
+                };
+                assert_eq!(t, want, "window {w}: tally ({account}, {limit})");
+            }
+            let f = core.finalise().unwrap();
+            same_final(&f, &reference.finalise(), &format!("window {w} ({account}, {limit})"));
+            if w % 2 == 1 {
+                let (groups, marks) = core.watermarks();
+                let cutoffs: Vec<f64> = marks.iter().map(|&m| sweep_cutoff(m, dr, ur)).collect();
+                let out = core.sweep(&groups, &cutoffs, &vec![0; groups.len()]).unwrap();
+                for (g, parts) in out.groups.iter().zip(out.parts) {
+                    store.append(*g, parts, true);
+                }
+                for (&g, &cutoff) in groups.iter().zip(&cutoffs) {
+                    swept += store.sweep_records(&mut core, g, cutoff, dr);
+                }
+            }
+            for (g, parts) in core.changes() {
+                store.append(g, parts, false);
+            }
+            let (i, c) = store.evict(&mut core, limit);
+            spilled = (spilled.0 + i, spilled.1 + c);
+            if w % 5 == 4 {
+                core = store.load(&make);
+            }
+        }
+        if limit == 0.0 {
+            assert!(spilled.0 > 1000, "identities spilled: {spilled:?} ({account}, {limit})");
+        }
+        assert!(restored > 20, "records restored: {restored}");
+        assert!(swept > 100, "spilled records swept: {swept}");
+        if account {
+            assert!(spilled.1 > 100, "customers spilled: {spilled:?} ({limit})");
+        } else {
+            assert_eq!(spilled.1, 0);
+        }
+    }
+}
+
+#[test]
+fn restore_checks_before_it_changes_anything() {
+    let mut core = Core::new(2, true, 2.0 * DAY as f64, DAY as f64).unwrap();
+    count(&mut core, &workload(3, 200));
+    core.finalise().unwrap();
+    core.changes();
+    let s = core.evict(0.0);
+    assert!(s.customers > 0);
+    let before = core.stats();
+    let (kind, group, fp) = spill::need(&s.keys, s.ends.len() - 1);
+    assert_eq!(kind, spill::KIND_MARKERS);
+    let mut need = Vec::new();
+    spill::push_need(&mut need, kind, group, fp);
+    assert!(core.restore(&need, &[0], &[], &[0]).unwrap_err().contains("missing from the store"));
+    assert!(core.restore(&need, &[1], &[1, 0x80], &[2]).unwrap_err().contains("corrupt"));
+    assert!(core.restore(&need, &[1], &[1, 200, 1], &[3]).unwrap_err().contains("does not exist"));
+    assert!(core.restore(&need, &[1, 1], &[], &[0]).unwrap_err().contains("found flags"));
+    spill::push_need(&mut need, b'X', group, fp);
+    assert!(core.restore(&need, &[1, 1], &[1, 1], &[1, 2]).unwrap_err().contains("kind"));
+    let after = core.stats();
+    assert_eq!((before.markers, before.spilled_customers), (after.markers, after.spilled_customers));
+    assert!(core.load_spilled(group, spill::KIND_MARKERS, &[7; 16]).unwrap_err().contains("do not hold"));
 }

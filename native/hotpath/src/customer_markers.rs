@@ -168,6 +168,27 @@ impl CustomerMarkers {
         removed
     }
 
+    /// Removes customer cu's set, freeing its slots; returns its counters.
+    pub fn take(&mut self, cu: u32) -> Vec<u32> {
+        let Some(set) = self.sets.get_mut(cu as usize) else {
+            return Vec::new();
+        };
+        let set = std::mem::take(set);
+        self.slots -= set.slots.len();
+        self.len -= set.len as usize;
+        set.counters().collect()
+    }
+
+    /// The bytes of customer cu's slots.
+    pub fn set_bytes(&self, cu: u32) -> usize {
+        self.sets.get(cu as usize).map_or(0, |s| s.slots.len() * 4)
+    }
+
+    /// Bytes of the slots alone (what evicting every set would free).
+    pub fn slot_bytes(&self) -> usize {
+        self.slots * 4
+    }
+
     /// Customer cu's counters, in slot order.
     pub fn of(&self, cu: u32) -> impl Iterator<Item = u32> + '_ {
         self.sets.get(cu as usize).into_iter().flat_map(Set::counters)

@@ -21,6 +21,7 @@ mod fingerprint;
 #[cfg(feature = "rocks")]
 mod rocks;
 mod segment;
+mod spill;
 mod table;
 
 use napi::bindgen_prelude::{Buffer, Int32Array, Uint32Array};

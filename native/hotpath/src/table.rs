@@ -399,6 +399,18 @@ impl<V: SlotValue> TagTable<V> {
         miss
     }
 
+    /// Slots (a power of two).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Moves the entries into a table of `cap` slots (a power of two that holds them below
+    /// 3/4 load): how a table that spilled entries gives their memory back.
+    pub fn resize(&mut self, cap: usize) {
+        assert!(cap.is_power_of_two() && self.size * 4 <= cap * 3, "resize to {cap} slots with {} entries", self.size);
+        self.rehash(cap, |_, _, v| Some(v));
+    }
+
     /// Rebuilds the table keeping the entries for which `f(fp, tag, v)` returns Some(v'),
     /// stored with v'; O(capacity). The capacity stays.
     pub fn retain_map(&mut self, f: impl FnMut(u128, u32, V) -> Option<V>) {
