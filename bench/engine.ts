@@ -86,7 +86,7 @@ async function main(): Promise<void> {
  * itself again with them when they are missing. Returns true when the child ran.
  */
 function respawnAsWorker(budget: string | undefined, engine: string): boolean {
-  const flags = budget === undefined ? workerNodeOptions(engine === 'native' ? 'native' : 'records').split(' ') : nodeFlags(planMemory(parseMemoryBudget(budget, '--memory-budget')));
+  const flags = budget === undefined ? workerNodeOptions(engine === 'native' ? 'native' : 'records').split(' ') : nodeFlags(planMemory(parseMemoryBudget(budget, '--memory-budget')), engine === 'native' ? 'native' : 'records');
   const mallocSet = Object.entries(WORKER_MALLOC_ENV).every(([name, value]) => process.env[name] === value);
   if (mallocSet && flags.every((f) => process.execArgv.includes(f))) return false;
   const sized = (a: string): boolean => a.startsWith('--max-semi-space-size') || a.startsWith('--max-old-space-size');

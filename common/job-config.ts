@@ -249,7 +249,7 @@ export function resolveJobConfig(raw: Raw): JobConfig {
     // With a budget the cache is bounded by bytes, not by a count of records.
     stateCacheEntries: memory !== undefined ? 1e9 : integer(state.cacheEntries ?? DEFAULTS.stateCacheEntries, 'state.cacheEntries', 1000, 1e9),
     ...(memory === undefined ? {} : { memory }),
-    engine: resolveEngine(state.engine, memory),
+    engine: resolveEngine(state.engine),
     rocksdb: {
       blockCacheSize: memory?.blockCacheSize ?? positiveSize(rocks.blockCacheSize ?? DEFAULTS.blockCacheSize, 'rocksdb.blockCacheSize'),
       writeBufferSize: memory?.writeBufferSize ?? positiveSize(rocks.writeBufferSize ?? DEFAULTS.writeBufferSize, 'rocksdb.writeBufferSize'),
@@ -265,12 +265,8 @@ export function resolveJobConfig(raw: Raw): JobConfig {
 
 export type StateEngine = 'records' | 'native';
 
-function resolveEngine(raw: unknown, memory: MemoryPlan | undefined): StateEngine {
-  const engine = oneOf(raw ?? 'records', ['records', 'native'] as const, 'state.engine');
-  if (engine === 'native' && memory !== undefined) {
-    throw new ConfigError('state.engine', 'native does not support state.memoryBudget yet (its state is all in memory)', 'remove state.memoryBudget, or use state.engine: records');
-  }
-  return engine;
+function resolveEngine(raw: unknown): StateEngine {
+  return oneOf(raw ?? 'records', ['records', 'native'] as const, 'state.engine');
 }
 
 /** RocksDB settings of local mode's embedded sink: under a memory budget, the small share the reserve holds for it. */

@@ -1,5 +1,6 @@
 import { parseSize } from './duration';
 import { ConfigError } from './errors';
+import { NATIVE_SEMI_SPACE_MIB } from './node-options';
 
 /**
  * The memory budget of a worker (`state.memoryBudget` in the job config, `memoryBudget` in
@@ -57,6 +58,13 @@ export interface MemoryPlan {
    * the 1 M-identity benchmark), plus 64 MiB for the window and the batch.
    */
   readonly heapLimitMiB: number;
+  /**
+   * The native engine's state share: its kernel's tables (dedup identities, marker sets,
+   * counters, customers, buckets) are kept within it by spilling identities and marker sets
+   * to RocksDB (ADR 7). It is what the records engine gives its cache, its Bloom filter and
+   * its heap room: the state share but RocksDB's block cache and write buffers.
+   */
+  readonly nativeStateBytes: number;
 }
 
 /** The embedded sink of local mode (a second RocksDB) under a budget: small, and counted in the reserve. */
@@ -88,12 +96,18 @@ export function planMemory(budget: number): MemoryPlan {
   // Three semi-spaces take at most 3/8 of the reserve, and no more than the 128 MiB measured best (docs/performance.md).
   const semiSpaceMiB = Math.max(8, Math.min(128, 2 ** Math.floor(Math.log2(reserve / 8 / 1024 ** 2))));
   const heapLimitMiB = Math.ceil((cacheBytes * 2) / 1024 ** 2) + 64;
-  return { budget, reserve, cacheBytes, blockCacheSize, writeBufferSize, filterBits, semiSpaceMiB, heapLimitMiB };
+  const nativeStateBytes = state - blockCacheSize - 2 * writeBufferSize;
+  return { budget, reserve, cacheBytes, blockCacheSize, writeBufferSize, filterBits, semiSpaceMiB, heapLimitMiB, nativeStateBytes };
 }
 
-/** The Node.js flags a process under this plan runs with (NODE_OPTIONS of a worker, the benchmark's own). */
-export function nodeFlags(plan: MemoryPlan): string[] {
-  return [`--max-semi-space-size=${plan.semiSpaceMiB}`, `--max-old-space-size=${plan.heapLimitMiB}`];
+/**
+ * The Node.js flags a process under this plan runs with (NODE_OPTIONS of a worker, the
+ * benchmark's own). The native engine keeps its young generation at 32 MiB whatever the
+ * budget; its heap cap stays (the heap holds little but the window's rows).
+ */
+export function nodeFlags(plan: MemoryPlan, engine: 'records' | 'native' = 'records'): string[] {
+  const semi = engine === 'native' ? Math.min(plan.semiSpaceMiB, NATIVE_SEMI_SPACE_MIB) : plan.semiSpaceMiB;
+  return [`--max-semi-space-size=${semi}`, `--max-old-space-size=${plan.heapLimitMiB}`];
 }
 
 /** Bytes a plan lets the process use at most by its settings: the heap cap, three semi-spaces, RocksDB's block cache and memtables, the filter. The rest of the budget is for Node.js's and RocksDB's own allocations. */

@@ -14,8 +14,11 @@ export const WORKER_NODE_OPTIONS = '--max-semi-space-size=128';
  * RSS (docs/performance.md, "The native engine").
  */
 export function workerNodeOptions(engine: 'records' | 'native'): string {
-  return engine === 'native' ? '--max-semi-space-size=32' : WORKER_NODE_OPTIONS;
+  return engine === 'native' ? `--max-semi-space-size=${NATIVE_SEMI_SPACE_MIB}` : WORKER_NODE_OPTIONS;
 }
+
+/** The native engine's young generation, in MiB (with or without a memory budget). */
+export const NATIVE_SEMI_SPACE_MIB = 32;
 
 /**
  * glibc's allocator keeps up to 8 arenas per core, one per thread that allocates at once

@@ -188,14 +188,14 @@ export const specSchema = object(
     uniques: object({ retention: duration('How long a customer is remembered as already counted in a bucket.', '7d') }, { description: 'Uniqueness.', default: {} }),
     engine: enumeration(['records', 'native'] as const, {
       description:
-        'Counting engine. records: state records in RocksDB behind a cache, bounded by memoryBudget. native: the Rust counting kernel, several times faster per core, with all state in memory (no memoryBudget yet: resources.limits.memory must hold the state). Fixed for the job\'s life: the state is written for one engine.',
+        'Counting engine. records: state records in RocksDB behind a cache, bounded by memoryBudget. native: the Rust counting kernel, several times faster per core, its state in memory, spilling dedup identities and uniqueness markers to RocksDB under memoryBudget (counters and customers stay in memory). Fixed for the job\'s life: the state is written for one engine.',
       default: 'records',
       validations: [{ rule: 'self == oldSelf', message: 'engine is immutable: the state is written for one engine; create a new job to change it' }],
     }),
     stateCacheEntries: integer({ description: 'State records kept in memory across windows. Not used when memoryBudget is set.', default: 2_000_000, minimum: 1000, maximum: 1_000_000_000 }),
     memoryBudget: string({
       description:
-        "One size that bounds each worker's memory (512Mi to 1Ti, e.g. 2Gi): the state cache, the Bloom filter, RocksDB's block cache and write buffers and the Node.js young generation are sized from it, so stateCacheEntries, rocksdb.blockCacheSize and rocksdb.writeBufferSize are not used. Must not exceed resources.limits.memory. Bytes, or a number with a unit such as Mi, Gi.",
+        "One size that bounds each worker's memory (512Mi to 1Ti, e.g. 2Gi): the state cache (engine native: the kernel's tables), the Bloom filter, RocksDB's block cache and write buffers and the Node.js young generation are sized from it, so stateCacheEntries, rocksdb.blockCacheSize and rocksdb.writeBufferSize are not used. Must not exceed resources.limits.memory. Bytes, or a number with a unit such as Mi, Gi.",
       pattern: SIZE_PATTERN,
     }),
     source: object({ kafka: kafkaSchema }, { description: 'Where events come from.', required: true }),
@@ -267,12 +267,6 @@ export const specSchema = object(
         message: 'replicas must not exceed keyGroups: every worker needs at least one key group',
         reason: 'FieldValueInvalid',
         fieldPath: '.replicas',
-      },
-      {
-        rule: "!(self.engine == 'native' && has(self.memoryBudget))",
-        message: 'engine native does not take a memoryBudget yet (its state is all in memory): remove memoryBudget and size resources.limits.memory, or use engine records',
-        reason: 'FieldValueInvalid',
-        fieldPath: '.memoryBudget',
       },
     ],
   },

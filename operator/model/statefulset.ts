@@ -44,7 +44,7 @@ function nodeOptions(memoryBudget: string | undefined, engine: 'records' | 'nati
   const unbudgeted = workerNodeOptions(engine);
   if (memoryBudget === undefined) return unbudgeted;
   try {
-    return nodeFlags(planMemory(parseMemoryBudget(memoryBudget, 'memoryBudget'))).join(' ');
+    return nodeFlags(planMemory(parseMemoryBudget(memoryBudget, 'memoryBudget')), engine).join(' ');
   } catch {
     return unbudgeted; // an unusable budget is an error of the worker config (validation); the worker refuses it
   }

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { localPaths, runLocal } from '../../worker/runtime/local';
+import { metrics } from '../../worker/runtime/metrics';
 import { rng, testInput } from '../support/events';
 import { referenceRun } from '../support/reference';
-import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+import { ArraySource, engineOf, engineRunOptions, jumpyClock, localCounts, tempDir, TEST_ENGINES, testConfig, type InputRecord, type TestEngine } from '../support/local';
 
 /**
  * Property tests of the whole count task (real RocksDB, embedded sink) against the
@@ -13,11 +14,11 @@ import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRe
  */
 
 const NOW = Date.UTC(2026, 10, 27, 12) / 1000;
-/** Every property below holds for both engines (docs/adr/0007-hot-path.md). */
-const ENGINES = ['records', 'native'] as const;
+const ENGINES = TEST_ENGINES;
 const MAX = 4096;
 
-type Engine = (typeof ENGINES)[number];
+type Engine = TestEngine;
+const runOptions = engineRunOptions;
 
 function input(seed: number, valid: number): InputRecord[] {
   const r = rng(seed);
@@ -27,16 +28,24 @@ function input(seed: number, valid: number): InputRecord[] {
   return values.map((value) => ({ value, ingestTimeMs: (t += Math.floor(r() * 60_000)) }));
 }
 
+/** The process's spill metrics so far (every task of this test file adds to them). */
+async function spillFigures(): Promise<{ identities: number; customers: number; reads: number }> {
+  const spilled = (await metrics.stateSpilled.get()).values;
+  const of = (kind: string): number => spilled.find((v) => v.labels.kind === kind)?.value ?? 0;
+  return { identities: of('dedup'), customers: of('customer_markers'), reads: (await metrics.stateSpillReads.get()).values[0]?.value ?? 0 };
+}
+
 async function countWith(records: readonly InputRecord[], configOverrides: Record<string, unknown>, seed: number, engine: Engine, dataDir = tempDir()) {
   const r = rng(seed);
-  const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine }, ...configOverrides });
+  const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine: engineOf(engine) }, ...configOverrides });
   const batchSizes = Array.from({ length: 7 }, () => 1 + Math.floor(r() * 300));
-  await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700) });
+  await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700), ...runOptions(engine) });
   return { rows: await localCounts(dataDir, config), dataDir, config };
 }
 
 for (const engine of ENGINES) {
   test(`random splits into windows and batches give the contract counts (account level) [${engine}]`, async () => {
+    const before = await spillFigures();
     for (const seed of [1, 2, 3, 4, 5]) {
       const records = input(seed, 400);
       const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
@@ -47,6 +56,11 @@ for (const engine of ENGINES) {
       assert.deepEqual(b.rows, expected.rows, `seed ${seed}, split B`);
       rmSync(a.dataDir, { recursive: true });
       rmSync(b.dataDir, { recursive: true });
+    }
+    if (engine === 'native-spilling') {
+      // The path under test was taken: identities and marker sets spilled, and read back.
+      const after = await spillFigures();
+      assert.ok(after.identities - before.identities > 1000 && after.customers - before.customers > 500 && after.reads - before.reads > 200, JSON.stringify({ before, after }));
     }
   });
 }
@@ -80,7 +94,7 @@ for (const engine of ENGINES) {
     assert.deepEqual(first.rows, expected.rows);
     // Re-deliver a prefix and then everything, into the same state, as a replay would.
     for (const replay of [records.slice(0, 120), records]) {
-      await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(replay, [50], true), clock: jumpyClock(5, 900) });
+      await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(replay, [50], true), clock: jumpyClock(5, 900), ...runOptions(engine) });
       assert.deepEqual(await localCounts(first.dataDir, first.config), expected.rows);
     }
     rmSync(first.dataDir, { recursive: true });
@@ -91,7 +105,7 @@ for (const engine of ENGINES) {
   test(`a run over the same data dir after success reads nothing and changes nothing [${engine}]`, async () => {
     const records = input(31, 150);
     const first = await countWith(records, {}, 31, engine);
-    const again = await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(records) });
+    const again = await runLocal({ config: first.config, dataDir: first.dataDir, source: new ArraySource(records), ...runOptions(engine) });
     assert.equal(again.read, 0);
     assert.deepEqual(await localCounts(first.dataDir, first.config), first.rows);
     rmSync(first.dataDir, { recursive: true });
@@ -103,9 +117,9 @@ for (const engine of ENGINES) {
     const records = input(41, 300);
     const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX });
     const dataDir = tempDir();
-    const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine } });
-    await runLocal({ config, dataDir, source: new ArraySource(records.slice(0, 180), [64], false, 'part-1') });
-    await runLocal({ config, dataDir, source: new ArraySource(records.slice(150), [64], false, 'part-2') });
+    const config = testConfig({ maxEventBytes: MAX, state: { cacheEntries: 1000, engine: engineOf(engine) } });
+    await runLocal({ config, dataDir, source: new ArraySource(records.slice(0, 180), [64], false, 'part-1'), ...runOptions(engine) });
+    await runLocal({ config, dataDir, source: new ArraySource(records.slice(150), [64], false, 'part-2'), ...runOptions(engine) });
     assert.deepEqual(await localCounts(dataDir, config), expected.rows);
     rmSync(dataDir, { recursive: true });
   });

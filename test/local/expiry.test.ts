@@ -10,7 +10,7 @@ import { readSegments } from '../../worker/state/segment-log';
 import { RocksStore } from '../../worker/state/rocks';
 import { rng } from '../support/events';
 import { referenceRun } from '../support/reference';
-import { ArraySource, jumpyClock, localCounts, tempDir, testConfig, type InputRecord } from '../support/local';
+import { ArraySource, engineOf, engineRunOptions, jumpyClock, localCounts, tempDir, TEST_ENGINES, testConfig, type InputRecord } from '../support/local';
 
 /**
  * Bounded state (issue 9): over weeks of ingest time, dedup identities and uniqueness
@@ -39,7 +39,7 @@ const COMPANIES = ['acme', 'borealis'];
 const STATISTICS = ['open', 'click'];
 /** Long facet values, so that a busy customer's marker record fills up and spills into one-marker (V) records. */
 const PAGES = Array.from({ length: 30 }, (_, i) => `/catalogue/${'section/'.repeat(10)}${i}`);
-const ENGINES = ['records', 'native'] as const;
+const ENGINES = TEST_ENGINES;
 /** The latest an hour or day bucket's last event (a copy included) is ingested after the bucket ends: 12 h late + 2.4 days of copy delay + the hour it is rounded to. */
 const LAST_TOUCH_SEC = 12 * 3600 + MAX_COPY_DELAY_MS / 1000 + 3600;
 
@@ -101,6 +101,35 @@ async function census(dataDir: string, config: ReturnType<typeof testConfig>): P
   return c;
 }
 
+/** Every marker ever set is one unique of its counter; those that may be left are of buckets whose horizon can still be after the cutoff (month buckets: all of them). */
+function liveMarkers(rows: ReturnType<typeof referenceRun>['rows'], newest: ReadonlyMap<number, number>, groupOf: (company: string, statistic: string) => number): { live: number; all: number } {
+  let live = 0;
+  let all = 0;
+  for (const row of rows) {
+    all += row.uniques ?? 0;
+    const endSec = Date.parse(row.bucket) / 1000 + (row.granularity === 'hour' ? 3600 : 86_400);
+    if (row.granularity === 'month' || endSec + LAST_TOUCH_SEC + UNIQUES_RETENTION_MS / 1000 + 2 * STEP_SEC >= newest.get(groupOf(row.scope, row.statistic_id))!) live += row.uniques ?? 0;
+  }
+  return { live, all };
+}
+
+/** The native engine's spill records (worker/state/spill-records.ts): identities with their first ingest second, and the markers the customer records hold. */
+async function spillCensus(dataDir: string, config: ReturnType<typeof testConfig>): Promise<{ identities: Array<{ group: number; firstSeen: number }>; markers: number }> {
+  const store = await RocksStore.openReadOnly(`${dataDir}/state`, config.rocksdb);
+  const out = { identities: [] as Array<{ group: number; firstSeen: number }>, markers: 0 };
+  try {
+    await store.scan({ gte: '0000', lt: '~' }, (key, value) => {
+      const bytes = Buffer.from(value, 'base64');
+      if (key[4] === 'I') out.identities.push({ group: parseInt(key.slice(0, 4), 16), firstSeen: bytes.readUInt32LE(0) });
+      // A version byte, then one varint per marker: the bytes below 0x80 end one each.
+      if (key[4] === 'M') out.markers += bytes.subarray(1).filter((b) => b < 0x80).length;
+    });
+  } finally {
+    await store.close();
+  }
+  return out;
+}
+
 /** The native engine's tables as the segments on disk rebuild them (what a restarted task would hold). */
 async function reopenedKernelStats(dataDir: string, config: ReturnType<typeof testConfig>): Promise<CountKernelStats> {
   const store = await RocksStore.openReadOnly(`${dataDir}/state`, config.rocksdb);
@@ -119,11 +148,11 @@ for (const engine of ENGINES) test(`over 30 days of ingest, expired identities a
     const spanDays = (records.at(-1)!.ingestTimeMs - START_MS) / DAY_MS;
     assert.ok(spanDays > 25, `input spans ${spanDays.toFixed(1)} days`);
     const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
-    const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
+    const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine: engineOf(engine) } });
     const dataDir = tempDir();
     const r = rng(seed * 31);
     const batchSizes = Array.from({ length: 5 }, () => 1 + Math.floor(r() * 60));
-    const result = await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700) });
+    const result = await runLocal({ config, dataDir, source: new ArraySource(records, batchSizes), clock: jumpyClock(seed, 700), ...engineRunOptions(engine) });
     assert.deepEqual(await localCounts(dataDir, config), expected.rows, `seed ${seed}: counts`);
     assert.equal(result.counted, expected.counted);
     assert.equal(result.duplicates, expected.duplicates);
@@ -139,7 +168,14 @@ for (const engine of ENGINES) test(`over 30 days of ingest, expired identities a
       newest.set(g, Math.max(newest.get(g) ?? 0, Math.floor(rec.ingestTimeMs / 1000)));
     }
     assert.ok(result.expired > 0, `seed ${seed}: the sweeps deleted something`);
-    if (engine === 'native') {
+    if (engine === 'native-spilling') {
+      // Spill records expire too: every identity record left is within retention + two steps of its group's newest, and the marker records hold no more markers than can be live.
+      const spilled = await spillCensus(dataDir, config);
+      assert.ok(spilled.identities.length > 0 && spilled.markers > 0, `seed ${seed}: records were spilled`);
+      for (const d of spilled.identities) assert.ok(d.firstSeen >= newest.get(d.group)! - RETENTION_MS / 1000 - 2 * STEP_SEC, `seed ${seed}: a spilled identity of ${d.firstSeen} outlived its retention`);
+      assert.ok(spilled.markers <= liveMarkers(expected.rows, newest, groupOf).live, `seed ${seed}: ${spilled.markers} spilled markers left`);
+    }
+    if (engine !== 'records') {
       const kernel = await reopenedKernelStats(dataDir, config);
       // An identity is stored once per counting, at its ingest second: those left must have been counted at most retention + two steps before their group's newest.
       const recent = records.filter((rec) => {
@@ -148,13 +184,7 @@ for (const engine of ENGINES) test(`over 30 days of ingest, expired identities a
       }).length;
       assert.ok(kernel.identities > 0 && kernel.identities <= recent, `seed ${seed}: ${kernel.identities} identities left, at most ${recent} records were recent enough`);
       // Every marker ever set is one unique of its counter; those left must be of buckets whose horizon can still be after the cutoff (month buckets: all of them).
-      let live = 0;
-      let all = 0;
-      for (const row of expected.rows) {
-        all += row.uniques ?? 0;
-        const endSec = Date.parse(row.bucket) / 1000 + (row.granularity === 'hour' ? 3600 : 86_400);
-        if (row.granularity === 'month' || endSec + LAST_TOUCH_SEC + UNIQUES_RETENTION_MS / 1000 + 2 * STEP_SEC >= newest.get(groupOf(row.scope, row.statistic_id))!) live += row.uniques ?? 0;
-      }
+      const { live, all } = liveMarkers(expected.rows, newest, groupOf);
       assert.ok(live < all * 0.7, `seed ${seed}: the input lets most markers expire (${live} of ${all} may live)`);
       assert.ok(kernel.markers > 0 && kernel.markers <= live, `seed ${seed}: ${kernel.markers} markers left, at most ${live} can be live`);
       rmSync(dataDir, { recursive: true });
@@ -176,15 +206,15 @@ for (const engine of ENGINES) test(`over 30 days of ingest, expired identities a
 for (const engine of ENGINES) test(`input re-delivered within one expiry step of the newest ingest time is still dropped after sweeps [${engine}]`, async () => {
   // A run over 3 days (sweeps every 3.4 h of ingest), then its last step again with the records' own ingest times (a replay from a committed position).
   const records = input(7, 600, 15);
-  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
+  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine: engineOf(engine) } });
   const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
   const dataDir = tempDir();
-  const first = await runLocal({ config, dataDir, source: new ArraySource(records, [37]), clock: jumpyClock(7, 700) });
+  const first = await runLocal({ config, dataDir, source: new ArraySource(records, [37]), clock: jumpyClock(7, 700), ...engineRunOptions(engine) });
   assert.ok(first.expired > 0, 'the run deleted expired records');
   const lastMs = records.at(-1)!.ingestTimeMs;
   const tail = records.filter((rec) => rec.ingestTimeMs >= lastMs - STEP_SEC * 1000);
   assert.ok(tail.length > 10);
-  await runLocal({ config, dataDir, source: new ArraySource(tail, [16], true), clock: jumpyClock(8, 700) });
+  await runLocal({ config, dataDir, source: new ArraySource(tail, [16], true), clock: jumpyClock(8, 700), ...engineRunOptions(engine) });
   assert.deepEqual(await localCounts(dataDir, config), expected.rows);
   rmSync(dataDir, { recursive: true });
 });
@@ -204,11 +234,11 @@ for (const engine of ENGINES) test(`a record stamped a month ahead by a producer
   ];
   const expected = referenceRun(records, { level: 'account', dedupRetentionMs: RETENTION_MS, uniquesRetentionMs: UNIQUES_RETENTION_MS });
   assert.equal(expected.duplicates, 1);
-  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine } });
+  const config = testConfig({ ...RETENTIONS, state: { cacheEntries: 1000, engine: engineOf(engine) } });
   const dataDir = tempDir();
   // One record per batch and a clock that closes a window (and sweeps) after every batch.
   let t = 0;
-  const result = await runLocal({ config, dataDir, source: new ArraySource(records, [1]), clock: () => (t += 5_000), sweepCeilingMs: () => now + 3_600_000 });
+  const result = await runLocal({ config, dataDir, source: new ArraySource(records, [1]), clock: () => (t += 5_000), sweepCeilingMs: () => now + 3_600_000, ...engineRunOptions(engine) });
   assert.equal(result.duplicates, 1, 'the copy was dropped');
   assert.deepEqual(await localCounts(dataDir, config), expected.rows);
   rmSync(dataDir, { recursive: true });

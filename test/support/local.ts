@@ -57,6 +57,24 @@ export class ArraySource implements Source {
   }
 }
 
+/**
+ * The engines the local property tests run on: both (docs/adr/0007-hot-path.md), and the
+ * native one spilling all it can after every window (its memory budget's path: dedup
+ * identities and marker sets evicted to spill records, read back when an event needs them).
+ */
+export const TEST_ENGINES = ['records', 'native', 'native-spilling'] as const;
+export type TestEngine = (typeof TEST_ENGINES)[number];
+
+/** The job's `state.engine` of a test engine. */
+export function engineOf(engine: TestEngine): 'records' | 'native' {
+  return engine === 'records' ? 'records' : 'native';
+}
+
+/** The runLocal options of a test engine. */
+export function engineRunOptions(engine: TestEngine): { nativeStateBytes?: number } {
+  return engine === 'native-spilling' ? { nativeStateBytes: 0 } : {};
+}
+
 /** A job config for tests: defaults, with overrides. */
 export function testConfig(overrides: Record<string, unknown> = {}): JobConfig {
   return resolveJobConfig({ keyGroups: 16, window: '1s', state: { cacheEntries: 1000 }, ...overrides });

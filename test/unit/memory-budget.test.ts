@@ -73,8 +73,13 @@ test('the operator passes the spec field to the workers: budget in the job docum
   const tooBig = minimalJob({ memoryBudget: '4Gi', resources: { limits: { memory: '2Gi' } } });
   assert.match(validateJob(tooBig).warnings.map((w) => `${w.field}: ${w.message}`).join(), /spec\.memoryBudget: 4096Mi is more than resources\.limits\.memory \(2048Mi\).*lower memoryBudget/);
   assert.match(validateJob(minimalJob({ memoryBudget: '100Mi' })).errors.map((e) => e.message).join(), /memoryBudget.*512Mi/);
-  // The native engine takes no budget yet: the operator refuses it too, should the CRD's own rule be missing.
-  assert.match(validateJob(minimalJob({ engine: 'native', memoryBudget: '2Gi' })).errors.map((e) => e.message).join(), /native does not support state\.memoryBudget/);
+  // The native engine under a budget: the job document carries both, its young generation stays at 32 MiB, the heap cap is the plan's.
+  const native = minimalJob({ engine: 'native', memoryBudget: '2Gi' });
+  assert.deepEqual(validateJob(native).errors, []);
+  assert.deepEqual((parse(desiredConfigMap(native).data!['job.yaml']!) as Record<string, unknown>).state, { engine: 'native', memoryBudget: '2Gi' });
+  const nativeEnv = desiredStatefulSet(native, 1).spec!.template.spec!.containers[0]!.env!;
+  assert.equal(nativeEnv.find((e) => e.name === 'NODE_OPTIONS')!.value, `--max-semi-space-size=32 --max-old-space-size=${planMemory(2048 * MiB).heapLimitMiB}`);
+  assert.equal(resolveJobConfig({ state: { engine: 'native', memoryBudget: '2Gi' } }).memory!.nativeStateBytes, planMemory(2048 * MiB).nativeStateBytes);
   const plain = desiredStatefulSet(minimalJob(), 1).spec!.template.spec!.containers[0]!.env!;
   assert.equal(plain.find((e) => e.name === 'NODE_OPTIONS')!.value, '--max-semi-space-size=128');
   // glibc's arenas: two, with or without a budget (docs/performance.md "Memory budget").

@@ -417,7 +417,7 @@ async function sameAsParsed(job: Job, batches: readonly SourceRecord[][], owned?
     deferred += deferredHere;
     fastCount += records.length - deferredHere;
     for (const r of records) add(parsed, r);
-    const want = parsed.count();
+    const want = await parsed.count();
     assert.deepEqual(got, want);
     assert.ok(rejected <= records.length);
     assert.deepEqual(window(fast), window(parsed));

@@ -6,6 +6,8 @@ import type { SourceRecord } from '../io/types';
 import type { CountingSettings, CountingTally } from './counting';
 import type { CountableEvent, ParseOptions } from './event';
 import { bucketEnd, bucketStart } from './time';
+import type { RocksStore } from '../state/rocks';
+import { loadSpillRecords, restoreNeeds, spillPuts, sweepSpillRecords } from '../state/spill-records';
 
 /**
  * The TypeScript side of the native counting engine (`state.engine: native`, ADR 7): events
@@ -272,8 +274,17 @@ export class NativeState {
   private fastPathOwned: number | undefined;
   /** Set when a commit failed: the kernel's tables are ahead of the store and must not be used again. */
   private poisoned = false;
+  /** Spill records read back into memory since the start. */
+  restored = 0;
 
-  constructor(private readonly settings: CountingSettings) {
+  /**
+   * `readSpilled` reads spill records from the store (the task's getMany); a kernel that
+   * never evicts (no memory budget) never asks.
+   */
+  constructor(
+    private readonly settings: CountingSettings,
+    private readonly readSpilled: (keys: string[]) => Promise<Array<string | undefined>> = () => Promise.reject(new Error('this NativeState has no store to read spill records from')),
+  ) {
     const { CountKernel: Kernel } = loadNativeKernel();
     this.kernel = new Kernel(settings.granularities.length, settings.level === 'account', settings.dedupRetentionSec, settings.uniquesRetentionSec);
   }
@@ -284,14 +295,24 @@ export class NativeState {
     this.events++;
   }
 
-  /** Counts the events added since the last call, in order; returns their tally. */
-  count(): CountingTally {
+  /** Counts the events added since the last call, in order (their spilled state read back first); returns their tally. */
+  async count(): Promise<CountingTally> {
     this.usable();
     if (this.events === 0) return { counted: 0, duplicates: 0, beyondHorizon: 0 };
-    const tally = this.kernel.countBatch(this.batch.buffer.subarray(0, this.batch.offset), this.events);
+    const batch = this.batch.buffer.subarray(0, this.batch.offset);
+    let tally = this.kernel.countBatch(batch, this.events, false);
+    if (tally.needs.length > 0) {
+      await this.restore(tally.needs);
+      tally = this.kernel.countBatch(batch, this.events, true);
+    }
     this.batch.offset = 0;
     this.events = 0;
-    return tally;
+    return { counted: tally.counted, duplicates: tally.duplicates, beyondHorizon: tally.beyondHorizon };
+  }
+
+  /** Reads the spill records a count needs and gives them to the kernel. */
+  private async restore(needs: Buffer): Promise<void> {
+    this.restored += await restoreNeeds(this.kernel, needs, this.readSpilled);
   }
 
   /**
@@ -315,13 +336,18 @@ export class NativeState {
       tally.beyondHorizon += t.beyondHorizon;
     };
     for (let from = 0; from < n; ) {
-      const counted = this.kernel.countLines(this.lines, this.ends, this.ingest, from, n);
+      let counted = this.kernel.countLines(this.lines, this.ends, this.ingest, from, n, false);
+      if (counted.needs.length > 0) {
+        // Nothing was counted: the lines' spilled state comes back, then the same lines are counted.
+        await this.restore(counted.needs);
+        counted = this.kernel.countLines(this.lines, this.ends, this.ingest, from, n, true);
+      }
       sum(counted);
       if (counted.next >= n) break;
       const pending = deferred(records[counted.next]!);
       if (pending !== undefined) await pending;
       // The deferred record's event, if any, is counted before the fast path goes on.
-      if (this.events > 0) sum(this.count());
+      if (this.events > 0) sum(await this.count());
       from = counted.next + 1;
     }
     return tally;
@@ -428,6 +454,29 @@ export class NativeState {
     return this.kernel.loadSegment(group, segment);
   }
 
+
+  /**
+   * Spills what keeps the kernel's state above `limit` bytes (the memory budget's share,
+   * common/memory-budget.ts): the puts of its records, to commit with the window (after
+   * changes()), and what was spilled.
+   */
+  evict(limit: number): { puts: Array<[string, string]>; identities: number; customers: number } {
+    this.usable();
+    const spilled = this.kernel.evict(limit);
+    return { puts: spillPuts(spilled), identities: spilled.identities, customers: spilled.customers };
+  }
+
+  /** After a group's segments are loaded: which of its entries have spill records. */
+  loadSpilled(store: RocksStore, group: number): Promise<void> {
+    this.usable();
+    return loadSpillRecords(store, this.kernel, group);
+  }
+
+  /** The expiry of a group's spill records at `cutoff`: the writes for the sweep's commit, and what was removed. */
+  sweepSpilled(store: RocksStore, group: number, cutoff: number): ReturnType<typeof sweepSpillRecords> {
+    this.usable();
+    return sweepSpillRecords(store, this.kernel, group, cutoff, this.settings.dedupRetentionSec);
+  }
 
   /** Forgets everything the kernel holds of these groups. */
   drop(groups: readonly number[]): void {

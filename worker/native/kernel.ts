@@ -16,6 +16,12 @@ export interface CountBatchResult {
   counted: number;
   duplicates: number;
   beyondHorizon: number;
+  /**
+   * When not empty, nothing was counted: the spill records the events need, 21 bytes each
+   * (kind letter, u32 LE key group, 16-byte fingerprint: worker/state/spill-records.ts), to
+   * read and `restore` before counting the same input again with `resolved`.
+   */
+  needs: Buffer;
 }
 
 /** What a `countLines` call did: the tally of the lines it counted, and where it stopped. */
@@ -82,6 +88,23 @@ export interface GroupWatermarks {
   seconds: Uint32Array;
 }
 
+/** What `evict` spilled: record i's key (as a need) and its value `values[ends[i-1] .. ends[i]]`. */
+export interface SpillRecords {
+  keys: Buffer;
+  values: Buffer;
+  ends: Uint32Array;
+  identities: number;
+  customers: number;
+}
+
+/** Per marker record swept: 0 kept, 1 rewritten (its new value next in `values`), 2 deleted. */
+export interface SweptRecords {
+  actions: Uint8Array;
+  values: Buffer;
+  ends: Uint32Array;
+  removed: number;
+}
+
 export interface CountKernelStats {
   counted: number;
   duplicates: number;
@@ -92,20 +115,35 @@ export interface CountKernelStats {
   counters: number;
   customers: number;
   stateBytes: number;
+  /** Customers whose marker set is spilled (in whole or in part), and spilled dedup identities (tags; an identity spilled twice counts twice). */
+  spilledCustomers: number;
+  spilledIdentities: number;
 }
 
 /** An instance of the addon's `CountKernel` class. */
 export interface CountKernel {
-  countBatch(batch: Buffer, n: number): CountBatchResult;
+  /** Counts the batch, unless (without `resolved`) its events need spill records: see CountBatchResult.needs. */
+  countBatch(batch: Buffer, n: number, resolved: boolean): CountBatchResult;
   /** Enables countLines and encodeLine; a later call replaces the options. */
   configureFastPath(options: FastPathOptions): void;
   /**
    * Counts lines [from, n) of `buf` (line i is `buf[ends[i-1] .. ends[i]]`, `ends[-1]` = 0,
    * counted at ingest second `ingest[i]`) in order, up to the first line the fast path
    * defers, whose index it returns as `next` (n when none). The caller handles that line
-   * and calls again from next + 1.
+   * and calls again from next + 1. Without `resolved`, lines that need spill records are not
+   * counted: see CountBatchResult.needs (then `next` is `from`).
    */
-  countLines(buf: Buffer, ends: Uint32Array, ingest: Uint32Array, from: number, n: number): CountLinesResult;
+  countLines(buf: Buffer, ends: Uint32Array, ingest: Uint32Array, from: number, n: number, resolved: boolean): CountLinesResult;
+  /** Brings the records a count needed back into memory: `found[i]` whether record i exists, its value `values[ends[i-1] .. ends[i]]`. */
+  restore(needs: Buffer, found: Uint8Array, values: Buffer, ends: Uint32Array): void;
+  /** Spills what keeps the state above `limit` bytes (stats().stateBytes) where it can; the records go into the commit. Call after changes(). */
+  evict(limit: number): SpillRecords;
+  /** A loaded group's spill records of one kind, by fingerprint (16 bytes each, as in their keys). */
+  loadSpilled(group: number, kind: 'I' | 'M', fps: Buffer): void;
+  /** Identity records of the group deleted from the store. */
+  forgetIdentities(group: number, fps: Buffer): void;
+  /** The sweep's marker rule at `cutoff` applied to a group's marker records (fingerprints, values as in restore). */
+  sweepMarkerRecords(group: number, cutoff: number, fps: Buffer, values: Buffer, ends: Uint32Array): SweptRecords;
   /** The batch encoding countLines counts for one line, or null when the fast path defers it (tests). */
   encodeLine(line: Buffer, ingestSec: number): Buffer | null;
   finalise(): FinalisedWindow;
@@ -173,13 +211,13 @@ export function loadNativeKernelFrom(path: string): NativeKernelModule {
     throw new AbacusError('NativeKernelLoadFailed', `the native counting kernel ${path} did not load: ${(err as Error).message}`, fix);
   }
   // A build from before the kernel had this class (the prototype's) loads but cannot count;
-  // one from before the fast path or expiry lacks countLines or sweep, which the task calls.
+  // one from before the fast path, expiry or spill lacks countLines, sweep or evict, which the task calls.
   const Kernel = (module.exports as Partial<NativeKernelModule>).CountKernel;
   if (typeof Kernel !== 'function') {
     throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel class (an older build)`, fix);
   }
   const prototype = (Kernel as unknown as { prototype: Partial<CountKernel> }).prototype;
-  for (const method of ['countLines', 'sweep'] as const) {
+  for (const method of ['countLines', 'sweep', 'evict'] as const) {
     if (typeof prototype[method] !== 'function') {
       throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel.${method} (an older build)`, fix);
     }

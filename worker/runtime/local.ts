@@ -35,6 +35,8 @@ export interface LocalRunOptions {
   readonly sweepCeilingMs?: () => number;
   /** Checkpoints into an object store (a directory with --checkpoint-dir). */
   readonly checkpoints?: TaskCheckpoints;
+  /** Native engine: its state limit (see TaskOptions.nativeStateBytes). */
+  readonly nativeStateBytes?: number;
 }
 
 export interface LocalRunResult extends TaskProgress {
@@ -69,6 +71,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunResult
         ...(options.clock ? { clock: options.clock } : {}),
         ...(options.sweepCeilingMs ? { sweepCeilingMs: options.sweepCeilingMs } : {}),
         ...(options.checkpoints ? { checkpoints: options.checkpoints } : {}),
+        ...(options.nativeStateBytes !== undefined ? { nativeStateBytes: options.nativeStateBytes } : {}),
       });
       try {
         const progress = await task.run();

@@ -59,6 +59,17 @@ export const metrics = {
     labelNames: ['kind'],
     registers: [registry],
   }),
+  stateSpilled: new Counter({
+    name: 'abacus_state_spilled_records_total',
+    help: 'Native engine under a memory budget: entries evicted from memory into spill records (kind: dedup = event identities, customer_markers = a customer\'s uniqueness markers), in records.',
+    labelNames: ['kind'],
+    registers: [registry],
+  }),
+  stateSpillReads: new Counter({
+    name: 'abacus_state_spill_reads_total',
+    help: 'Native engine under a memory budget: spill records read back because an event needed them, in records.',
+    registers: [registry],
+  }),
   countersTouched: new Histogram({
     name: 'abacus_window_counters_touched',
     help: 'Distinct counters changed per window flush, in counters.',

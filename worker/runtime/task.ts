@@ -88,6 +88,12 @@ export interface TaskOptions {
   readonly batchSize?: number;
   /** Bloom filter size in bits (default: from the memory budget, else 2^27 = 16 MiB). */
   readonly filterBits?: number;
+  /**
+   * Native engine: the kernel's state limit in bytes, above which it spills (default: the
+   * memory budget's share, common/memory-budget.ts; without a budget, none). 0 spills all it
+   * can after every window (the tests' way to exercise the spill path on small inputs).
+   */
+  readonly nativeStateBytes?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: TaskProgress) => void;
   /** Extra log lines (sink retries, recovery) go here. */
@@ -262,7 +268,7 @@ export class CountTask {
     this.owned = options.keyGroups === undefined ? undefined : new Set(options.keyGroups);
     this.clock = options.clock ?? Date.now;
     this.windowStartedAt = this.clock();
-    this.native = c.engine === 'native' ? new NativeState(this.settings) : undefined;
+    this.native = c.engine === 'native' ? new NativeState(this.settings, (keys) => this.store.getMany(keys)) : undefined;
   }
 
   /** Opens the state, checks it was written with the same settings, indexes it, and finishes an interrupted sink write. */
@@ -561,6 +567,7 @@ export class CountTask {
       if (record.ingestTimeMs > this.newestIngestMs) this.newestIngestMs = record.ingestTimeMs;
     }
     const owned = this.owned === undefined ? undefined : { groups: this.owned, version: this.ownedVersion };
+    const restoredBefore = native.restored;
     const counted = await native.countRecords(records, this.parseOptions, this.options.config.keyGroups, owned, async (record) => {
       const admitted = await this.admit(record);
       if (admitted !== undefined) native.add(admitted.ev, admitted.group, admitted.ingestSec);
@@ -568,6 +575,7 @@ export class CountTask {
     this.tally.counted += counted.counted;
     this.tally.duplicates += counted.duplicates;
     this.tally.beyondHorizon += counted.beyondHorizon;
+    if (native.restored > restoredBefore) metrics.stateSpillReads.inc(native.restored - restoredBefore);
   }
 
   /** process() of the records engine: every record parsed by parseEvent, the micro-batch's state read at once, then counted. */
@@ -664,6 +672,9 @@ export class CountTask {
     const { puts, deletes } = this.native !== undefined ? this.segmentPuts(this.native) : this.cache.changes();
     for (const put of sweep.puts) puts.push(put);
     for (const key of sweep.deletes) deletes.push(key);
+    // Under a memory budget the kernel spills what keeps it above its share; the records go with this commit.
+    const limit = this.options.nativeStateBytes ?? this.options.config.memory?.nativeStateBytes;
+    if (this.native !== undefined && limit !== undefined) this.spill(this.native, limit, puts, deletes);
     for (const [g, cutoff] of sweep.cutoffs) puts.push([expiryKey(keyGroupPrefix(g)), String(cutoff)]);
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
@@ -823,8 +834,40 @@ export class CountTask {
     }
     out.dedup = swept.dedup;
     out.markers = swept.markers;
-    out.expired = swept.dedup + swept.markers;
+    // Spill records expire by the same rules: a scan of each group whose cutoff moved.
+    for (const [g, cutoff] of out.cutoffs) {
+      const records = await native.sweepSpilled(this.store, g, cutoff);
+      for (const put of records.puts) out.puts.push(put);
+      for (const key of records.deletes) out.deletes.push(key);
+      out.dedup += records.identities;
+      out.markers += records.markers;
+    }
+    out.expired = out.dedup + out.markers;
     return out;
+  }
+
+  /**
+   * Native engine under a budget: the records of what the kernel evicts, added to the
+   * commit's writes. They supersede what this commit's sweep wrote or deleted under the same
+   * keys: the sweep rewrote a customer's marker record as the store had it, and the kernel
+   * evicted that customer's whole set, which holds all of the record's live markers and
+   * those counted since.
+   */
+  private spill(native: NativeState, limit: number, puts: Array<[string, string]>, deletes: string[]): void {
+    const spilled = native.evict(limit);
+    if (spilled.puts.length > 0) {
+      const evicted = new Set(spilled.puts.map(([key]) => key));
+      const keep = <T>(list: T[], key: (item: T) => string): void => {
+        let w = 0;
+        for (const item of list) if (!evicted.has(key(item))) list[w++] = item;
+        list.length = w;
+      };
+      keep(puts, ([key]) => key);
+      keep(deletes, (key) => key);
+    }
+    for (const put of spilled.puts) puts.push(put);
+    metrics.stateSpilled.inc({ kind: 'dedup' }, spilled.identities);
+    metrics.stateSpilled.inc({ kind: 'customer_markers' }, spilled.customers);
   }
 
   /** Adds a group's new segment of that kind to the puts (none when it is empty). */
@@ -1064,6 +1107,7 @@ export class CountTask {
         g,
         segments.map(({ kind, seq, segment }) => ({ kind, seq, bytes: segment.length, holdsCounters: native.load(g, segment) })),
       );
+      await native.loadSpilled(this.store, g);
     }
   }
 

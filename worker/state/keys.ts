@@ -20,6 +20,8 @@ import type { CounterKey, Granularity } from '../io/types';
  *   gggg X                                                      expiry: the cutoff of the group's last sweep (worker/state/expiry.ts)
  *   gggg S seq                                                  native engine: one commit's changes of the group but its counters (12 hex digits of sequence; base64 of the kernel's segment)
  *   gggg T seq                                                  native engine: one commit's new counters and totals of the group (same sequence as S: a group's S and T segments load merged in sequence order)
+ *   gggg I fp                                                   native engine under a budget: a spilled dedup identity (32 hex digits of fingerprint; worker/state/spill-records.ts)
+ *   gggg M fp                                                   native engine under a budget: a customer's spilled uniqueness markers
  *   ~meta                                                       settings fingerprint
  *   ~pos partition                                              input position of an unkeyed source
  *   ~outbox                                                     counters committed but not yet confirmed by the sink
@@ -27,7 +29,7 @@ import type { CounterKey, Granularity } from '../io/types';
  * lp(s) is `${length}:${s}` so that no separator has to be forbidden in ids.
  */
 
-export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X' | 'S' | 'T';
+export type RecordKind = 'D' | 'B' | 'U' | 'W' | 'V' | 'C' | 'P' | 'G' | 'X' | 'S' | 'T' | 'I' | 'M';
 
 /** The native engine's segment kinds: state (S: customers, dedup, buckets, markers) and counters (T: counters with their ids, totals). */
 export type SegmentKind = 'S' | 'T';

@@ -1667,16 +1667,18 @@ impl Core {
         if !(limit >= 0.0) {
             return out;
         }
+        // The largest table DEDUP_SHARE allows (0: none, every identity is spilled).
         let slot_bytes = self.dedup.bytes() / self.dedup.capacity().max(1);
-        let mut cap = 1024usize;
-        while ((cap * 2 * slot_bytes) as f64) <= limit * DEDUP_SHARE {
-            cap *= 2;
+        let mut cap = 0usize;
+        while (((cap.max(512) * 2) * slot_bytes) as f64) <= limit * DEDUP_SHARE {
+            cap = cap.max(512) * 2;
         }
         if self.dedup.len() > cap * 5 / 8 {
             self.evict_identities(self.dedup.len() - cap / 2, &mut out);
         }
-        if self.dedup.capacity() > cap && self.dedup.len() < cap * 5 / 8 {
-            self.dedup.resize(cap);
+        let smallest = cap.max(1024);
+        if self.dedup.capacity() > smallest && self.dedup.len() < smallest * 5 / 8 {
+            self.dedup.resize(smallest);
         }
         let state = self.stats().state_bytes;
         if state > limit {
