@@ -141,7 +141,8 @@ async function normalCase(values: { events: string; customers: string; window: s
   console.log(`workload: ${int(events)} records, ${int(generator.customers)} customers (Zipf s=${generator.zipfExponent}), ${generator.facets} facets → ${3 * (1 + generator.facets)} counters/event, ${generator.duplicateRate * 100}% duplicates, ${generator.lateRate * 100}% late/historical`);
   const m = config.memory;
   const cacheSize = m === undefined ? `cache ${int(config.stateCacheEntries)} entries` : `memory budget ${bytes(m.budget)}: cache ${bytes(m.cacheBytes)}, Bloom filter ${bytes(m.filterBits / 8)}, block cache ${bytes(m.blockCacheSize)}, write buffers 2 × ${bytes(m.writeBufferSize)}, runtime reserve ${bytes(m.reserve)}`;
-  console.log(`config: ${config.engine} engine, level ${config.level}, ${config.keyGroups} key groups, window ${values.window}, ${config.engine === 'native' ? 'all state in memory' : cacheSize}; data in ${dataDir}`);
+  const nativeState = m === undefined ? 'all state in memory' : `memory budget ${bytes(m.budget)}: kernel state ${bytes(m.nativeStateBytes)} (spilling beyond it), block cache ${bytes(m.blockCacheSize)}, write buffers 2 × ${bytes(m.writeBufferSize)}, runtime reserve ${bytes(m.reserve)}`;
+  console.log(`config: ${config.engine} engine, level ${config.level}, ${config.keyGroups} key groups, window ${values.window}, ${config.engine === 'native' ? nativeState : cacheSize}; data in ${dataDir}`);
 
   // The generator's own cost, measured alone so it can be taken out: the median of three
   // samples taken at the start, the middle and the end of the records (a single sample at the
@@ -196,6 +197,7 @@ async function normalCase(values: { events: string; customers: string; window: s
   );
   console.log(`state on disk ${bytes(du(localPaths(dataDir).state))} (files when the task closed: ${bytes(stateApprox)}), sink ${bytes(du(localPaths(dataDir).sink))}`);
   if (kernel === undefined) console.log(`state reads: ${int(cacheStats.cacheHits)} cache hits, ${int(cacheStats.filteredReads)} ruled out by the Bloom filter, ${int(cacheStats.storeReads)} from RocksDB`);
+  else if (m !== undefined) console.log(`spilled at the end: ${int(kernel.spilledIdentities)} identities, ${int(kernel.spilledCustomers)} customers' marker sets; ${int(task.spillReads)} spill records read back`);
   if (!values.keep && values['data-dir'] === undefined) rmSync(dataDir, { recursive: true, force: true });
   const updates = result.counted * 3 * (1 + generator.facets);
   console.log(`engine cost: ${((engineCpu / result.read) * 1e6).toFixed(1)} µs/event, ${((engineCpu / updates) * 1e6).toFixed(2)} µs/counter update`);

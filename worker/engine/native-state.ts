@@ -460,10 +460,10 @@ export class NativeState {
    * common/memory-budget.ts): the puts of its records, to commit with the window (after
    * changes()), and what was spilled.
    */
-  evict(limit: number): { puts: Array<[string, string]>; identities: number; customers: number } {
+  evict(limit: number): { puts: Array<[string, string]>; identities: number; customers: number; stateBytes: number } {
     this.usable();
     const spilled = this.kernel.evict(limit);
-    return { puts: spillPuts(spilled), identities: spilled.identities, customers: spilled.customers };
+    return { puts: spillPuts(spilled), identities: spilled.identities, customers: spilled.customers, stateBytes: spilled.stateBytes };
   }
 
   /** After a group's segments are loaded: which of its entries have spill records. */

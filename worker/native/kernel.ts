@@ -95,6 +95,8 @@ export interface SpillRecords {
   ends: Uint32Array;
   identities: number;
   customers: number;
+  /** The state's bytes after the eviction: above the limit when what stays in memory passes it. */
+  stateBytes: number;
 }
 
 /** Per marker record swept: 0 kept, 1 rewritten (its new value next in `values`), 2 deleted. */

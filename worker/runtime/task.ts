@@ -248,6 +248,8 @@ export class CountTask {
   lastCheckpoint: CheckpointResult | undefined;
   /** The native engine (`state.engine: native`); undefined with the records engine (the cache and counting.ts). */
   private readonly native: NativeState | undefined;
+  /** Native engine: the warning that its state stays above its share of the budget was logged. */
+  private warnedOverBudget = false;
   /** Native engine: each key group's segments in the store (numbering, and what a sweep replaces). */
   private readonly segmentLog = new SegmentLog();
   /** Moves whenever `owned` changes (the native fast path is configured with the owned groups). */
@@ -670,11 +672,11 @@ export class CountTask {
     phases.mark('sweepMs');
 
     const { puts, deletes } = this.native !== undefined ? this.segmentPuts(this.native) : this.cache.changes();
-    for (const put of sweep.puts) puts.push(put);
-    for (const key of sweep.deletes) deletes.push(key);
     // Under a memory budget the kernel spills what keeps it above its share; the records go with this commit.
     const limit = this.options.nativeStateBytes ?? this.options.config.memory?.nativeStateBytes;
-    if (this.native !== undefined && limit !== undefined) this.spill(this.native, limit, puts, deletes);
+    if (this.native !== undefined && limit !== undefined) this.spill(this.native, limit, puts, sweep);
+    for (const put of sweep.puts) puts.push(put);
+    for (const key of sweep.deletes) deletes.push(key);
     for (const [g, cutoff] of sweep.cutoffs) puts.push([expiryKey(keyGroupPrefix(g)), String(cutoff)]);
     for (const [partition, record] of this.positions) puts.push([positionKey(partition, record.keyGroup), record.nextPosition]);
     if (rows.length > 0) {
@@ -853,19 +855,21 @@ export class CountTask {
    * evicted that customer's whole set, which holds all of the record's live markers and
    * those counted since.
    */
-  private spill(native: NativeState, limit: number, puts: Array<[string, string]>, deletes: string[]): void {
+  private spill(native: NativeState, limit: number, puts: Array<[string, string]>, sweep: Sweep): void {
     const spilled = native.evict(limit);
-    if (spilled.puts.length > 0) {
-      const evicted = new Set(spilled.puts.map(([key]) => key));
-      const keep = <T>(list: T[], key: (item: T) => string): void => {
-        let w = 0;
-        for (const item of list) if (!evicted.has(key(item))) list[w++] = item;
-        list.length = w;
-      };
-      keep(puts, ([key]) => key);
-      keep(deletes, (key) => key);
+    if (sweep.puts.length + sweep.deletes.length > 0 && spilled.puts.length > 0) {
+      const swept = new Set([...sweep.puts.map(([key]) => key), ...sweep.deletes]);
+      const evicted = new Set(spilled.puts.filter(([key]) => swept.has(key)).map(([key]) => key));
+      sweep.puts = sweep.puts.filter(([key]) => !evicted.has(key));
+      sweep.deletes = sweep.deletes.filter((key) => !evicted.has(key));
     }
     for (const put of spilled.puts) puts.push(put);
+    metrics.nativeStateBytes.set(spilled.stateBytes);
+    if (spilled.stateBytes > limit && !this.warnedOverBudget) {
+      this.warnedOverBudget = true;
+      const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
+      this.options.log?.(`the native engine's state takes ${mib(spilled.stateBytes)} MiB after spilling, above its ${mib(limit)} MiB share of the memory budget: its counters, customers and the marker sets' least room stay in memory. Raise state.memoryBudget (spec.memoryBudget) by about twice the difference, or use state.engine: records`, 'warn');
+    }
     metrics.stateSpilled.inc({ kind: 'dedup' }, spilled.identities);
     metrics.stateSpilled.inc({ kind: 'customer_markers' }, spilled.customers);
   }
@@ -1253,6 +1257,11 @@ export class CountTask {
   }
 
   /** The native engine's table sizes (benchmarks); undefined with the records engine. */
+  /** Native engine: spill records read back since the task opened. */
+  get spillReads(): number {
+    return this.native?.restored ?? 0;
+  }
+
   nativeStats(): ReturnType<NativeState['stats']> | undefined {
     return this.native?.stats();
   }

@@ -1524,6 +1524,13 @@ impl Spilled {
 /// The share of the state limit that the dedup table may take (`Core::evict`): the rest is
 /// for the counters, customers and buckets, which stay in memory, and the marker sets.
 const DEDUP_SHARE: f64 = 0.3;
+/// The marker sets may always take this share of the limit, even when what stays in memory
+/// leaves less: evicting every set after every window would read one back for nearly every
+/// event, and RSS would not fall below what stays anyway.
+const MIN_MARKER_SHARE: f64 = 0.15;
+/// Marker sets are evicted down to this fraction of their room, so that eviction (a pass over
+/// the customers) is rare: the next windows' markers fit before the room is full again.
+const MARKER_LOW_WATER: f64 = 0.7;
 
 /// The memory budget's side of the kernel (ADR 7, "As built (session 16)"): the dedup table
 /// and the customers' marker sets are bounded by spilling their least recently needed
@@ -1659,8 +1666,10 @@ impl Core {
     /// dedup identities, oldest first ingest second first, once the dedup table passes 5/8
     /// of the capacity that DEDUP_SHARE of the limit allows (down to half of it, so that the
     /// next windows' identities fit before it would grow); then customers' marker sets, least
-    /// recently counted first, until the state is within 0.8 of the limit. Counters, buckets,
-    /// customers and markers of later epochs stay. Call with no pending changes (after
+    /// recently counted first, once their slots pass their room (the limit less everything
+    /// else, at least MIN_MARKER_SHARE of it), down to MARKER_LOW_WATER of it. Counters,
+    /// buckets, customers and markers of later epochs stay: when they alone pass the limit,
+    /// the state does too (`stats()` says by how much). Call with no pending changes (after
     /// `changes()`), and commit the records with the window.
     pub fn evict(&mut self, limit: f64) -> Spilled {
         let mut out = Spilled::default();
@@ -1680,10 +1689,10 @@ impl Core {
         if self.dedup.capacity() > smallest && self.dedup.len() < smallest * 5 / 8 {
             self.dedup.resize(smallest);
         }
-        let state = self.stats().state_bytes;
-        if state > limit {
-            let free = state - limit * 0.8;
-            self.evict_customers(free.min(self.customer_markers.slot_bytes() as f64) as usize, &mut out);
+        let sets = self.customer_markers.slot_bytes() as f64;
+        let room = (limit - (self.stats().state_bytes - sets)).max(limit * MIN_MARKER_SHARE);
+        if sets > room {
+            self.evict_customers((sets - room * MARKER_LOW_WATER) as usize, &mut out);
         }
         out
     }
@@ -1728,19 +1737,38 @@ impl Core {
         if bytes == 0 {
             return;
         }
-        let mut order: Vec<(u32, u32)> = (0..self.cu_used.len() as u32)
-            .filter(|&cu| self.cu_flags[cu as usize] & CU_SPILLED == 0 && self.customer_markers.set_bytes(cu) > 0)
-            .map(|cu| (self.cu_used[cu as usize].wrapping_sub(self.stamp), cu))
-            .collect();
-        order.sort_unstable();
-        let mut chosen = vec![false; self.cu_used.len()];
-        let mut freed = 0;
-        for &(_, cu) in &order {
-            if freed >= bytes {
-                break;
+        // Bytes of sets by age in windows (capped): the oldest ages are taken whole until the
+        // bytes are reached, then the customers of the last age taken until they are. Linear
+        // in the customers, with no sort.
+        const AGES: usize = 1 << 16;
+        let age = |cu: usize| (self.stamp.wrapping_sub(self.cu_used[cu]) as usize).min(AGES - 1);
+        let evictable = |cu: usize| self.cu_flags[cu] & CU_SPILLED == 0 && self.customer_markers.set_bytes(cu as u32) > 0;
+        let mut by_age = vec![0usize; AGES];
+        for cu in 0..self.cu_used.len() {
+            if evictable(cu) {
+                by_age[age(cu)] += self.customer_markers.set_bytes(cu as u32);
             }
-            freed += self.customer_markers.set_bytes(cu);
-            chosen[cu as usize] = true;
+        }
+        let mut threshold = AGES;
+        let mut whole = 0;
+        while threshold > 0 && whole < bytes {
+            threshold -= 1;
+            whole += by_age[threshold];
+        }
+        // Ages above the threshold go whole; at the threshold, only what the bytes still need.
+        let mut at_threshold = bytes.saturating_sub(whole - by_age[threshold]);
+        let mut chosen = vec![false; self.cu_used.len()];
+        for cu in 0..self.cu_used.len() {
+            if !evictable(cu) || age(cu) < threshold {
+                continue;
+            }
+            if age(cu) == threshold {
+                if at_threshold == 0 {
+                    continue;
+                }
+                at_threshold = at_threshold.saturating_sub(self.customer_markers.set_bytes(cu as u32));
+            }
+            chosen[cu] = true;
         }
         let mut keys: Vec<(u32, u128, u32)> = self
             .customers
@@ -1941,6 +1969,10 @@ pub struct SpillRecords {
     pub ends: Uint32Array,
     pub identities: f64,
     pub customers: f64,
+    /// `stats().stateBytes` after the eviction: above the limit when what stays in memory
+    /// (counters, customers, buckets, the dedup table's share, the marker sets' least room)
+    /// passes it.
+    pub state_bytes: f64,
 }
 
 /// What `sweepMarkerRecords` decided per record (0 kept, 1 rewritten, 2 deleted), the
@@ -2288,6 +2320,7 @@ impl CountKernel {
             ends: s.ends.into(),
             identities: s.identities as f64,
             customers: s.customers as f64,
+            state_bytes: self.core.stats().state_bytes,
         }
     }
 
