@@ -91,13 +91,28 @@ export function planMemory(budget: number): MemoryPlan {
   const filterBits = 2 ** Math.floor(Math.log2(filterBytes * 8));
   const blockCacheSize = Math.min(MAX_ROCKSDB_SIZE, Math.floor(state * 0.15));
   const writeBufferSize = Math.min(MAX_ROCKSDB_SIZE, Math.floor(state * 0.1));
-  // Half of what the filter's rounding and the binding's limits leave of their shares goes to the cache (the heap cap is twice the cache).
-  const cacheBytes = Math.floor(state * 0.3 + ((filterBytes - filterBits / 8) + (Math.floor(state * 0.15) - blockCacheSize) + 2 * (Math.floor(state * 0.1) - writeBufferSize)) / 2);
   // Three semi-spaces take at most 3/8 of the reserve, and no more than the 128 MiB measured best (docs/performance.md).
   const semiSpaceMiB = Math.max(8, Math.min(128, 2 ** Math.floor(Math.log2(reserve / 8 / 1024 ** 2))));
+  // Half of what the filter's rounding and the binding's limits leave of their shares goes to the cache (the heap cap is twice
+  // the cache), as long as the settings leave ownAllocationsRoom to what no setting bounds.
+  const others = 3 * semiSpaceMiB * 1024 ** 2 + blockCacheSize + 2 * writeBufferSize + filterBits / 8;
+  const heapRoom = budget - ownAllocationsRoom(budget) - others;
+  const cacheBytes = Math.min(
+    Math.floor(state * 0.3 + ((filterBytes - filterBits / 8) + (Math.floor(state * 0.15) - blockCacheSize) + 2 * (Math.floor(state * 0.1) - writeBufferSize)) / 2),
+    Math.floor((heapRoom - 65 * 1024 ** 2) / 2),
+  );
   const heapLimitMiB = Math.ceil((cacheBytes * 2) / 1024 ** 2) + 64;
   const nativeStateBytes = state - blockCacheSize - 2 * writeBufferSize;
   return { budget, reserve, cacheBytes, blockCacheSize, writeBufferSize, filterBits, semiSpaceMiB, heapLimitMiB, nativeStateBytes };
+}
+
+/**
+ * What a plan's settings leave to the allocations no setting bounds (Node.js's and RocksDB's
+ * own, the allocator's slack): a fifth of the budget, at least 144 MiB (measured ~160 MiB
+ * beyond the settings at 1 GiB: docs/performance.md "Memory budget").
+ */
+export function ownAllocationsRoom(budget: number): number {
+  return Math.max(144 * 1024 ** 2, budget / 5);
 }
 
 /**

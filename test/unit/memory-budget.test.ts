@@ -13,6 +13,13 @@ import { loadExample, minimalJob } from './operator-fixtures';
 const MiB = 1024 ** 2;
 
 test('a budget is divided without exceeding it, every part positive, the filter a power of two, the heap cap above the cache', () => {
+  // Every MiB up to 4 GiB, where the reserve's floor and the filter's rounding make the room tightest (a random sample missed
+  // 2,485 quarter-MiB budgets between 621 MiB and 2.6 GiB that the plan exceeded by up to 39 MiB).
+  for (let budget = MIN_MEMORY_BUDGET; budget <= 4096 * MiB; budget += MiB / 4) {
+    const p = planMemory(budget);
+    assert.ok(plannedBytes(p) + Math.max(144 * MiB, budget / 5) <= budget, `budget ${budget / MiB} MiB: ${plannedBytes(p)} planned`);
+    assert.ok(p.cacheBytes > 0 && p.heapLimitMiB * MiB >= p.cacheBytes * 2, `budget ${budget / MiB} MiB`);
+  }
   fc.assert(
     fc.property(fc.integer({ min: MIN_MEMORY_BUDGET, max: MAX_MEMORY_BUDGET }), (budget) => {
       const p = planMemory(budget);
@@ -25,6 +32,9 @@ test('a budget is divided without exceeding it, every part positive, the filter 
       // allocations of Node.js and RocksDB (measured: ~160 MiB beyond the settings at 1 GiB).
       const room = Math.max(144 * MiB, budget / 5);
       assert.ok(plannedBytes(p) + room <= budget, `${plannedBytes(p)} + ${room} > ${budget}`);
+      // The native engine's share is the state share less RocksDB's, and positive.
+      assert.equal(p.nativeStateBytes, budget - p.reserve - p.blockCacheSize - 2 * p.writeBufferSize);
+      assert.ok(p.nativeStateBytes > 0);
       assert.ok(p.reserve >= 320 * MiB);
     }),
   );

@@ -70,6 +70,11 @@ export const metrics = {
     help: "Native engine under a memory budget: the kernel's tables after the last eviction (compare with the budget's state share), in bytes.",
     registers: [registry],
   }),
+  nativeStateLimitBytes: new Gauge({
+    name: 'abacus_native_state_limit_bytes',
+    help: "Native engine under a memory budget: the kernel's share of the budget, which it spills to stay within, in bytes.",
+    registers: [registry],
+  }),
   stateSpillReads: new Counter({
     name: 'abacus_state_spill_reads_total',
     help: 'Native engine under a memory budget: spill records read back because an event needed them, in records.',

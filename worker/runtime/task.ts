@@ -865,6 +865,7 @@ export class CountTask {
     }
     for (const put of spilled.puts) puts.push(put);
     metrics.nativeStateBytes.set(spilled.stateBytes);
+    metrics.nativeStateLimitBytes.set(limit);
     if (spilled.stateBytes > limit && !this.warnedOverBudget) {
       this.warnedOverBudget = true;
       const mib = (b: number): string => (b / 2 ** 20).toFixed(0);

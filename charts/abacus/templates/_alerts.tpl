@@ -32,6 +32,14 @@ groups:
         annotations:
           summary: {{ `"Worker {{ $labels.namespace }}/{{ $labels.pod }} keeps retrying Cassandra"` }}
           description: "Writes or hydration reads to Cassandra fail and are retried; the worker has paused its input meanwhile (nothing is lost, counts wait)."
+      - alert: AbacusNativeStateOverBudget
+        expr: max by (namespace, pod) (abacus_native_state_bytes - abacus_native_state_limit_bytes) > 0
+        for: {{ .Values.alerts.nativeStateOverBudgetFor }}
+        labels:
+          severity: warning
+        annotations:
+          summary: {{ `"Worker {{ $labels.namespace }}/{{ $labels.pod }}: the native engine's state is {{ $value | humanize1024 }}B over its share of the memory budget"` }}
+          description: "The native engine spills dedup identities and uniqueness markers under memoryBudget, but its counters and customers stay in memory, and they alone pass the budget's share: the pod may exceed its memory. Raise spec.memoryBudget (and resources.limits.memory) by about twice the excess, or scale the job out so each worker holds fewer key groups."
       - alert: AbacusOperatorNoLeader
         expr: sum(abacus_operator_leader) < 1
         for: {{ .Values.alerts.operatorNoLeaderFor }}

@@ -1521,6 +1521,10 @@ impl Spilled {
     }
 }
 
+/// What `sweep_marker_records` returns: per record its action, the rewritten values and
+/// their ends, and the markers removed.
+type SweptMarkerRecords = (Vec<u8>, Vec<u8>, Vec<u32>, u64);
+
 /// The share of the state limit that the dedup table may take (`Core::evict`): the rest is
 /// for the counters, customers and buckets, which stay in memory, and the marker sets.
 const DEDUP_SHARE: f64 = 0.3;
@@ -1596,7 +1600,7 @@ impl Core {
     /// missing identity record was a tag of another identity (nothing to restore); a missing
     /// marker record, or any damaged one, is an error, found before anything changes.
     pub fn restore(&mut self, needs: &[u8], found: &[u8], values: &[u8], ends: &[u32]) -> std::result::Result<(), String> {
-        if needs.len() % NEED_BYTES != 0 {
+        if !needs.len().is_multiple_of(NEED_BYTES) {
             return Err(format!("restore: the needs take {} bytes, not a multiple of {NEED_BYTES}", needs.len()));
         }
         let k = needs.len() / NEED_BYTES;
@@ -1673,7 +1677,7 @@ impl Core {
     /// `changes()`), and commit the records with the window.
     pub fn evict(&mut self, limit: f64) -> Spilled {
         let mut out = Spilled::default();
-        if !(limit >= 0.0) {
+        if limit.is_nan() || limit < 0.0 {
             return out;
         }
         // The largest table DEDUP_SHARE allows (0: none, every identity is spilled).
@@ -1793,7 +1797,7 @@ impl Core {
         if group as usize >= GROUPS {
             return Err(format!("loadSpilled: key group {group} is not in 0..65535"));
         }
-        if fps.len() % 16 != 0 {
+        if !fps.len().is_multiple_of(16) {
             return Err(format!("loadSpilled: {} bytes of fingerprints, not a multiple of 16", fps.len()));
         }
         let keys = fps.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().unwrap()));
@@ -1828,7 +1832,7 @@ impl Core {
 
     /// Identity records of `group` deleted from the store (expired): their tags leave its bag.
     pub fn forget_identities(&mut self, group: u32, fps: &[u8]) -> std::result::Result<(), String> {
-        if fps.len() % 16 != 0 {
+        if !fps.len().is_multiple_of(16) {
             return Err(format!("forgetIdentities: {} bytes of fingerprints, not a multiple of 16", fps.len()));
         }
         let slot = *self.group_slot.get(group as usize).ok_or_else(|| format!("forgetIdentities: key group {group} is not in 0..65535"))?;
@@ -1848,10 +1852,10 @@ impl Core {
     /// fingerprints, values as in `restore`): per record 0 kept as is, 1 rewritten (its new
     /// value in the output), 2 deleted (nothing left; its customer is no longer flagged).
     /// Returns the actions, the new values, their ends, and the markers removed.
-    pub fn sweep_marker_records(&mut self, group: u32, cutoff: f64, fps: &[u8], values: &[u8], ends: &[u32]) -> std::result::Result<(Vec<u8>, Vec<u8>, Vec<u32>, u64), String> {
+    pub fn sweep_marker_records(&mut self, group: u32, cutoff: f64, fps: &[u8], values: &[u8], ends: &[u32]) -> std::result::Result<SweptMarkerRecords, String> {
         let slot = *self.group_slot.get(group as usize).ok_or_else(|| format!("sweepMarkerRecords: key group {group} is not in 0..65535"))?;
         let k = fps.len() / 16;
-        if fps.len() % 16 != 0 || ends.len() != k {
+        if !fps.len().is_multiple_of(16) || ends.len() != k {
             return Err(format!("sweepMarkerRecords: {} bytes of fingerprints and {} value ends", fps.len(), ends.len()));
         }
         if slot == NO_GROUP || cutoff.is_nan() {
