@@ -174,7 +174,7 @@ test('kubectl apply an account-level AbacusJob with credentials from Secrets: wo
   await countsExact();
 });
 
-test('an AbacusJob with engine: native runs its worker as a pod from the image (the Rust kernel inside) and counts exactly', async () => {
+test('an AbacusJob with engine: native and a memoryBudget runs its worker as a pod from the image (the Rust kernel inside) and counts exactly', async () => {
   const nativeJob = `native-${run}`;
   const nativeTopic = `events-native-${run}`;
   const manifest = {
@@ -185,6 +185,7 @@ test('an AbacusJob with engine: native runs its worker as a pod from the image (
       image: IMAGE,
       imagePullPolicy: 'IfNotPresent',
       engine: 'native',
+      memoryBudget: '512Mi',
       replicas: 1,
       keyGroups: 4,
       level: 'account',
@@ -202,7 +203,7 @@ test('an AbacusJob with engine: native runs its worker as a pod from the image (
   const pods = (): any[] => json('get', 'pods', '-n', ns, '-l', `app.kubernetes.io/instance=${nativeJob}`).items;
   await until('the native worker pod Ready', () => pods().some((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')), 240_000);
   const container = json('get', 'statefulset', nativeJob, '-n', ns).spec.template.spec.containers[0];
-  assert.equal(container.env.find((e: any) => e.name === 'NODE_OPTIONS')?.value, '--max-semi-space-size=32', "the native engine's young generation");
+  assert.match(container.env.find((e: any) => e.name === 'NODE_OPTIONS')?.value, /^--max-semi-space-size=32 --max-old-space-size=\d+$/, "the native engine's young generation, and the budget's heap cap");
 
   const values = testInput({ seed: 77, nowSec: Math.floor(Date.now() / 1000), valid: 1500, dupRate: 0.05, maxEventBytes: MAX, customers: 80 });
   const sent = await produce(KAFKA, nativeTopic, values, { partitions: 2, seed: 77 });
