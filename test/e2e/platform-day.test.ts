@@ -66,14 +66,14 @@ async function produceMore(seed: number, valid: number): Promise<void> {
   produced.push(...(await produce(KAFKA, topic, values, { partitions: 4, seed })));
 }
 
-/** Cassandra's counts equal the independent reference of everything produced so far. */
-async function countsExact(): Promise<void> {
-  const expected = referenceRun(produced, { level: 'account', maxEventBytes: MAX }).rows;
+/** Cassandra's counts in `table` equal the independent reference of `records` (default: everything produced to the main job so far). */
+async function countsExact(records: Parameters<typeof referenceRun>[0] = produced, table = 'counts'): Promise<void> {
+  const expected = referenceRun(records, { level: 'account', maxEventBytes: MAX }).rows;
   let got: unknown = [];
   await until(
-    'the Cassandra counts to equal the reference',
+    `the Cassandra counts in ${table} to equal the reference`,
     async () => {
-      got = await readCounts(CASSANDRA, keyspace, 'counts', 'account');
+      got = await readCounts(CASSANDRA, keyspace, table, 'account');
       return JSON.stringify(got) === JSON.stringify(expected);
     },
     240_000,
@@ -207,16 +207,7 @@ test('an AbacusJob with engine: native and a memoryBudget runs its worker as a p
 
   const values = testInput({ seed: 77, nowSec: Math.floor(Date.now() / 1000), valid: 1500, dupRate: 0.05, maxEventBytes: MAX, customers: 80 });
   const sent = await produce(KAFKA, nativeTopic, values, { partitions: 2, seed: 77 });
-  const expected = referenceRun(sent, { level: 'account', maxEventBytes: MAX }).rows;
-  let got: unknown = [];
-  await until(
-    'the native job\'s Cassandra counts to equal the reference',
-    async () => {
-      got = await readCounts(CASSANDRA, keyspace, 'native_counts', 'account');
-      return JSON.stringify(got) === JSON.stringify(expected);
-    },
-    240_000,
-  ).catch(() => assert.deepEqual(got, expected));
+  await countsExact(sent, 'native_counts');
   // The pod's own log says which engine counted.
   const pod = pods()[0].metadata.name;
   assert.match(kubectl('logs', pod, '-n', ns), /"engine":"native"/);

@@ -275,7 +275,7 @@ export class NativeState {
   /** Set when a commit failed: the kernel's tables are ahead of the store and must not be used again. */
   private poisoned = false;
   /** Spill records read back into memory since the start. */
-  restored = 0;
+  private restoredRecords = 0;
 
   /**
    * `readSpilled` reads spill records from the store (the task's getMany); a kernel that
@@ -312,7 +312,12 @@ export class NativeState {
 
   /** Reads the spill records a count needs and gives them to the kernel. */
   private async restore(needs: Buffer): Promise<void> {
-    this.restored += await restoreNeeds(this.kernel, needs, this.readSpilled);
+    this.restoredRecords += await restoreNeeds(this.kernel, needs, this.readSpilled);
+  }
+
+  /** Spill records read back into memory since the start. */
+  get restored(): number {
+    return this.restoredRecords;
   }
 
   /**

@@ -85,36 +85,34 @@ impl TagBag {
         self.len += 1;
     }
 
+    /// The slot of an instance of `tag`, if any.
     #[inline]
-    pub fn contains(&self, tag: u32) -> bool {
+    fn find(&self, tag: u32) -> Option<usize> {
         if self.len == 0 {
-            return false;
+            return None;
         }
         let mask = self.slots.len() - 1;
         let mut i = self.home(tag);
         loop {
             match self.slots[i] {
-                0 => return false,
-                t if t == tag => return true,
+                0 => return None,
+                t if t == tag => return Some(i),
                 _ => i = (i + 1) & mask,
             }
         }
     }
 
+    #[inline]
+    pub fn contains(&self, tag: u32) -> bool {
+        self.find(tag).is_some()
+    }
+
     /// Removes one instance of `tag`; false when there was none.
     pub fn remove_one(&mut self, tag: u32) -> bool {
-        if self.len == 0 {
+        let Some(i) = self.find(tag) else {
             return false;
-        }
+        };
         let mask = self.slots.len() - 1;
-        let mut i = self.home(tag);
-        loop {
-            match self.slots[i] {
-                0 => return false,
-                t if t == tag => break,
-                _ => i = (i + 1) & mask,
-            }
-        }
         // Backward-shift deletion: no tombstones.
         let mut hole = i;
         let mut j = (i + 1) & mask;
