@@ -116,12 +116,30 @@ export class RescaleCluster {
   /** Waits until the hand-over to `replicas` is done: Rescaling=False and the assignment gives groups to exactly `replicas` workers. Resolves with the time waited. */
   async settled(job: string, replicas: number, timeoutMs = 240_000): Promise<number> {
     const started = Date.now();
-    await waitFor(`${job} settled on ${replicas} workers`, () => {
-      const s = this.status(job);
-      const rescaling = s?.conditions?.find((c) => c.type === 'Rescaling');
-      return rescaling?.status === 'False' && s?.assignment?.workers === replicas && getJson<{ spec: { replicas: number } }>(['get', 'statefulset', job, '-n', this.namespace])?.spec.replicas === replicas;
-    }, timeoutMs, 500);
+    try {
+      await waitFor(`${job} settled on ${replicas} workers`, () => {
+        const s = this.status(job);
+        const rescaling = s?.conditions?.find((c) => c.type === 'Rescaling');
+        return rescaling?.status === 'False' && s?.assignment?.workers === replicas && getJson<{ spec: { replicas: number } }>(['get', 'statefulset', job, '-n', this.namespace])?.spec.replicas === replicas;
+      }, timeoutMs, 500);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${this.whereItStands(job)}`);
+    }
     return Date.now() - started;
+  }
+
+  /** What a stuck hand-over looks like: the job's conditions, the moves in progress, the operator's last log lines and each worker's. */
+  whereItStands(job: string): string {
+    const s = this.status(job);
+    const lines = [`status.assignment: ${JSON.stringify(s?.assignment)}`];
+    for (const c of s?.conditions ?? []) lines.push(`condition ${c.type}=${c.status} (${c.reason}): ${c.message}`);
+    const published = this.publishedAssignment(job);
+    lines.push(`published assignment generation ${published?.generation}: moves ${JSON.stringify(published?.handover?.moves.map((m) => ({ group: m.group, phase: m.phase, from: m.from, to: m.to })))}`);
+    lines.push('operator log (last 25 lines):', ...this.operator.logs.slice(-25));
+    for (const kubelet of this.kubelets) {
+      for (const [ordinal, w] of kubelet.workers) lines.push(`worker ${ordinal} log (last 15 lines):`, ...w.tail(15));
+    }
+    return lines.join('\n');
   }
 
   publishedAssignment(job: string): Assignment | undefined {

@@ -19,6 +19,8 @@ export class WorkerProcess {
   readonly exited: Promise<number | null>;
   private readonly log: WriteStream;
   private stderr = '';
+  /** The last lines it printed, for a test that fails to say what the worker was doing. */
+  private recent: string[] = [];
   port?: number;
 
   constructor(
@@ -35,6 +37,7 @@ export class WorkerProcess {
     this.child.stdout!.pipe(this.log, { end: false });
     this.child.stderr!.on('data', (chunk: Buffer) => {
       this.log.write(chunk);
+      this.recent = [...this.recent, ...chunk.toString('utf8').split('\n').filter((l) => l !== '')].slice(-50);
       if (this.port === undefined) {
         this.stderr += chunk.toString('utf8');
         const line = this.stderr.split('\n').slice(0, -1).find((l) => l.includes('"msg":"http listening"'));
@@ -62,6 +65,11 @@ export class WorkerProcess {
       await new Promise((r) => setTimeout(r, 250));
     }
     throw new Error(`worker ${this.name} not ready after ${timeoutMs} ms`);
+  }
+
+  /** Its last `n` log lines (at most 50 are kept). */
+  tail(n: number): string[] {
+    return this.recent.slice(-n);
   }
 
   async metrics(): Promise<string> {

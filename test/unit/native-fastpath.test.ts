@@ -312,6 +312,26 @@ test('the fast path encodes random hostile lines exactly as TypeScript, or defer
   for (const c of checkers) assert.ok(c.accepted > 1000, `${c.name()}: ${c.accepted} accepted`);
 });
 
+test('the route stage\'s keyGroupsOf gives the TypeScript key group of every line the fast path reads, -1 for every line it defers', () => {
+  const lines = [...hostileLines(), ...randomLines(5_000, 11), ...wideLines().map((l) => Buffer.from(l))];
+  for (const job of JOBS) {
+    const c = new Checker(job);
+    const router = new NativeState({ level: job.level, granularities: job.granularities, dedupRetentionSec: 86400, uniquesRetentionSec: 86400 });
+    const groups = router.keyGroupsOf(lines, c.parse, job.keyGroups);
+    assert.equal(groups.length, lines.length);
+    let routed = 0;
+    lines.forEach((line, i) => {
+      const fast = c.check(line, 1);
+      if (!fast) return assert.equal(groups[i], -1, `${c.name()}: deferred by encodeLine but routed: ${show(line)}`);
+      const ev = parseEvent(line, c.parse);
+      assert.ok(ev.ok);
+      assert.equal(groups[i], keyGroupOf(routingKey(job.level, ev.event.companyId, ev.event.statisticId, ev.event.customerId), job.keyGroups), `${c.name()}: ${show(line)}`);
+      routed++;
+    });
+    assert.ok(routed > 1000, `${c.name()}: ${routed} routed`);
+  }
+});
+
 /** The share of valid lines the fast path takes, per reason a valid line was deferred. */
 function acceptance(lines: readonly Buffer[], job: Job): { valid: number; accepted: number; nested: number; fraction: number; other: Buffer[] } {
   const c = new Checker(job);

@@ -365,12 +365,24 @@ export class NativeState {
   }
 
   /**
+   * The route stage's key groups: for each value the fast path reads, its key group (it is
+   * valid), else -1 (the caller validates it with parseEvent). One kernel call for all of
+   * them; nothing is counted. Use a NativeState of its own: this configures the fast path for
+   * every group.
+   */
+  keyGroupsOf(values: readonly Buffer[], parse: ParseOptions, keyGroups: number): Int32Array {
+    this.configureFastPath(parse, keyGroups);
+    this.prepareLines(values.map((value) => ({ value, ingestTimeMs: 0 })));
+    return this.kernel.keyGroupsOf(this.lines, this.ends, values.length);
+  }
+
+  /**
    * Lays the records out for countLines. A record the fast path must not read gets an empty
    * line, which it always defers: one whose value holds only the head of an oversized line
    * (its true size is byteLength), and one whose ingest second the kernel cannot store (the
    * caller dead-letters it: ingestOutOfRange).
    */
-  private prepareLines(records: readonly SourceRecord[]): void {
+  private prepareLines(records: ReadonlyArray<Pick<SourceRecord, 'value' | 'ingestTimeMs' | 'byteLength'>>): void {
     const n = records.length;
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += records[i]!.value.length;

@@ -9,6 +9,11 @@ export const kafkaMetrics = {
     labelNames: ['outcome'],
     registers: [registry],
   }),
+  routedRecords: new Counter({
+    name: 'abacus_route_keyed_records_total',
+    help: 'Records the router wrote to the keyed topic (a record bundles the events of one key group from one chunk of input; abacus_route_records_total{outcome="routed"} counts the events), in records.',
+    registers: [registry],
+  }),
   routeLag: new Gauge({
     name: 'abacus_route_lag_records',
     help: 'Records of the input topic not yet routed, per input partition this worker routes, in records.',
@@ -22,7 +27,7 @@ export const kafkaMetrics = {
   }),
   sourceRecords: new Counter({
     name: 'abacus_source_records_total',
-    help: 'Records of the keyed topic handed to the count task, in records.',
+    help: 'Events of the keyed topic handed to the count task (every event of a bundle the router wrote counts), in events.',
     registers: [registry],
   }),
   sourceLag: new Gauge({

@@ -4,6 +4,7 @@ import type { JobConfig, KafkaConfig } from '../../common/job-config';
 import { metrics } from '../runtime/metrics';
 import { createKafka, LogFn, NO_RESTART_RETRY, stderrLog, SupervisedConsumer } from './kafka-client';
 import { kafkaMetrics } from './kafka-metrics';
+import { BUNDLE_HEADER, ROUTED_FROM_HEADER, decodeBundle, formatKeyedPosition, parseKeyedPosition, type BundledEvent } from './routed-bundle';
 import type { Source, SourceRecord } from './types';
 
 export interface KafkaKeyedSourceOptions {
@@ -59,6 +60,8 @@ export class KafkaKeyedSource implements Source {
   private readonly owned: Set<number>;
   /** Next offset to hand out, per partition; absent = from the beginning. */
   private readonly expected = new Map<number, bigint>();
+  /** Events of the bundle at the `expected` offset that were already counted (a position `<offset>:<k>`). */
+  private readonly skip = new Map<number, number>();
   private readonly highWatermark = new Map<number, bigint>();
   private buffer: SourceRecord[] = [];
   private head = 0;
@@ -78,7 +81,7 @@ export class KafkaKeyedSource implements Source {
   async start(positions: ReadonlyMap<string, string>): Promise<void> {
     for (const [partition, position] of positions) {
       const g = keyGroupOfPartition(partition);
-      if (g !== undefined && this.owned.has(g)) this.expected.set(g, BigInt(position));
+      if (g !== undefined && this.owned.has(g)) this.resumeAt(g, position);
     }
     const { kafka, job, ordinal } = this.opts;
     const client = createKafka(kafka, `count-${ordinal}`, this.log);
@@ -138,12 +141,9 @@ export class KafkaKeyedSource implements Source {
   addGroups(groups: readonly number[], positions: ReadonlyMap<string, string>): void {
     for (const g of groups) {
       if (!Number.isInteger(g) || g < 0 || g >= this.opts.job.keyGroups) throw new RangeError(`key group ${g} is outside 0..${this.opts.job.keyGroups - 1}`);
-      const position = positions.get(`kg:${g}`);
-      const next = position === undefined ? 0n : BigInt(position);
       this.owned.add(g);
-      this.expected.set(g, next);
       // Offset 0 below the log start is reset to the earliest offset (the consumer reads from the beginning).
-      this.seek(g, next);
+      this.seek(g, this.resumeAt(g, positions.get(`kg:${g}`) ?? '0'));
     }
     this.applyPause();
   }
@@ -154,6 +154,7 @@ export class KafkaKeyedSource implements Source {
     for (const g of groups) {
       this.owned.delete(g);
       this.expected.delete(g);
+      this.skip.delete(g);
       metrics.inputLagRecords.remove({ partition: `kg:${g}` });
     }
     this.applyPause();
@@ -166,6 +167,29 @@ export class KafkaKeyedSource implements Source {
   /** Key groups read now. */
   groups(): number[] {
     return [...this.owned].sort((a, b) => a - b);
+  }
+
+  /** Records where reading group `g` resumes (a committed position); returns the offset to seek to. */
+  private resumeAt(g: number, position: string): bigint {
+    const { offset, skip } = parseKeyedPosition(position);
+    this.expected.set(g, offset);
+    if (skip > 0) this.skip.set(g, skip);
+    else this.skip.delete(g);
+    return offset;
+  }
+
+  /**
+   * The events of a bundle the router wrote; undefined when its bytes are not a bundle this
+   * worker reads, which is logged and leaves the record to be counted as one (invalid) event,
+   * so it goes to the dead-letter topic with its origin instead of stopping the group.
+   */
+  private unbundle(value: Buffer, origin: string): BundledEvent[] | undefined {
+    try {
+      return decodeBundle(value);
+    } catch (err) {
+      this.log('error', 'a keyed-topic record marked as a bundle cannot be read; it goes to the dead-letter topic', { origin, error: (err as Error).message });
+      return undefined;
+    }
   }
 
   private seek(partition: number, offset: bigint): void {
@@ -189,17 +213,33 @@ export class KafkaKeyedSource implements Source {
     for (const m of batch.messages) {
       const offset = BigInt(m.offset);
       if (next !== undefined && offset < next) continue; // re-fetched before our seek took effect
+      // Events of the bundle at the resume offset that were counted before the last commit.
+      const skip = next === offset ? this.skip.get(p) ?? 0 : 0;
+      this.skip.delete(p);
       next = offset + 1n;
       const ts = Number(m.timestamp);
-      this.buffer.push({
-        value: m.value ?? Buffer.alloc(0),
-        ingestTimeMs: Number.isFinite(ts) && ts >= 0 ? ts : 0,
-        partition: `kg:${p}`,
-        keyGroup: p,
-        nextPosition: next.toString(),
-        origin: `${topic}/${p}@${m.offset}`,
-      });
-      added++;
+      const bundle = m.headers?.[BUNDLE_HEADER];
+      const events = bundle === undefined || m.value === null ? undefined : this.unbundle(m.value, `${topic}/${p}@${m.offset}`);
+      if (events === undefined) {
+        this.buffer.push({
+          value: m.value ?? Buffer.alloc(0),
+          ingestTimeMs: Number.isFinite(ts) && ts >= 0 ? ts : 0,
+          partition: `kg:${p}`,
+          keyGroup: p,
+          nextPosition: next.toString(),
+          origin: `${topic}/${p}@${m.offset}`,
+        });
+        added++;
+        continue;
+      }
+      const routedFrom = headerText(m.headers?.[ROUTED_FROM_HEADER]);
+      const partition = `kg:${p}`;
+      for (let i = skip; i < events.length; i++) {
+        const e = events[i]!;
+        const nextPosition = i + 1 < events.length ? formatKeyedPosition(offset, i + 1) : next.toString();
+        this.buffer.push(new BundledRecord(e.value, e.ingestTimeMs, partition, p, nextPosition, routedFrom, e.offsetDelta, `${topic}/${p}@${m.offset}`, i));
+        added++;
+      }
     }
     if (next !== undefined) this.expected.set(p, next);
     if (added > 0) {
@@ -285,7 +325,7 @@ export class KafkaKeyedSource implements Source {
 
   /** Positions handed out so far (for diagnostics and tests). */
   positions(): Map<string, string> {
-    return new Map([...this.expected].map(([p, o]) => [`kg:${p}`, o.toString()]));
+    return new Map([...this.expected].map(([p, o]) => [`kg:${p}`, formatKeyedPosition(o, this.skip.get(p) ?? 0)]));
   }
 
   async close(): Promise<void> {
@@ -338,4 +378,33 @@ export function ownedPartitionsAssigner(owned: readonly number[]): PartitionAssi
       return { name: ASSIGNER_NAME, metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData }) };
     },
   });
+}
+
+/**
+ * One event of a bundle. Its origin names the input record it was routed from
+ * (`events/3@1234`), built only when asked (a dead-letter report), not for every event.
+ */
+class BundledRecord implements SourceRecord {
+  constructor(
+    readonly value: Buffer,
+    readonly ingestTimeMs: number,
+    readonly partition: string,
+    readonly keyGroup: number,
+    readonly nextPosition: string,
+    private readonly routedFrom: string | undefined,
+    private readonly offsetDelta: number,
+    private readonly keyedOrigin: string,
+    private readonly index: number,
+  ) {}
+
+  get origin(): string {
+    const at = this.routedFrom === undefined ? -1 : this.routedFrom.lastIndexOf('@');
+    if (at < 0) return `${this.keyedOrigin} event ${this.index}`;
+    return `${this.routedFrom!.slice(0, at)}@${BigInt(this.routedFrom!.slice(at + 1)) + BigInt(this.offsetDelta)}`;
+  }
+}
+
+function headerText(h: Buffer | string | Array<Buffer | string> | undefined): string | undefined {
+  const v = Array.isArray(h) ? h[0] : h;
+  return v === undefined ? undefined : v.toString();
 }

@@ -148,6 +148,8 @@ export interface CountKernel {
   sweepMarkerRecords(group: number, cutoff: number, fps: Buffer, values: Buffer, ends: Uint32Array): SweptRecords;
   /** The batch encoding countLines counts for one line, or null when the fast path defers it (tests). */
   encodeLine(line: Buffer, ingestSec: number): Buffer | null;
+  /** The key group of each line [0, n) (laid out as for countLines) the fast path reads, or -1 for a line it defers; counts nothing (the route stage). */
+  keyGroupsOf(buf: Buffer, ends: Uint32Array, n: number): Int32Array;
   finalise(): FinalisedWindow;
   rebase(positions: Uint32Array, counts: Float64Array, uniques: Float64Array): void;
   changes(): StateChanges;
@@ -213,13 +215,13 @@ export function loadNativeKernelFrom(path: string): NativeKernelModule {
     throw new AbacusError('NativeKernelLoadFailed', `the native counting kernel ${path} did not load: ${(err as Error).message}`, fix);
   }
   // A build from before the kernel had this class (the prototype's) loads but cannot count;
-  // one from before the fast path, expiry or spill lacks countLines, sweep or evict, which the task calls.
+  // one from before the fast path, expiry, spill or native routing lacks countLines, sweep, evict or keyGroupsOf, which the task and the router call.
   const Kernel = (module.exports as Partial<NativeKernelModule>).CountKernel;
   if (typeof Kernel !== 'function') {
     throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel class (an older build)`, fix);
   }
   const prototype = (Kernel as unknown as { prototype: Partial<CountKernel> }).prototype;
-  for (const method of ['countLines', 'sweep', 'evict'] as const) {
+  for (const method of ['countLines', 'sweep', 'evict', 'keyGroupsOf'] as const) {
     if (typeof prototype[method] !== 'function') {
       throw new AbacusError('NativeKernelOutdated', `the native counting kernel ${path} has no CountKernel.${method} (an older build)`, fix);
     }

@@ -110,7 +110,7 @@ export const metrics = {
   }),
   inputLagRecords: new Gauge({
     name: 'abacus_input_lag_records',
-    help: 'Records not yet read from the input, per partition, in records.',
+    help: 'Records not yet read from the input, per partition, in records (a keyed-topic record the router wrote bundles the events of one key group from one chunk of input).',
     labelNames: ['partition'],
     registers: [registry],
   }),

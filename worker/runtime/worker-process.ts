@@ -7,13 +7,15 @@ import { ASSIGNMENT_KEY, assignmentConfigMapName, parseReport, REPORT_KEY, worke
 import { AbacusError, ConfigError } from '../../common/errors';
 import { rangeForWorker, keyGroupsIn, routingKey } from '../../common/keygroups';
 import { defaultTableName, jobIdentity, JobConfig, loadJobConfig } from '../../common/job-config';
+import { countingSettings } from '../engine/counting';
 import { parseEvent } from '../engine/event';
+import { NativeState } from '../engine/native-state';
 import { formatBucket } from '../engine/time';
 import { CassandraSink, connectCassandra, parseTableComment } from '../io/cassandra-sink';
 import { backoffMs, createKafka, ensureTopics, kafkaSetupError, keyedRetentionProblem, LogFn, sleep, stderrLog, topicRetentionMs } from '../io/kafka-client';
 import { objectStoreFor } from '../checkpoint/s3-object-store';
 import { KafkaDeadLetterSink } from '../io/kafka-dead-letter';
-import { KafkaRouter, RouteValidator } from '../io/kafka-router';
+import { KafkaRouter, type KeyGroupsOf, type RouteValidator } from '../io/kafka-router';
 import { KafkaKeyedSource } from '../io/kafka-source';
 import { KubeConfigMaps } from '../io/kube-channel';
 import type { ObjectStore } from '../checkpoint/object-store';
@@ -258,7 +260,7 @@ export async function runWorker(settings: WorkerSettings, signal: AbortSignal, l
     closers.push(['dead-letter', () => deadLetter.close()]);
 
     if (!kafka.inputKeyed) {
-      const router = new KafkaRouter({ job: config, kafka, validate: routeValidator(config), deadLetter, log });
+      const router = new KafkaRouter({ job: config, kafka, validate: routeValidator(config), keyGroupsOf: nativeKeyGroups(config), deadLetter, log });
       await retryUntil('start router', signal, log, () => router.start(), kafkaFatal);
       closers.push(['router', () => router.stop()]);
     }
@@ -421,6 +423,18 @@ function workerCheckpoints(settings: WorkerSettings, agent: () => HandoverAgent 
     // A group being pre-copied by its next owner keeps its chain, so the final checkpoint is a delta on it.
     keepChains: () => agent()?.movingOut() ?? [],
   };
+}
+
+/**
+ * With the native engine, the router asks the kernel's fast path for the key groups of a
+ * whole chunk (one call, no parse in JavaScript) and validates only what it defers; the
+ * kernel is the one the task loads anyway. With the records engine, every value is parsed.
+ */
+export function nativeKeyGroups(config: JobConfig): KeyGroupsOf | undefined {
+  if (config.engine !== 'native') return undefined;
+  const state = new NativeState(countingSettings(config));
+  const options = { maxEventBytes: config.maxEventBytes, facets: config.facets, level: config.level };
+  return (values) => state.keyGroupsOf(values, options, config.keyGroups);
 }
 
 /** The router's validation: the engine's own parser, so the router and the task agree on validity. */

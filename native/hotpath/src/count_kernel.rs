@@ -41,7 +41,7 @@
 
 use std::collections::HashSet;
 
-use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{Buffer, Float64Array, Int32Array, Uint32Array, Uint8Array};
 use napi::{Error, Result, Status};
 
 use crate::civil::bucket_end;
@@ -2280,6 +2280,37 @@ impl CountKernel {
         Ok(fast
             .encode(&line, ingest, &mut out)
             .map(|_| Buffer::from(out)))
+    }
+
+    /// The key group of each line [0, n) of `buf` (laid out as for `countLines`) that the fast
+    /// path reads, or -1 for a line it defers (the route stage: TypeScript validates those).
+    /// A line the fast path reads is valid and its group is `keyGroupOf(routingKey(…), K)`,
+    /// so the route stage needs no parse of its own for it. Nothing is counted.
+    #[napi]
+    pub fn key_groups_of(&mut self, buf: Buffer, ends: Uint32Array, n: f64) -> Result<Int32Array> {
+        let n = whole("n", n, u32::MAX as f64)? as usize;
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| invalid("keyGroupsOf: call configureFastPath first".to_string()))?;
+        if n > ends.len() {
+            return Err(invalid(format!("keyGroupsOf: n = {n} but there are {} ends", ends.len())));
+        }
+        let mut groups = vec![-1i32; n];
+        let mut start = 0usize;
+        for (i, group) in groups.iter_mut().enumerate() {
+            let end = ends[i] as usize;
+            if start > end || end > buf.len() {
+                return Err(invalid(format!("keyGroupsOf: line {i} spans bytes {start}..{end} of a buffer of {} bytes", buf.len())));
+            }
+            self.lines.clear();
+            if let Some(g) = fast.encode(&buf[start..end], 0, &mut self.lines) {
+                *group = g as i32;
+            }
+            start = end;
+        }
+        self.lines.clear();
+        Ok(groups.into())
     }
 
     /// Counts the n events encoded in `batch`; returns this batch's tally. Unless `resolved`
