@@ -2,7 +2,7 @@
  * Cluster benchmark: one `abacus worker` process on the REAL broker and Cassandra of the test
  * environment (`npm run test-env -- up kafka cassandra`).
  *
- *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--ramp-from 1000] [--step-seconds 10] [--keyed] [--engine records|native] [--baseline-gc]
+ *   npm run build && node dist/bench/cluster.js [--events 200000] [--seconds 30] [--window 1s] [--rate N] [--ramp-from 1000] [--step-seconds 10] [--key-groups 32] [--keyed] [--engine records|native] [--baseline-gc]
  *
  * 1. Saturation. N unique events (2 facets each, 3 granularities: 9 counters per event) are
  *    produced to a 6-partition input topic BEFORE the worker starts, so the worker never waits
@@ -44,13 +44,13 @@ import { WorkerProcess } from '../test/support/workers';
 
 const KEYSPACE = 'abacus_bench';
 const PARTITIONS = 6;
-const KEY_GROUPS = 32;
 /** A step is kept up with when at most this many seconds of its input wait to be counted at its end. */
 const KEPT_UP_BACKLOG_SEC = 0.5;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, 'ramp-from': { type: 'string' }, 'step-seconds': { type: 'string' }, keyed: { type: 'boolean' }, engine: { type: 'string' }, 'baseline-gc': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { events: { type: 'string' }, seconds: { type: 'string' }, window: { type: 'string' }, rate: { type: 'string' }, 'ramp-from': { type: 'string' }, 'step-seconds': { type: 'string' }, 'key-groups': { type: 'string' }, keyed: { type: 'boolean' }, engine: { type: 'string' }, 'baseline-gc': { type: 'boolean' } } });
   const keyed = values.keyed === true;
+  const KEY_GROUPS = Number(values['key-groups'] ?? 32);
   // Unkeyed: spread over the input partitions, as any producer would; keyed: the key group's partition.
   const partitionOf = (value: string, i: number): number => {
     if (!keyed) return i % PARTITIONS;

@@ -41,6 +41,12 @@ export interface KafkaConfig {
   readonly deadLetterTopic: string;
   /** True when the input topic is already keyed by key group (routing is then skipped). */
   readonly inputKeyed: boolean;
+  /**
+   * The router writes the events of a key group from a chunk of input as one keyed-topic
+   * record (worker/io/routed-bundle.ts). False: one record per event, which workers of
+   * versions before bundles can read (set it while upgrading from one: docs/worker.md).
+   */
+  readonly bundles: boolean;
   readonly clientId: string;
   /** The router's consumer group. */
   readonly routeGroup: string;
@@ -257,7 +263,7 @@ export function resolveJobConfig(raw: Raw): JobConfig {
       maxOpenFiles: integer(rocks.maxOpenFiles ?? DEFAULTS.maxOpenFiles, 'rocksdb.maxOpenFiles', -1, 1e6),
     },
     metricsPort: integer(metrics.port ?? DEFAULTS.metricsPort, 'metrics.port', 0, 65535),
-    kafka: raw.kafka === undefined ? undefined : resolveKafka(section(raw.kafka, 'kafka', ['brokers', 'topic', 'keyedTopic', 'deadLetterTopic', 'inputKeyed', 'clientId', 'tls', 'saslMechanism']), identity),
+    kafka: raw.kafka === undefined ? undefined : resolveKafka(section(raw.kafka, 'kafka', ['brokers', 'topic', 'keyedTopic', 'deadLetterTopic', 'inputKeyed', 'bundles', 'clientId', 'tls', 'saslMechanism']), identity),
     cassandra: raw.cassandra === undefined ? undefined : resolveCassandra(section(raw.cassandra, 'cassandra', ['contactPoints', 'localDataCenter', 'keyspace', 'table', 'consistency', 'mode', 'createSchema', 'replicationFactor']), identity),
     checkpoints: raw.checkpoints === undefined ? undefined : resolveCheckpoints(section(raw.checkpoints, 'checkpoints', ['interval', 'retention', 's3', 'dir']), nonEmptyString(raw.name ?? DEFAULTS.name, 'name')),
   };
@@ -394,6 +400,7 @@ function resolveKafka(raw: Raw, jobName: string): KafkaConfig {
     keyedTopic,
     deadLetterTopic: kafkaName(raw.deadLetterTopic ?? `${jobName}-dead-letter`, 'kafka.deadLetterTopic'),
     inputKeyed,
+    bundles: bool(raw.bundles ?? true, 'kafka.bundles'),
     clientId: nonEmptyString(raw.clientId ?? `abacus-${jobName}`, 'kafka.clientId'),
     routeGroup: kafkaName(`${jobName}-route`, 'name'),
     countGroupPrefix: kafkaName(`${jobName}-count`, 'name'),

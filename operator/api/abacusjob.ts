@@ -62,6 +62,7 @@ export const kafkaSchema = object(
     keyedTopic: string({ description: 'The job\'s keyed topic, one partition per key group. Defaults to <namespace>.<job>-keyed.', minLength: 1, maxLength: 249 }),
     deadLetterTopic: string({ description: 'Topic for invalid records. Defaults to <namespace>.<job>-dead-letter.', minLength: 1, maxLength: 249 }),
     inputKeyed: boolean({ description: 'True when the input topic is already partitioned by key group, so the route stage is skipped.', default: false }),
+    bundles: boolean({ description: 'The route stage writes the events of a key group from a chunk of input as one keyed-topic record. Set false while upgrading from a version before bundles (its workers cannot read them); true once every worker runs this version.', default: true }),
     clientId: string({ description: 'Kafka client id. Defaults to abacus-<namespace>.<job>.', minLength: 1, maxLength: 255 }),
     tls: object(
       {

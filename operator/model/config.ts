@@ -39,6 +39,7 @@ export function jobDocument(name: string, spec: AbacusJobSpec, namespace: string
       keyedTopic: kafka.keyedTopic,
       deadLetterTopic: kafka.deadLetterTopic,
       inputKeyed: kafka.inputKeyed,
+      bundles: kafka.bundles,
       clientId: kafka.clientId,
       tls: kafka.tls.enabled,
       saslMechanism: kafka.sasl?.mechanism,

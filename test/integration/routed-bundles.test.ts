@@ -31,15 +31,15 @@ after(async () => {
 const KEY_GROUPS = 4;
 const MAX_EVENT_BYTES = 4096;
 
-for (const engine of ['records', 'native'] as const) {
-  test(`routed bundles read back as the input's valid events, and a position inside a bundle resumes after it [${engine}]`, { timeout: 240_000 }, async () => {
-    const topic = `bundles-${engine}-${run}`;
+for (const [engine, bundles] of [['records', true], ['native', true], ['native', false]] as const) {
+  test(`routed ${bundles ? 'bundles read' : 'records, one per event (kafka.bundles: false), read'} back as the input's valid events${bundles ? ', and a position inside a bundle resumes after it' : ''} [${engine}]`, { timeout: 240_000 }, async () => {
+    const topic = `bundles-${engine}-${bundles}-${run}`;
     const config = resolveJobConfig({
-      name: `bundles-${engine}-${run}`,
+      name: `bundles-${engine}-${bundles}-${run}`,
       keyGroups: KEY_GROUPS,
       maxEventBytes: MAX_EVENT_BYTES,
       state: { engine },
-      kafka: { brokers: [env.kafka], topic },
+      kafka: { brokers: [env.kafka], topic, bundles },
     });
     const kafka = config.kafka!;
     await createTopic(env.kafka, topic, 1);
@@ -76,6 +76,11 @@ for (const engine of ['records', 'native'] as const) {
     await admin.connect();
     const records = (await admin.fetchTopicOffsets(kafka.keyedTopic)).reduce((n, p) => n + Number(p.high), 0);
     await admin.disconnect();
+    if (!bundles) {
+      assert.equal(records, whole.length, 'one keyed-topic record per event');
+      assert.ok(whole.every((r) => !r.nextPosition.includes(':')));
+      return;
+    }
     assert.ok(records * 20 <= whole.length, `${whole.length} events in ${records} keyed-topic records: bundled`);
 
     // A position inside a bundle: resume there and get exactly the events after it.

@@ -63,6 +63,9 @@ test('names derive from the job name; granularities keep a canonical order', () 
   assert.equal(c.kafka?.deadLetterTopic, 'opens-dead-letter');
   assert.equal(c.kafka?.routeGroup, 'opens-route');
   assert.equal(c.kafka?.countGroupPrefix, 'opens-count');
+  assert.equal(c.kafka?.bundles, true, 'the router bundles unless told not to');
+  assert.equal(resolveJobConfig({ kafka: { brokers: ['b:9092'], topic: 'events', bundles: false } }).kafka?.bundles, false);
+  assert.throws(() => resolveJobConfig({ kafka: { brokers: ['b:9092'], topic: 'events', bundles: 'no' } }), /kafka\.bundles/);
   const keyed = resolveJobConfig({ name: 'opens', keyGroups: 8, kafka: { brokers: ['b:9092'], topic: 'events-by-group', inputKeyed: true } });
   assert.equal(keyed.kafka?.keyedTopic, 'events-by-group', 'an input already keyed is the topic the count stage reads');
   assert.throws(

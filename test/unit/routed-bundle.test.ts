@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeBundle, encodeBundle, formatKeyedPosition, parseKeyedPosition } from '../../worker/io/routed-bundle';
+import type { Message } from 'kafkajs';
+import { BUNDLE_HEADER, BUNDLE_MAX_BYTES, Bundler, decodeBundle, encodeBundle, formatKeyedPosition, parseKeyedPosition, ROUTED_FROM_HEADER, WAVE_PARTITION_BYTES } from '../../worker/io/routed-bundle';
 import { rng } from '../support/events';
 
 test('a bundle reads back as its events, bytes, offsets and ingest times (random shapes, empty and binary values included)', () => {
@@ -62,3 +63,48 @@ function f64(v: number): Buffer {
   b.writeDoubleBE(v);
   return b;
 }
+
+/** The events a list of keyed-topic records holds, per partition in order: [input offset, bytes]. */
+function unpack(records: readonly Message[]): Map<number, Array<[number, string]>> {
+  const out = new Map<number, Array<[number, string]>>();
+  for (const r of records) {
+    const list = out.get(r.partition!) ?? [];
+    const headers = r.headers as Record<string, string>;
+    const from = Number(/@(\d+)$/.exec(headers[ROUTED_FROM_HEADER]!)![1]);
+    if (headers[BUNDLE_HEADER] === undefined) list.push([from, (r.value as Buffer).toString('latin1')]);
+    else for (const e of decodeBundle(r.value as Buffer)) list.push([from + e.offsetDelta, e.value.toString('latin1')]);
+    out.set(r.partition!, list);
+  }
+  return out;
+}
+
+test('the bundler keeps every event once, in input order per key group, large ones alone, every wave under the broker limit per partition', () => {
+  const r = rng(5);
+  for (const bundling of [true, false]) {
+    for (let round = 0; round < 30; round++) {
+      const bundler = new Bundler('events/3', bundling);
+      const expected = new Map<number, Array<[number, string]>>();
+      let offset = 1_000 + Math.floor(r() * 1e6);
+      const n = 1 + Math.floor(r() * 400);
+      for (let i = 0; i < n; i++) {
+        offset += 1 + (r() < 0.1 ? Math.floor(r() * 5) : 0); // gaps, as transaction markers leave
+        const group = Math.floor(r() * 5);
+        const size = r() < 0.05 ? BUNDLE_MAX_BYTES + Math.floor(r() * 1000) : Math.floor(r() * 30_000);
+        const value = Buffer.alloc(size, String.fromCharCode(97 + (i % 26)));
+        bundler.add(group, { offset: String(offset), key: null, headers: {} }, value, 1_700_000_000_000 + i);
+        expected.set(group, [...(expected.get(group) ?? []), [offset, value.toString('latin1')]]);
+      }
+      const waves = bundler.finish();
+      assert.deepEqual(unpack(waves.flat()), expected, `round ${round}: every event once, in order per group`);
+      assert.equal(waves.flat().length, bundler.records);
+      assert.equal(bundler.events, n);
+      for (const wave of waves) {
+        const perPartition = new Map<number, number[]>();
+        for (const m of wave) perPartition.set(m.partition!, [...(perPartition.get(m.partition!) ?? []), (m.value as Buffer).length]);
+        for (const sizes of perPartition.values()) assert.ok(sizes.length === 1 || sizes.reduce((a, b) => a + b, 0) <= WAVE_PARTITION_BYTES, `a wave holds ${sizes.join('+')} bytes of one partition`);
+      }
+      if (!bundling) assert.equal(bundler.records, n, 'one record per event');
+      else assert.ok(bundler.records < n || n < 10, `${n} events in ${bundler.records} records`);
+    }
+  }
+});

@@ -1,4 +1,4 @@
-import { EachBatchPayload, IHeaders, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
+import { EachBatchPayload, KafkaMessage, Message, Partitioners, Producer } from 'kafkajs';
 import type { JobConfig, KafkaConfig } from '../../common/job-config';
 import { keyGroupOf } from '../../common/keygroups';
 import { backoffMs, createKafka, LogFn, NO_RESTART_RETRY, sleep, stderrLog, SupervisedConsumer } from './kafka-client';
@@ -6,7 +6,7 @@ import { KafkaDeadLetterSink } from './kafka-dead-letter';
 import { kafkaMetrics } from './kafka-metrics';
 import { metrics } from '../runtime/metrics';
 import type { SourceRecord } from './types';
-import { BUNDLE_HEADER, BUNDLE_VERSION, ROUTED_FROM_HEADER, bundleBytes, encodeBundle, type BundledEvent } from './routed-bundle';
+import { Bundler } from './routed-bundle';
 
 /** The router's verdict on one record: its routing key, or why it is invalid. */
 export type RouteDecision = { readonly ok: true; readonly routingKey: string } | { readonly ok: false; readonly reason: string; readonly code?: string };
@@ -25,7 +25,7 @@ export interface KafkaRouterOptions {
   readonly keyGroupsOf?: KeyGroupsOf;
   readonly deadLetter: KafkaDeadLetterSink;
   readonly log?: LogFn;
-  /** Records per produce request (a batch from the broker is cut into chunks of this size). */
+  /** Input records routed together (a batch from the broker is cut into chunks of this size): a chunk's events of one key group are one bundle. */
   readonly chunkSize?: number;
 }
 
@@ -97,10 +97,10 @@ export class KafkaRouter {
     const isRunning = (): boolean => payload.isRunning();
     const isStale = (): boolean => payload.isStale();
     const { kafka, job, validate } = this.opts;
-    const chunkSize = this.opts.chunkSize ?? 2000;
+    const chunkSize = this.opts.chunkSize ?? 20_000;
     for (let i = 0; i < batch.messages.length; i += chunkSize) {
       const chunk = batch.messages.slice(i, i + chunkSize);
-      const bundler = new Bundler(`${batch.topic}/${batch.partition}`);
+      const bundler = new Bundler(`${batch.topic}/${batch.partition}`, kafka.bundles);
       const invalid: Array<{ record: SourceRecord; reason: string; code: string }> = [];
       const values = chunk.map((m) => m.value ?? EMPTY);
       const known = this.opts.keyGroupsOf?.(values);
@@ -121,13 +121,15 @@ export class KafkaRouter {
           invalid.push({ record: { value, ingestTimeMs: timestamp, partition: `${batch.topic}/${batch.partition}`, nextPosition: String(BigInt(m.offset) + 1n), origin }, reason: verdict.reason, code: verdict.code ?? 'invalid' });
         }
       }
-      const keyed = bundler.finish();
-      const sent = await this.produceWithRetry(kafka.keyedTopic, keyed, () => isRunning() && !isStale(), heartbeat);
-      if (!sent) return; // stopping or the partition moved: the new owner re-routes from the last commit
+      const waves = bundler.finish();
+      for (const wave of waves) {
+        const sent = await this.produceWithRetry(kafka.keyedTopic, wave, () => isRunning() && !isStale(), heartbeat);
+        if (!sent) return; // stopping or the partition moved: the new owner re-routes from the last commit
+      }
       if (invalid.length > 0) await this.opts.deadLetter.sendMany(invalid);
       resolveOffset(chunk[chunk.length - 1]!.offset);
       kafkaMetrics.routed.inc({ outcome: 'routed' }, bundler.events);
-      kafkaMetrics.routedRecords.inc(keyed.length);
+      kafkaMetrics.routedRecords.inc(bundler.records);
       if (invalid.length > 0) kafkaMetrics.routed.inc({ outcome: 'invalid' }, invalid.length);
       // Invalid input is found here, before the count task: the same metric, by reason.
       for (const { code } of invalid) metrics.invalid.inc({ reason: code });
@@ -171,56 +173,3 @@ function ingestTime(m: KafkaMessage): number {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-/** Above this size an event is re-published as a record of its own rather than in a bundle. */
-const BUNDLE_MAX_BYTES = 256 * 1024;
-
-/**
- * The keyed-topic records of one chunk of an input partition: a bundle per key group
- * (worker/io/routed-bundle.ts), cut at BUNDLE_MAX_BYTES; an event too large for a bundle
- * keeps a record of its own with its original key, headers and timestamp.
- */
-class Bundler {
-  private readonly open = new Map<number, { base: bigint; events: BundledEvent[]; bytes: number; latest: number }>();
-  private readonly records: Message[] = [];
-  /** Events added. */
-  events = 0;
-
-  constructor(private readonly inputPartition: string) {}
-
-  add(group: number, m: KafkaMessage, value: Buffer, ingestTimeMs: number): void {
-    this.events++;
-    const offset = BigInt(m.offset);
-    if (bundleBytes(1, value.length) > BUNDLE_MAX_BYTES) {
-      const headers: IHeaders = { ...(m.headers ?? {}), [ROUTED_FROM_HEADER]: `${this.inputPartition}@${m.offset}` };
-      this.records.push({ partition: group, key: m.key, value, timestamp: String(ingestTimeMs), headers });
-      return;
-    }
-    let b = this.open.get(group);
-    if (b !== undefined && (b.bytes + bundleBytes(1, value.length) > BUNDLE_MAX_BYTES || offset - b.base > 0xffffffffn)) {
-      this.seal(group, b);
-      b = undefined;
-    }
-    if (b === undefined) {
-      b = { base: offset, events: [], bytes: bundleBytes(0, 0), latest: ingestTimeMs };
-      this.open.set(group, b);
-    }
-    b.events.push({ value, ingestTimeMs, offsetDelta: Number(offset - b.base) });
-    b.bytes += bundleBytes(1, value.length) - bundleBytes(0, 0);
-    if (ingestTimeMs > b.latest) b.latest = ingestTimeMs;
-  }
-
-  /** The records to produce, bundles after the events that stood alone. */
-  finish(): Message[] {
-    for (const [group, b] of this.open) this.seal(group, b);
-    this.open.clear();
-    return this.records;
-  }
-
-  private seal(group: number, b: { base: bigint; events: BundledEvent[]; latest: number }): void {
-    // The record's timestamp (the keyed topic's time-based retention goes by it) is its newest event's.
-    const headers: IHeaders = { [BUNDLE_HEADER]: String(BUNDLE_VERSION), [ROUTED_FROM_HEADER]: `${this.inputPartition}@${b.base}` };
-    this.records.push({ partition: group, value: encodeBundle(b.events), timestamp: String(b.latest), headers });
-    this.open.delete(group);
-  }
-}

@@ -220,6 +220,7 @@ export class KafkaKeyedSource implements Source {
       const ts = Number(m.timestamp);
       const bundle = m.headers?.[BUNDLE_HEADER];
       const events = bundle === undefined || m.value === null ? undefined : this.unbundle(m.value, `${topic}/${p}@${m.offset}`);
+      const routedFrom = headerText(m.headers?.[ROUTED_FROM_HEADER]);
       if (events === undefined) {
         this.buffer.push({
           value: m.value ?? Buffer.alloc(0),
@@ -227,12 +228,12 @@ export class KafkaKeyedSource implements Source {
           partition: `kg:${p}`,
           keyGroup: p,
           nextPosition: next.toString(),
-          origin: `${topic}/${p}@${m.offset}`,
+          // The input record it was routed from, when the router says (a record a keyed producer wrote: itself).
+          origin: bundle === undefined ? routedFrom ?? `${topic}/${p}@${m.offset}` : `${topic}/${p}@${m.offset}`,
         });
         added++;
         continue;
       }
-      const routedFrom = headerText(m.headers?.[ROUTED_FROM_HEADER]);
       const partition = `kg:${p}`;
       for (let i = skip; i < events.length; i++) {
         const e = events[i]!;

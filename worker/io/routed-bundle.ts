@@ -24,6 +24,8 @@
  * record at `offset`, skipping its first k events).
  */
 
+import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
+
 export const BUNDLE_HEADER = 'abacus-bundle';
 /** Where a keyed record was routed from: `<topic>/<partition>@<offset>` (of a bundle, its base offset). */
 export const ROUTED_FROM_HEADER = 'abacus-routed-from';
@@ -99,4 +101,90 @@ export function parseKeyedPosition(text: string): KeyedPosition {
   const m = /^(\d+)(?::(\d+))?$/.exec(text);
   if (m === null) throw new Error(`keyed-topic position ${JSON.stringify(text)} is neither <offset> nor <offset>:<events to skip>`);
   return { offset: BigInt(m[1]!), skip: m[2] === undefined ? 0 : Number(m[2]) };
+}
+
+
+/** Above this size an event is re-published as a record of its own rather than in a bundle. */
+export const BUNDLE_MAX_BYTES = 256 * 1024;
+/** A partition's bytes in one produce request, below the brokers' default max.message.bytes (1 MB) with room for record overheads. */
+export const WAVE_PARTITION_BYTES = 768 * 1024;
+
+/**
+ * The keyed-topic records of one chunk of an input partition: a bundle per key group
+ * (worker/io/routed-bundle.ts), cut at BUNDLE_MAX_BYTES; an event too large for a bundle
+ * keeps a record of its own with its original key, headers and timestamp.
+ */
+export class Bundler {
+  private readonly open = new Map<number, { base: bigint; events: BundledEvent[]; bytes: number; latest: number }>();
+  private readonly sealed: Message[] = [];
+  /** Events added. */
+  events = 0;
+
+  constructor(
+    private readonly inputPartition: string,
+    /** False (`kafka.bundles: false`): every event a record of its own, as versions before bundles wrote them. */
+    private readonly bundling: boolean,
+  ) {}
+
+  add(group: number, m: Pick<KafkaMessage, 'offset' | 'key' | 'headers'>, value: Buffer, ingestTimeMs: number): void {
+    this.events++;
+    const offset = BigInt(m.offset);
+    if (!this.bundling || bundleBytes(1, value.length) > BUNDLE_MAX_BYTES) {
+      // After the group's events before it: a key group's events keep their input order.
+      const open = this.open.get(group);
+      if (open !== undefined) this.seal(group, open);
+      const headers: IHeaders = { ...(m.headers ?? {}), [ROUTED_FROM_HEADER]: `${this.inputPartition}@${m.offset}` };
+      this.sealed.push({ partition: group, key: m.key, value, timestamp: String(ingestTimeMs), headers });
+      return;
+    }
+    let b = this.open.get(group);
+    if (b !== undefined && (b.bytes + bundleBytes(1, value.length) > BUNDLE_MAX_BYTES || offset - b.base > 0xffffffffn)) {
+      this.seal(group, b);
+      b = undefined;
+    }
+    if (b === undefined) {
+      b = { base: offset, events: [], bytes: bundleBytes(0, 0), latest: ingestTimeMs };
+      this.open.set(group, b);
+    }
+    b.events.push({ value, ingestTimeMs, offsetDelta: Number(offset - b.base) });
+    b.bytes += bundleBytes(1, value.length) - bundleBytes(0, 0);
+    if (ingestTimeMs > b.latest) b.latest = ingestTimeMs;
+  }
+
+  /** Records written to the keyed topic. */
+  get records(): number {
+    return this.sealed.length;
+  }
+
+  /**
+   * The records to produce, in waves sent one after the other: kafkajs sends a partition's
+   * records of one request as one record batch, which the broker refuses above the topic's
+   * max.message.bytes (1 MB by default), so a wave holds at most WAVE_PARTITION_BYTES of a
+   * partition (or one record, if larger). A partition's records keep their order.
+   */
+  finish(): Message[][] {
+    for (const [group, b] of this.open) this.seal(group, b);
+    this.open.clear();
+    const waves: Message[][] = [];
+    const at = new Map<number, { wave: number; bytes: number }>();
+    for (const record of this.sealed) {
+      const bytes = (record.value as Buffer).length;
+      const p = at.get(record.partition!) ?? { wave: 0, bytes: 0 };
+      if (p.bytes > 0 && p.bytes + bytes > WAVE_PARTITION_BYTES) {
+        p.wave++;
+        p.bytes = 0;
+      }
+      p.bytes += bytes;
+      at.set(record.partition!, p);
+      (waves[p.wave] ??= []).push(record);
+    }
+    return waves;
+  }
+
+  private seal(group: number, b: { base: bigint; events: BundledEvent[]; latest: number }): void {
+    // The record's timestamp (the keyed topic's time-based retention goes by it) is its newest event's.
+    const headers: IHeaders = { [BUNDLE_HEADER]: String(BUNDLE_VERSION), [ROUTED_FROM_HEADER]: `${this.inputPartition}@${b.base}` };
+    this.sealed.push({ partition: group, value: encodeBundle(b.events), timestamp: String(b.latest), headers });
+    this.open.delete(group);
+  }
 }
