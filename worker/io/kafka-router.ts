@@ -70,7 +70,8 @@ export class KafkaRouter {
           sessionTimeout: 10_000,
           rebalanceTimeout: 20_000,
           heartbeatInterval: 2_000,
-          maxBytesPerPartition: 1024 * 1024,
+          // A fetched batch is what the router bundles: larger batches, larger bundles.
+          maxBytesPerPartition: 4 * 1024 * 1024,
           allowAutoTopicCreation: false,
           retry: NO_RESTART_RETRY,
         }),

@@ -1,10 +1,10 @@
 /**
  * The keyed topic's bundles: the route stage writes the events of one key group from one
- * chunk of an input partition as ONE keyed-topic record, and the count stage reads them back
+ * chunk (a fetched batch) of an input partition as ONE keyed-topic record, and the count stage reads them back
  * as the events they were. A Kafka client's cost is mostly per record (kafkajs encodes,
  * checksums and decodes each record and its headers in JavaScript): one record per event cost
  * the routed path about 60 µs of worker CPU per event, most of it in producing and consuming
- * the keyed topic (docs/performance.md, "The route stage").
+ * the keyed topic (docs/adr/0011-keyed-topic-bundles.md).
  *
  * A bundle is marked by the header `abacus-bundle: 1`; a keyed-topic record without it is one
  * event (what a producer that keys its own input writes, `kafka.inputKeyed`). Its value:
