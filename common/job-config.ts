@@ -44,7 +44,7 @@ export interface KafkaConfig {
   /**
    * The router writes the events of a key group from a chunk of input as one keyed-topic
    * record (worker/io/routed-bundle.ts). False: one record per event, which workers of
-   * versions before bundles can read (set it while upgrading from one: docs/worker.md).
+   * versions before bundles can read (set it while upgrading from one: docs/operator.md, "Upgrading a running job").
    */
   readonly bundles: boolean;
   readonly clientId: string;

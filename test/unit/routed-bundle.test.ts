@@ -50,12 +50,12 @@ test('a damaged or foreign bundle is refused with what is wrong, never read past
 });
 
 test('keyed positions: a plain offset, or an offset with the events of its bundle already counted', () => {
-  assert.deepEqual(parseKeyedPosition('0'), { offset: 0n, skip: 0 });
-  assert.deepEqual(parseKeyedPosition('9223372036854775806'), { offset: 9223372036854775806n, skip: 0 });
-  assert.deepEqual(parseKeyedPosition('41:7'), { offset: 41n, skip: 7 });
+  assert.deepEqual(parseKeyedPosition('0'), { offset: 0n, consumed: 0 });
+  assert.deepEqual(parseKeyedPosition('9223372036854775806'), { offset: 9223372036854775806n, consumed: 0 });
+  assert.deepEqual(parseKeyedPosition('41:7'), { offset: 41n, consumed: 7 });
   assert.equal(formatKeyedPosition(41n, 7), '41:7');
   assert.equal(formatKeyedPosition(41n, 0), '41', 'a whole record is the position earlier versions wrote');
-  for (const bad of ['', '-1', '4:', ':3', '1:2:3', 'x', '12 ']) assert.throws(() => parseKeyedPosition(bad), /neither <offset> nor <offset>:<events to skip>/, bad);
+  for (const bad of ['', '-1', '4:', ':3', '1:2:3', 'x', '12 ']) assert.throws(() => parseKeyedPosition(bad), /neither <offset> nor <offset>:<events already consumed>/, bad);
 });
 
 function f64(v: number): Buffer {

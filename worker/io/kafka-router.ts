@@ -29,7 +29,6 @@ export interface KafkaRouterOptions {
   readonly chunkSize?: number;
 }
 
-
 /**
  * The route stage: stateless, shared by every worker of a job through one consumer group
  * (`<job>-route`) on the input topic, whatever its partitioning.

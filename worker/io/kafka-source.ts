@@ -60,8 +60,8 @@ export class KafkaKeyedSource implements Source {
   private readonly owned: Set<number>;
   /** Next offset to hand out, per partition; absent = from the beginning. */
   private readonly expected = new Map<number, bigint>();
-  /** Events of the bundle at the `expected` offset that were already counted (a position `<offset>:<k>`). */
-  private readonly skip = new Map<number, number>();
+  /** Events of the bundle at the `expected` offset that were already consumed (a position `<offset>:<k>`). */
+  private readonly consumed = new Map<number, number>();
   private readonly highWatermark = new Map<number, bigint>();
   private buffer: SourceRecord[] = [];
   private head = 0;
@@ -154,7 +154,7 @@ export class KafkaKeyedSource implements Source {
     for (const g of groups) {
       this.owned.delete(g);
       this.expected.delete(g);
-      this.skip.delete(g);
+      this.consumed.delete(g);
       metrics.inputLagRecords.remove({ partition: `kg:${g}` });
     }
     this.applyPause();
@@ -171,10 +171,10 @@ export class KafkaKeyedSource implements Source {
 
   /** Records where reading group `g` resumes (a committed position); returns the offset to seek to. */
   private resumeAt(g: number, position: string): bigint {
-    const { offset, skip } = parseKeyedPosition(position);
+    const { offset, consumed } = parseKeyedPosition(position);
     this.expected.set(g, offset);
-    if (skip > 0) this.skip.set(g, skip);
-    else this.skip.delete(g);
+    if (consumed > 0) this.consumed.set(g, consumed);
+    else this.consumed.delete(g);
     return offset;
   }
 
@@ -214,8 +214,8 @@ export class KafkaKeyedSource implements Source {
       const offset = BigInt(m.offset);
       if (next !== undefined && offset < next) continue; // re-fetched before our seek took effect
       // Events of the bundle at the resume offset that were counted before the last commit.
-      const skip = next === offset ? this.skip.get(p) ?? 0 : 0;
-      this.skip.delete(p);
+      const consumed = next === offset ? this.consumed.get(p) ?? 0 : 0;
+      this.consumed.delete(p);
       next = offset + 1n;
       const ts = Number(m.timestamp);
       const bundle = m.headers?.[BUNDLE_HEADER];
@@ -235,7 +235,7 @@ export class KafkaKeyedSource implements Source {
         continue;
       }
       const partition = `kg:${p}`;
-      for (let i = skip; i < events.length; i++) {
+      for (let i = consumed; i < events.length; i++) {
         const e = events[i]!;
         const nextPosition = i + 1 < events.length ? formatKeyedPosition(offset, i + 1) : next.toString();
         this.buffer.push(new BundledRecord(e.value, e.ingestTimeMs, partition, p, nextPosition, routedFrom, e.offsetDelta, `${topic}/${p}@${m.offset}`, i));
@@ -326,7 +326,7 @@ export class KafkaKeyedSource implements Source {
 
   /** Positions handed out so far (for diagnostics and tests). */
   positions(): Map<string, string> {
-    return new Map([...this.expected].map(([p, o]) => [`kg:${p}`, formatKeyedPosition(o, this.skip.get(p) ?? 0)]));
+    return new Map([...this.expected].map(([p, o]) => [`kg:${p}`, formatKeyedPosition(o, this.consumed.get(p) ?? 0)]));
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * The keyed topic's bundles: the route stage writes the events of one key group from one
- * chunk (a fetched batch) of an input partition as ONE keyed-topic record, and the count stage reads them back
- * as the events they were. A Kafka client's cost is mostly per record (kafkajs encodes,
+ * chunk (a fetched batch) of an input partition as ONE keyed-topic record, and the count
+ * stage reads them back as the events they were. A Kafka client's cost is mostly per record (kafkajs encodes,
  * checksums and decodes each record and its headers in JavaScript): one record per event cost
  * the routed path about 60 µs of worker CPU per event, most of it in producing and consuming
  * the keyed topic (docs/adr/0011-keyed-topic-bundles.md).
@@ -21,7 +21,7 @@
  *
  * Positions inside a bundle: the count stage may commit state after part of a bundle, so a
  * keyed-topic position is `<offset>` (resume at this record) or `<offset>:<k>` (resume at the
- * record at `offset`, skipping its first k events).
+ * record at `offset`, its first k events already consumed).
  */
 
 import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
@@ -87,22 +87,21 @@ export function decodeBundle(bundle: Buffer): BundledEvent[] {
   return events;
 }
 
-/** A keyed-topic position: the record to resume at and how many of its (bundled) events to skip. */
+/** A keyed-topic position: the record to resume at and how many of its (bundled) events were already consumed. */
 export interface KeyedPosition {
   readonly offset: bigint;
-  readonly skip: number;
+  readonly consumed: number;
 }
 
-export function formatKeyedPosition(offset: bigint, skip: number): string {
-  return skip === 0 ? offset.toString() : `${offset}:${skip}`;
+export function formatKeyedPosition(offset: bigint, consumed: number): string {
+  return consumed === 0 ? offset.toString() : `${offset}:${consumed}`;
 }
 
 export function parseKeyedPosition(text: string): KeyedPosition {
   const m = /^(\d+)(?::(\d+))?$/.exec(text);
-  if (m === null) throw new Error(`keyed-topic position ${JSON.stringify(text)} is neither <offset> nor <offset>:<events to skip>`);
-  return { offset: BigInt(m[1]!), skip: m[2] === undefined ? 0 : Number(m[2]) };
+  if (m === null) throw new Error(`keyed-topic position ${JSON.stringify(text)} is neither <offset> nor <offset>:<events already consumed>`);
+  return { offset: BigInt(m[1]!), consumed: m[2] === undefined ? 0 : Number(m[2]) };
 }
-
 
 /** Above this size an event is re-published as a record of its own rather than in a bundle. */
 export const BUNDLE_MAX_BYTES = 256 * 1024;
@@ -110,8 +109,8 @@ export const BUNDLE_MAX_BYTES = 256 * 1024;
 export const WAVE_PARTITION_BYTES = 768 * 1024;
 
 /**
- * The keyed-topic records of one chunk of an input partition: a bundle per key group
- * (worker/io/routed-bundle.ts), cut at BUNDLE_MAX_BYTES; an event too large for a bundle
+ * The keyed-topic records of one chunk of an input partition: a bundle per key group (the
+ * layout above), cut at BUNDLE_MAX_BYTES; an event too large for a bundle
  * keeps a record of its own with its original key, headers and timestamp.
  */
 export class Bundler {
