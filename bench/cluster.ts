@@ -166,7 +166,8 @@ async function main(): Promise<void> {
     const latencies = probes.latencies.sort((a, b) => a - b);
     const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? Number.NaN;
     log(`latency at ${target} events/s for ${seconds} s (${run.sent} events + ${probes.sent} probes; window ${values.window ?? '1s'}):`);
-    log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probes.sent} probes seen)`);
+    log(`  produce -> count visible in Cassandra: p50 ${pct(50)} ms, p90 ${pct(90)} ms, p99 ${pct(99)} ms, max ${latencies[latencies.length - 1]} ms (${latencies.length}/${probes.sent} probes seen)`);
+    log(`  slowest probes (seconds into the load: ms): ${probes.slowest(5).map(([at, ms]) => `${(at / 1000).toFixed(1)}: ${ms}`).join(', ')}`);
     log(`  worker CPU ${run.cpu.toFixed(1)} s -> ${Math.round((run.sent + probes.sent) / run.cpu)} events per worker CPU-second at this steady load; ${run.rows} rows written`);
     await breakdown(worker);
   } finally {
@@ -224,6 +225,9 @@ class SteadyLoad {
  */
 class Probes {
   readonly latencies: number[] = [];
+  /** [ms into the load when sent, latency ms] of every probe seen. */
+  private readonly seen: [number, number][] = [];
+  private readonly startedAt = Date.now();
   sent = 0;
   private readonly pending = new Map<number, { sentAt: number; bucket: Date }>();
   private readonly select: string;
@@ -249,6 +253,11 @@ class Probes {
     return JSON.stringify({ company_id: `probe-${this.id}-${i}`, statistic_id: 'probe', customer_id: 'p', timestamp: ts });
   }
 
+  /** The `n` slowest probes: when each was sent (ms into the load) and its latency. */
+  slowest(n: number): [number, number][] {
+    return [...this.seen].sort((a, b) => b[1] - a[1]).slice(0, n);
+  }
+
   sentAt(ms: number): void {
     this.lastSend = ms;
   }
@@ -264,7 +273,10 @@ class Probes {
       await Promise.all(
         [...this.pending].map(async ([i, p]) => {
           const rs = await this.cassandra.execute(this.select, [`probe-${this.id}-${i}`, p.bucket], { prepare: true });
-          if (rs.rowLength > 0 && this.pending.delete(i)) this.latencies.push(Date.now() - p.sentAt);
+          if (rs.rowLength > 0 && this.pending.delete(i)) {
+            this.latencies.push(Date.now() - p.sentAt);
+            this.seen.push([p.sentAt - this.startedAt, Date.now() - p.sentAt]);
+          }
         }),
       );
       await sleep(20);

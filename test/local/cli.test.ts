@@ -186,7 +186,7 @@ test('while a run is going, /metrics serves the engine metrics with help text', 
       text = await (await fetch(url)).text();
       await new Promise((r) => setTimeout(r, 200));
     }
-    for (const name of ['abacus_events_in_total', 'abacus_events_invalid_total', 'abacus_events_duplicate_total', 'abacus_window_counters_touched', 'abacus_window_flush_duration_seconds', 'abacus_state_size_bytes', 'abacus_input_lag_seconds']) {
+    for (const name of ['abacus_events_in_total', 'abacus_events_invalid_total', 'abacus_events_duplicate_total', 'abacus_window_counters_touched', 'abacus_window_flush_duration_seconds', 'abacus_window_open_duration_seconds', 'abacus_state_size_bytes', 'abacus_input_lag_seconds']) {
       assert.match(text, new RegExp(`# HELP ${name} \\S`), `${name} has help text`);
     }
     assert.match(text, /abacus_events_in_total [1-9]/);

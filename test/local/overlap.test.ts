@@ -155,3 +155,100 @@ test('a stop asked for while a window\'s sink write is held lets it finish with 
   // Its new owner's totals will be newer than the ones the stop confirmed: re-sent, they would roll them back.
   assert.equal(outbox, undefined, 'the confirmed outbox is gone once the stop has flushed');
 });
+
+/** The local sink, each write held until the test releases it. */
+class GatedSink extends SlowSink {
+  private gates: Array<() => void> = [];
+  private open = false;
+  constructor(inner: CountSink, windows: () => number) {
+    super(inner, 0, windows);
+  }
+  override async write(rows: readonly CounterRow[]): Promise<void> {
+    if (!this.open) await new Promise<void>((resolve) => this.gates.push(resolve));
+    return super.write(rows);
+  }
+  /** Lets the writes waiting now go on. */
+  release(): void {
+    for (const go of this.gates.splice(0)) go();
+  }
+  /** Lets every write go on, now and from now on. */
+  openGate(): void {
+    this.open = true;
+    this.release();
+  }
+  get held(): number {
+    return this.gates.length;
+  }
+}
+
+/** An ArraySource of one record a poll, 2 ms a poll, counting its polls. */
+class CountingSource extends ArraySource {
+  polls = 0;
+  constructor(records: readonly InputRecord[]) {
+    super(records, [1]);
+  }
+  override async poll(max: number): Promise<SourceRecord[] | null> {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    this.polls++;
+    return super.poll(max);
+  }
+}
+
+async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('a window due while the previous write is outstanding keeps filling; it closes once that write is confirmed, or after four windows', { timeout: 60_000 }, async () => {
+  const records = timedInput(11, 1500);
+  const config = testConfig({ window: '1s', maxEventBytes: 4096 });
+  const dataDir = tempDir();
+  const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
+  const opened: { task?: CountTask } = {};
+  const windows = (): number => opened.task?.progress.windows ?? 0;
+  const sink = new GatedSink(local, windows);
+  const source = new CountingSource(records);
+  let now = 1_000_000;
+  const task = await CountTask.open({ config, dataDir, source, sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, clock: () => now });
+  opened.task = task;
+  const running = task.run();
+  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  try {
+    await until('a few records are counted', () => task.progress.read >= 5);
+    now += 1_100;
+    await until('the first window is committed and its write held', () => windows() === 1 && sink.held === 1);
+
+    // The second window is due, but the first write is outstanding: the loop keeps polling and commits nothing.
+    now += 1_100;
+    const read = task.progress.read;
+    await pause(100);
+    // At 2 ms a poll, 100 ms is dozens of polls; a loop that had closed the window would wait after one.
+    assert.ok(task.progress.read - read >= 10, `records counted into the due window while the previous write was held: ${task.progress.read - read}`);
+    assert.equal(windows(), 1, 'no window closed while the previous write was outstanding');
+
+    // Confirmed: the due window closes at once.
+    sink.release();
+    await until('the second window is committed', () => windows() === 2 && sink.held === 1);
+
+    // Four windows later it closes anyway, and the loop waits for the write before its commit.
+    now += 4 * 1_000 + 100;
+    await pause(50);
+    const polls = source.polls;
+    await pause(150);
+    assert.equal(source.polls, polls, 'the loop stopped polling: the window closed and waits for the outstanding write');
+    assert.equal(windows(), 2, 'nothing is committed before that write is confirmed');
+    sink.release();
+    await until('the stretched window is committed', () => windows() === 3);
+  } finally {
+    sink.openGate();
+  }
+  await running;
+  await task.close();
+  await local.close();
+  assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
+  assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
+  rmSync(dataDir, { recursive: true });
+});

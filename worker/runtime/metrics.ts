@@ -86,6 +86,12 @@ export const metrics = {
     buckets: [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000],
     registers: [registry],
   }),
+  windowOpenSeconds: new Histogram({
+    name: 'abacus_window_open_duration_seconds',
+    help: 'How long each window was open before it closed, in seconds: the configured window, or longer while the previous window\'s sink write was outstanding (at most 4 windows; longer only when a stop held the close).',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 60],
+    registers: [registry],
+  }),
   windowFlushSeconds: new Histogram({
     name: 'abacus_window_flush_duration_seconds',
     help: 'Time to flush one window: hydrate, commit state and offsets, write the sink, in seconds.',

@@ -34,7 +34,8 @@ import { sleep } from '../../common/sleep';
  *      counters whose totals the sink has not confirmed yet);
  *   3. the totals are written to the sink (idempotent: they are totals, not increments),
  *      retried with backoff while the sink fails. The loop goes on polling and counting the
- *      next window meanwhile (flush(true) returns at the commit point);
+ *      next window meanwhile (flush(true) returns at the commit point), and keeps that
+ *      window open past `window` until the write is confirmed (windowDue);
  *   4. the next commit waits for that sink write to be confirmed — at most one is
  *      outstanding, which is the backpressure while the sink fails — then replaces or
  *      deletes the outbox.
@@ -114,6 +115,9 @@ export interface TaskProgress {
   /** State records deleted past their retention (worker/state/expiry.ts). */
   expired: number;
 }
+
+/** A window stays open for at most this many times `window` while the previous window's sink write is outstanding (see windowDue). */
+const WINDOW_STRETCH = 4;
 
 /** A flush stops looking for expired records once it has this many to delete; the other groups' sweeps wait for the next flushes. */
 const SWEEP_BATCH = 200_000;
@@ -406,7 +410,7 @@ export class CountTask {
         if (records === null) break;
         if (records.length > 0) await this.process(records);
         else await sleep(Math.min(50, this.options.config.windowMs));
-        if (this.windowCloseHeld === 0 && this.clock() - this.windowStartedAt >= this.options.config.windowMs) await this.flush(true);
+        if (this.windowDue()) await this.flush(true);
         this.maybeCheckpoint();
       }
       await this.flush();
@@ -420,6 +424,23 @@ export class CountTask {
     }
     if (this.options.checkpoints?.finalCheckpoint === true) await this.checkpoint(undefined, 'final');
     return this.progress;
+  }
+
+  /**
+   * Whether the loop closes the window now: `window` has passed since it opened and the
+   * previous window's sink write is confirmed. While that write is outstanding the window
+   * keeps filling instead (closing it would only stop the loop until the write confirms,
+   * with the input waiting in the source), for at most WINDOW_STRETCH windows; then it
+   * closes and the loop waits for the write. So a slow sink gets fewer, larger windows
+   * (fewer rows per event), and an event read meanwhile is written by the next write, not
+   * the one after it.
+   */
+  private windowDue(): boolean {
+    if (this.windowCloseHeld > 0) return false;
+    const open = this.clock() - this.windowStartedAt;
+    const { windowMs } = this.options.config;
+    if (open < windowMs) return false;
+    return this.writing === undefined || open >= WINDOW_STRETCH * windowMs;
   }
 
   private async runBetween(): Promise<void> {
@@ -649,12 +670,14 @@ export class CountTask {
   async flush(overlap = false): Promise<void> {
     const phases = new Phases(this.clock);
     this.lastFlush = phases.times;
+    const openedAt = this.windowStartedAt;
     this.windowStartedAt = phases.started;
     if (this.recordsInWindow === 0) {
       if (!overlap) await this.sinkConfirmed();
       phases.mark('sinkMs');
       return;
     }
+    metrics.windowOpenSeconds.observe(Math.max(0, phases.started - openedAt) / 1000);
     const timer = metrics.windowFlushSeconds.startTimer();
     // Finalising may overlap the previous window's sink write: that window's counters are
     // committed and in the cache, so none of them is hydrated from the sink.
