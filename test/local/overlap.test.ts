@@ -156,11 +156,15 @@ test('a stop asked for while a window\'s sink write is held lets it finish with 
   assert.equal(outbox, undefined, 'the confirmed outbox is gone once the stop has flushed');
 });
 
-/** The local sink, each write held until the test releases it. */
+/** The local sink, each write held until the test releases it, standing in for a remote sink (Cassandra). */
 class GatedSink extends SlowSink {
   private gates: Array<() => void> = [];
   private open = false;
-  constructor(inner: CountSink, windows: () => number) {
+  constructor(
+    inner: CountSink,
+    windows: () => number,
+    readonly remote = true,
+  ) {
     super(inner, 0, windows);
   }
   override async write(rows: readonly CounterRow[]): Promise<void> {
@@ -202,7 +206,7 @@ async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promi
   }
 }
 
-test('a window due while the previous write is outstanding keeps filling; it closes once that write is confirmed, or after four windows', { timeout: 60_000 }, async () => {
+test('with a remote sink, a window due while the previous write is outstanding keeps filling; it closes once that write is confirmed, or after four windows', { timeout: 60_000 }, async () => {
   const records = timedInput(11, 1500);
   const config = testConfig({ window: '1s', maxEventBytes: 4096 });
   const dataDir = tempDir();
@@ -249,6 +253,41 @@ test('a window due while the previous write is outstanding keeps filling; it clo
   await task.close();
   await local.close();
   assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
+  assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
+  rmSync(dataDir, { recursive: true });
+});
+
+test('with an embedded sink, a due window closes on time and the loop waits for the previous write', { timeout: 60_000 }, async () => {
+  const records = timedInput(12, 800);
+  const config = testConfig({ window: '1s', maxEventBytes: 4096 });
+  const dataDir = tempDir();
+  const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
+  const opened: { task?: CountTask } = {};
+  const windows = (): number => opened.task?.progress.windows ?? 0;
+  const sink = new GatedSink(local, windows, false);
+  const source = new CountingSource(records);
+  let now = 1_000_000;
+  const task = await CountTask.open({ config, dataDir, source, sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, clock: () => now });
+  opened.task = task;
+  const running = task.run();
+  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  try {
+    await until('a few records are counted', () => task.progress.read >= 5);
+    now += 1_100;
+    await until('the first window is committed and its write held', () => windows() === 1 && sink.held === 1);
+    now += 1_100;
+    await pause(50);
+    const polls = source.polls;
+    await pause(150);
+    assert.equal(source.polls, polls, 'the due window closed and the loop waits for the outstanding write');
+    sink.release();
+    await until('the second window is committed', () => windows() === 2);
+  } finally {
+    sink.openGate();
+  }
+  await running;
+  await task.close();
+  await local.close();
   assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
   rmSync(dataDir, { recursive: true });
 });

@@ -206,6 +206,7 @@ export function routingKeyOf(r: CounterKey): Buffer {
 }
 
 export class CassandraSink implements CountSink {
+  readonly remote = true;
   private readonly ks: string;
   private readonly table: string;
   private readonly deltaTable: string;

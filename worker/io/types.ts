@@ -101,6 +101,13 @@ export interface CountSink {
    * state first. Groups it starts later are hydrated as usual.
    */
   holdsNoCounters?(): Promise<boolean>;
+  /**
+   * True when a write waits on another server (Cassandra): while it is outstanding the task
+   * keeps filling the next window instead of waiting (CountTask.windowDue). An embedded sink
+   * writes with this process's own CPU, so its windows close on time: a longer window would
+   * only hold more in memory.
+   */
+  readonly remote?: boolean;
   close(): Promise<void>;
 }
 

@@ -88,7 +88,7 @@ export const metrics = {
   }),
   windowOpenSeconds: new Histogram({
     name: 'abacus_window_open_duration_seconds',
-    help: 'How long each window was open before it closed, in seconds: the configured window, or longer while the previous window\'s sink write was outstanding (at most 4 windows; longer only when a stop held the close).',
+    help: 'How long each window was open before it closed, in seconds: the configured window, or with Cassandra longer while the previous window\'s write was outstanding (at most 4 windows; longer only when a stop held the close).',
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 60],
     registers: [registry],
   }),

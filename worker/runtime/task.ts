@@ -427,19 +427,20 @@ export class CountTask {
   }
 
   /**
-   * Whether the loop closes the window now: `window` has passed since it opened and the
-   * previous window's sink write is confirmed. While that write is outstanding the window
-   * keeps filling instead (closing it would only stop the loop until the write confirms,
-   * with the input waiting in the source), for at most WINDOW_STRETCH windows; then it
-   * closes and the loop waits for the write. So a slow sink gets fewer, larger windows
-   * (fewer rows per event), and an event read meanwhile is written by the next write, not
-   * the one after it.
+   * Whether the loop closes the window now: `window` has passed since it opened and, for a
+   * remote sink, the previous window's write is confirmed. While that write is outstanding
+   * the window keeps filling instead (closing it would only stop the loop until the write
+   * confirms, with the input waiting in the source), for at most WINDOW_STRETCH windows;
+   * then it closes and the loop waits for the write. So a slow sink gets fewer, larger
+   * windows (fewer rows per event), and an event read meanwhile is written by the next
+   * write, not the one after it. An embedded sink's windows close on time (CountSink.remote).
    */
   private windowDue(): boolean {
     if (this.windowCloseHeld > 0) return false;
     const open = this.clock() - this.windowStartedAt;
     const { windowMs } = this.options.config;
     if (open < windowMs) return false;
+    if (this.options.sink.remote !== true) return true;
     return this.writing === undefined || open >= WINDOW_STRETCH * windowMs;
   }
 
