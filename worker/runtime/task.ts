@@ -34,8 +34,8 @@ import { sleep } from '../../common/sleep';
  *      counters whose totals the sink has not confirmed yet);
  *   3. the totals are written to the sink (idempotent: they are totals, not increments),
  *      retried with backoff while the sink fails. The loop goes on polling and counting the
- *      next window meanwhile (flush(true) returns at the commit point), and keeps that
- *      window open past `window` until the write is confirmed (windowDue);
+ *      next window meanwhile (flush(true) returns at the commit point); with a remote
+ *      sink it keeps that window open past `window` until the write is confirmed (windowDue);
  *   4. the next commit waits for that sink write to be confirmed — at most one is
  *      outstanding, which is the backpressure while the sink fails — then replaces or
  *      deletes the outbox.
