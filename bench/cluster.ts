@@ -224,7 +224,6 @@ class SteadyLoad {
  * before its produce to the first time its row is readable in Cassandra (polled every 20 ms).
  */
 class Probes {
-  readonly latencies: number[] = [];
   /** [ms into the load when sent, latency ms] of every probe seen. */
   private readonly seen: [number, number][] = [];
   private readonly startedAt = Date.now();
@@ -253,6 +252,11 @@ class Probes {
     return JSON.stringify({ company_id: `probe-${this.id}-${i}`, statistic_id: 'probe', customer_id: 'p', timestamp: ts });
   }
 
+  /** The latency of every probe seen, in ms. */
+  get latencies(): number[] {
+    return this.seen.map(([, ms]) => ms);
+  }
+
   /** The `n` slowest probes: when each was sent (ms into the load) and its latency. */
   slowest(n: number): [number, number][] {
     return [...this.seen].sort((a, b) => b[1] - a[1]).slice(0, n);
@@ -273,10 +277,7 @@ class Probes {
       await Promise.all(
         [...this.pending].map(async ([i, p]) => {
           const rs = await this.cassandra.execute(this.select, [`probe-${this.id}-${i}`, p.bucket], { prepare: true });
-          if (rs.rowLength > 0 && this.pending.delete(i)) {
-            this.latencies.push(Date.now() - p.sentAt);
-            this.seen.push([p.sentAt - this.startedAt, Date.now() - p.sentAt]);
-          }
+          if (rs.rowLength > 0 && this.pending.delete(i)) this.seen.push([p.sentAt - this.startedAt, Date.now() - p.sentAt]);
         }),
       );
       await sleep(20);

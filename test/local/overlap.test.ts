@@ -198,35 +198,73 @@ class CountingSource extends ArraySource {
   }
 }
 
+/** Polls `ok` every 5 ms (the kube helpers' `until` polls every second, too slow for a paced source of a few seconds). */
 async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!ok()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await pause(5);
   }
 }
 
-test('with a remote sink, a window due while the previous write is outstanding keeps filling; it closes once that write is confirmed, or after four windows', { timeout: 60_000 }, async () => {
-  const records = timedInput(11, 1500);
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A task over a CountingSource and a GatedSink, on a clock the test moves (`advance`); its
+ * first window committed and that window's write held. `finish` lets every write go, waits
+ * for the run and checks the counts against the reference.
+ */
+async function gatedRun(seed: number, valid: number, remote: boolean) {
+  const records = timedInput(seed, valid);
   const config = testConfig({ window: '1s', maxEventBytes: 4096 });
   const dataDir = tempDir();
   const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
   const opened: { task?: CountTask } = {};
   const windows = (): number => opened.task?.progress.windows ?? 0;
-  const sink = new GatedSink(local, windows);
+  const sink = new GatedSink(local, windows, remote);
   const source = new CountingSource(records);
   let now = 1_000_000;
   const task = await CountTask.open({ config, dataDir, source, sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, clock: () => now });
   opened.task = task;
   const running = task.run();
-  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const advance = (ms: number): void => {
+    now += ms;
+  };
+  const finish = async (): Promise<void> => {
+    sink.openGate();
+    await running;
+    await task.close();
+    await local.close();
+    assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
+    assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
+    rmSync(dataDir, { recursive: true });
+  };
   try {
     await until('a few records are counted', () => task.progress.read >= 5);
-    now += 1_100;
+    advance(1_100);
     await until('the first window is committed and its write held', () => windows() === 1 && sink.held === 1);
+  } catch (err) {
+    sink.openGate();
+    throw err;
+  }
+  return { task, sink, source, windows, advance, finish };
+}
 
+/** Whether the loop stopped polling (it waits inside a flush): no poll over 150 ms, after 50 ms for it to get there. */
+async function loopWaits(source: CountingSource): Promise<boolean> {
+  await pause(50);
+  const polls = source.polls;
+  await pause(150);
+  return source.polls === polls;
+}
+
+test('with a remote sink, a window due while the previous write is outstanding keeps filling; it closes once that write is confirmed, or after four windows', { timeout: 60_000 }, async () => {
+  const { task, sink, source, windows, advance, finish } = await gatedRun(11, 1500, true);
+  try {
     // The second window is due, but the first write is outstanding: the loop keeps polling and commits nothing.
-    now += 1_100;
+    advance(1_100);
     const read = task.progress.read;
     await pause(100);
     // At 2 ms a poll, 100 ms is dozens of polls; a loop that had closed the window would wait after one.
@@ -238,56 +276,24 @@ test('with a remote sink, a window due while the previous write is outstanding k
     await until('the second window is committed', () => windows() === 2 && sink.held === 1);
 
     // Four windows later it closes anyway, and the loop waits for the write before its commit.
-    now += 4 * 1_000 + 100;
-    await pause(50);
-    const polls = source.polls;
-    await pause(150);
-    assert.equal(source.polls, polls, 'the loop stopped polling: the window closed and waits for the outstanding write');
+    advance(4 * 1_000 + 100);
+    assert.ok(await loopWaits(source), 'the loop stopped polling: the window closed and waits for the outstanding write');
     assert.equal(windows(), 2, 'nothing is committed before that write is confirmed');
     sink.release();
     await until('the stretched window is committed', () => windows() === 3);
   } finally {
-    sink.openGate();
+    await finish();
   }
-  await running;
-  await task.close();
-  await local.close();
-  assert.equal(sink.maxOutstanding, 1, 'never two sink writes at once');
-  assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
-  rmSync(dataDir, { recursive: true });
 });
 
 test('with an embedded sink, a due window closes on time and the loop waits for the previous write', { timeout: 60_000 }, async () => {
-  const records = timedInput(12, 800);
-  const config = testConfig({ window: '1s', maxEventBytes: 4096 });
-  const dataDir = tempDir();
-  const local = await LocalSink.open(localPaths(dataDir).sink, config.rocksdb, config.level);
-  const opened: { task?: CountTask } = {};
-  const windows = (): number => opened.task?.progress.windows ?? 0;
-  const sink = new GatedSink(local, windows, false);
-  const source = new CountingSource(records);
-  let now = 1_000_000;
-  const task = await CountTask.open({ config, dataDir, source, sink, deadLetter: { send: () => Promise.resolve(), close: () => Promise.resolve() }, clock: () => now });
-  opened.task = task;
-  const running = task.run();
-  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const { sink, source, windows, advance, finish } = await gatedRun(12, 800, false);
   try {
-    await until('a few records are counted', () => task.progress.read >= 5);
-    now += 1_100;
-    await until('the first window is committed and its write held', () => windows() === 1 && sink.held === 1);
-    now += 1_100;
-    await pause(50);
-    const polls = source.polls;
-    await pause(150);
-    assert.equal(source.polls, polls, 'the due window closed and the loop waits for the outstanding write');
+    advance(1_100);
+    assert.ok(await loopWaits(source), 'the due window closed and the loop waits for the outstanding write');
     sink.release();
     await until('the second window is committed', () => windows() === 2);
   } finally {
-    sink.openGate();
+    await finish();
   }
-  await running;
-  await task.close();
-  await local.close();
-  assert.deepEqual(await localCounts(dataDir, config), referenceRun(records, { level: 'account', maxEventBytes: 4096 }).rows);
-  rmSync(dataDir, { recursive: true });
 });
